@@ -1,0 +1,183 @@
+"""The EP network of model.md, as an ensemble of M independent models.
+
+Every tensor carries a leading model axis M, so one batched program relaxes
+and updates all models at once (one Table 1 row, or a whole seed, in one
+pass). Model m is exactly the network built from `configs[m]` alone: its own
+weights, hidden time steps `eps_hidden`, `eps_out`, `gamma`, `beta`, learning
+rates and random stream.
+
+Dynamics (synchronous Euler steps; both layers read the states of step t):
+
+    h[t+1] = h[t] + eps_hidden * (-h[t] + phi(W1 x + b1 + gamma * W2^T o[t]))
+    o[t+1] = o[t] + eps_out    * (-o[t] + sigma(W2 h[t] + b2))            free
+    o[t+1] = (same)            + eps_out * beta * (y - o[t])             nudged
+
+Learning rule (predictive, no prediction units):
+
+    dW1 = eta1 / (beta B) (hb - h0)^T x      db1 = eta1 / (beta B) sum(hb - h0)
+    dW2 = eta2 / (beta B) (ob - o0)^T hb     db2 = eta2 / (beta B) sum(ob - o0)
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import fused
+from .config import check_ensemble
+from .sampler import sample_time_steps
+
+
+def default_device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def per_model(values, device):
+    """A [M, 1, 1] column, broadcasting one value per model over batch and neurons."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+
+
+class Ensemble:
+    def __init__(self, configs, device=None):
+        check_ensemble(configs)
+        self.configs = list(configs)
+        self.device = torch.device(device) if device is not None else default_device()
+        c0 = configs[0]
+        self.slope, self.t_free, self.t_nudge = c0.slope, c0.t_free, c0.t_nudge
+        self.generators = [torch.Generator().manual_seed(c.seed) for c in configs]
+        parts = [self._init_model(c, g) for c, g in zip(configs, self.generators)]
+        self.W1, self.b1, self.W2, self.b2, eps_hidden = (
+            torch.stack(p).to(self.device) for p in zip(*parts))
+        self.eps_hidden = eps_hidden.unsqueeze(1)           # [M, 1, H]
+        self.eps_out = per_model([c.eps_out for c in configs], self.device)
+        self.gamma = per_model([c.gamma for c in configs], self.device)
+        self.beta = per_model([c.beta for c in configs], self.device)
+        self.eta1 = per_model([c.eta1 for c in configs], self.device)
+        self.eta2 = per_model([c.eta2 for c in configs], self.device)
+        self.alive = torch.ones(len(configs), dtype=torch.bool, device=self.device)
+
+    @staticmethod
+    def _init_model(c, g):
+        """nn.Linear's default init (chosen), then the hidden time steps, from one stream."""
+        def uniform(shape, fan_in):
+            bound = 1 / math.sqrt(fan_in)
+            return torch.empty(shape).uniform_(-bound, bound, generator=g)
+        W1, b1 = uniform((c.n_hidden, c.n_in), c.n_in), uniform((c.n_hidden,), c.n_in)
+        W2, b2 = uniform((c.n_out, c.n_hidden), c.n_hidden), uniform((c.n_out,), c.n_hidden)
+        eps = sample_time_steps(c.distribution, c.n_hidden, c.mu, c.sigma_eps,
+                                c.eps_min, c.eps_max, generator=g)
+        return W1, b1, W2, b2, eps
+
+    def __len__(self):
+        return len(self.configs)
+
+    # -- relaxation ---------------------------------------------------------
+
+    def drive(self, x):
+        """W1 x + b1 for inputs x [M, B, n_in]: constant through both phases, so computed once."""
+        return torch.baddbmm(self.b1.unsqueeze(1), x, self.W1.transpose(1, 2))
+
+    def relax(self, drive, h, o, steps, y=None, trace=None):
+        """Run `steps` Euler steps from (h, o); nudged towards one-hot y [M, B, n_out] if given.
+
+        Returns the final h, o and the residual max|h[T] - h[T-1]| per model.
+        On CPU the fused kernel does the work (same arithmetic, see fused.py);
+        `trace`, a list, collects the residual of every step (PyTorch path only).
+        """
+        if trace is None and fused.supports(drive, o):
+            return fused.relax(self, drive, h, o, steps, y)
+        return self.relax_torch(drive, h, o, steps, y, trace)
+
+    def relax_torch(self, drive, h, o, steps, y=None, trace=None):
+        W2T = self.W2.transpose(1, 2)
+        feedback = self.gamma * self.W2
+        b2 = self.b2.unsqueeze(1)
+        residual = torch.zeros(len(self), device=drive.device)
+        for t in range(steps):
+            z_h = torch.baddbmm(drive, o, feedback)        # W1 x + b1 + gamma W2^T o
+            z_o = torch.baddbmm(b2, h, W2T)                # W2 h + b2, from h[t]
+            dh = F.leaky_relu_(z_h, self.slope).sub_(h).mul_(self.eps_hidden)
+            do = torch.sigmoid(z_o).sub_(o)
+            if y is not None:
+                do.add_(self.beta * (y - o))
+            h = h + dh
+            o = o + do.mul_(self.eps_out)
+            if t == steps - 1 or trace is not None:
+                residual = dh.abs().amax(dim=(1, 2))
+                if trace is not None:
+                    trace.append(residual)
+        return h, o, residual
+
+    def zero_state(self, batch):
+        M, H, O = len(self), self.W1.shape[1], self.W2.shape[1]
+        return (torch.zeros(M, batch, H, device=self.device),
+                torch.zeros(M, batch, O, device=self.device))
+
+    @torch.no_grad()
+    def predict(self, x):
+        """Free phase only; returns the class scores o [M, B, n_out] and the free residual."""
+        h, o = self.zero_state(x.shape[1])
+        h, o, residual = self.relax(self.drive(x), h, o, self.t_free)
+        return o, residual
+
+    # -- learning -----------------------------------------------------------
+
+    @torch.no_grad()
+    def train_step(self, x, y):
+        """One batch: free phase, nudged phase, weight update. x [M,B,n_in], y one-hot [M,B,n_out].
+
+        Returns the free-phase output o0 (for running accuracy) and the residuals
+        at the end of the free and the nudged phase.
+        """
+        drive = self.drive(x)
+        h, o = self.zero_state(x.shape[1])
+        h0, o0, res_free = self.relax(drive, h, o, self.t_free)
+        hb, ob, res_nudge = self.relax(drive, h0, o0, self.t_nudge, y=y)
+        self.update(x, h0, o0, hb, ob)
+        return o0, res_free, res_nudge
+
+    def update(self, x, h0, o0, hb, ob):
+        B = x.shape[1]
+        dh = (hb - h0).mul_(self.eta1 / (self.beta * B))   # eta1 / (beta B) (hb - h0)
+        do = (ob - o0).mul_(self.eta2 / (self.beta * B))   # eta2 / (beta B) (ob - o0)
+        self.W1.baddbmm_(dh.transpose(1, 2), x)            # W1 += dh^T x
+        self.b1.add_(dh.sum(1))
+        self.W2.baddbmm_(do.transpose(1, 2), hb)           # W2 += do^T hb
+        self.b2.add_(do.sum(1))
+
+    # -- divergence ---------------------------------------------------------
+
+    def finite_models(self):
+        """Per model: are all weights finite?"""
+        return torch.stack([torch.isfinite(p).flatten(1).all(1)
+                            for p in (self.W1, self.b1, self.W2, self.b2)]).all(0)
+
+    def retire(self, mask):
+        """Stop the models in `mask` (diverged): zero weights, zero learning rates.
+
+        They keep their place in the ensemble (the shapes stay), but no longer
+        produce non-finite values that would slow the arithmetic or spill into
+        aggregate statistics.
+        """
+        self.alive &= ~mask
+        for p in (self.W1, self.b1, self.W2, self.b2):
+            p[mask] = 0
+        self.eta1[mask] = 0
+        self.eta2[mask] = 0
+
+    # -- checkpoints --------------------------------------------------------
+
+    TENSORS = ("W1", "b1", "W2", "b2", "eps_hidden", "alive")
+
+    def state_dict(self):
+        state = {k: getattr(self, k).cpu() for k in self.TENSORS}
+        state["eta"] = (self.eta1.cpu(), self.eta2.cpu())
+        state["generators"] = [g.get_state() for g in self.generators]
+        return state
+
+    def load_state_dict(self, state):
+        for k in self.TENSORS:
+            getattr(self, k).copy_(state[k])
+        self.eta1.copy_(state["eta"][0])
+        self.eta2.copy_(state["eta"][1])
+        for g, s in zip(self.generators, state["generators"]):
+            g.set_state(s)

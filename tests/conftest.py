@@ -1,0 +1,29 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# One thread: the suite runs beside other work on 2 cores, and oversubscribed
+# threads make small tensor programs far slower.
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+os.environ.setdefault("HTS_EP_DATA", str(SHARED_DATA))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """(train, test) splits of the real MNIST, loaded once."""
+    from hts_ep import data
+    return data.load("mnist", train=True), data.load("mnist", train=False)
+
+
+def small(**changes):
+    """A small network on the paper's input/output sizes, for fast tests."""
+    from hts_ep import Config
+    base = dict(n_hidden=64, t_free=20, t_nudge=4, batch_size=128, epochs=1)
+    base.update(changes)
+    return Config(**base)

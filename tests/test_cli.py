@@ -1,0 +1,64 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SHARED_DATA
+
+SMALL = ["--n-hidden", "32", "--t-free", "10", "--t-nudge", "3", "--train-subset", "256",
+         "--epochs", "1", "--threads", "1", "--no-progress"]
+
+
+def cli(*args, env=None):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "hts_ep.cli", *args], capture_output=True, text=True, env=e,
+                          timeout=300)
+
+
+def test_train_happy_path_ensemble(tmp_path):
+    out = tmp_path / "run.json"
+    p = cli("train", "--dataset", "mnist", "--distribution", "scalar", "gamma", "--eps-out", "0.2", "0.3",
+            "--out", str(out), *SMALL)
+    assert p.returncode == 0, p.stderr
+    records = json.loads(out.read_text())["records"]
+    assert len(records) == 4
+    assert {(r["config"]["distribution"], r["config"]["eps_out"]) for r in records} == \
+        {("scalar", 0.2), ("scalar", 0.3), ("gamma", 0.2), ("gamma", 0.3)}
+    assert all(r["epochs"][0]["test_acc"] > 0.1 for r in records)
+    assert r["environment"]["ensemble_size"] == 4 if (r := records[0]) else False
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "cifar"], "invalid choice: 'cifar'"),
+    (["--distribution", "uniform"], "invalid choice: 'uniform'"),
+    (["--eps-out", "-0.1"], "eps_out=-0.1 must be > 0"),
+    (["--sigma-eps", "0.5"], "larger than the mean allows"),
+    (["--eps-min", "0"], "eps_min=0.0 must be > 0"),
+    (["--mu", "0.7"], "mu=0.7 must lie in [eps_min, eps_max]"),
+    (["--seed", "1", "1"], "--seed has duplicates"),
+    (["--epochs", "0"], "epochs=0 must be > 0"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    p = cli("train", "--out", str(tmp_path / "x.json"), *SMALL, *args)
+    assert p.returncode != 0
+    assert message in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_missing_dataset_names_files_and_place(tmp_path):
+    # KMNIST's training images are not in the shared data: the download is tried and fails here.
+    p = cli("train", "--dataset", "kmnist", "--data-root", str(SHARED_DATA), "--out", str(tmp_path / "x.json"),
+            *SMALL)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "data set 'kmnist' is not available" in p.stderr
+    assert "train-images-idx3-ubyte.gz" in p.stderr and "KMNIST/raw" in p.stderr
+
+
+def test_missing_root_entirely(tmp_path):
+    p = cli("train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "x.json"), *SMALL,
+            env={"HTS_EP_DATA": str(tmp_path / "nothing")})
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "t10k-labels-idx1-ubyte.gz" in p.stderr and "HTS_EP_DATA" in p.stderr
