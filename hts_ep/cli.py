@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import os
 import sys
+import time
 
 from .config import DATASETS, SHARED_FIELDS, Config
 from .sampler import DISTRIBUTIONS
@@ -52,11 +53,13 @@ def set_threads(threads):
 
 
 def cmd_train(args):
-    from .train import train, write_json
+    from .train import epoch_summary, train, write_json
     configs = configs_from_args(args)
     set_threads(args.threads)
+    # Without bars, still one line per epoch: long runs in logs need a heartbeat.
+    quiet_log = (lambda records: print(epoch_summary(records), flush=True)) if args.no_progress else None
     records = train(configs, data_root=args.data_root, device=args.device,
-                    progress=not args.no_progress, checkpoint=args.checkpoint)
+                    progress=not args.no_progress, checkpoint=args.checkpoint, on_epoch=quiet_log)
     write_json(args.out, {"records": records})
     for r in records:
         c, last = r["config"], r["epochs"][-1]
@@ -64,6 +67,47 @@ def cmd_train(args):
         print(f"{c['dataset']} {c['distribution']:>9} eps_out={c['eps_out']:.2f} seed={c['seed']}: "
               f"test {acc}, {last['seconds']:.1f} s/epoch")
     print(f"wrote {len(records)} records to {args.out}")
+
+
+def cmd_sweep(args):
+    from . import experiments
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers={args.workers} must be >= 1")
+    if args.dry_run:
+        print(experiments.describe(experiments.plan(args.spec, args.profile, data_root=args.data_root)))
+        return
+    if not (args.workers or args.scheduler):
+        set_threads(args.threads)
+    start = time.perf_counter()
+    p = experiments.sweep(args.spec, args.profile, data_root=args.data_root, device=args.device,
+                          threads=args.threads, max_group=args.max_group, workers=args.workers,
+                          scheduler=args.scheduler, progress=not args.no_progress)
+    print(f"{args.spec}/{args.profile}: trained {len(p.missing)} models in "
+          f"{time.perf_counter() - start:.0f} s; {len(p.cached)} were cached")
+
+
+def cmd_table(args):
+    from . import analysis
+    recs, gaps = analysis.load(args.spec, args.profile, data_root=args.data_root)
+    if args.spec == "table1":
+        frame = analysis.table1(recs, gaps=gaps)[0]
+    else:
+        frame = analysis.stability(recs)
+    if args.format == "csv":
+        print(frame.to_csv())
+    else:
+        print(f"{args.spec}, profile {args.profile}: {len(recs)} records (test accuracy %, mean ± std over seeds)")
+        print(frame.to_markdown() if _has_tabulate() else frame.to_string())
+        for ds, reason in gaps.items():
+            print(f"\ngap {ds}: {reason}")
+
+
+def _has_tabulate():
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
 
 
 def parser():
@@ -75,15 +119,34 @@ def parser():
     t.add_argument("--out", required=True, help="JSON file for the records (written atomically)")
     t.add_argument("--checkpoint", default=None, help="file updated each epoch; rerunning resumes from it")
     t.set_defaults(func=cmd_train)
+
+    from .experiments import spec_names
+    s = sub.add_parser("sweep", help="train every missing record of an experiment spec")
+    s.add_argument("spec", choices=spec_names())
+    s.add_argument("--profile", default="quick", help="smoke, quick or paper (experiments/profiles.yaml)")
+    s.add_argument("--dry-run", action="store_true", help="only say what is cached, missing and how long it takes")
+    s.add_argument("--max-group", type=int, default=20, help="models per ensemble (default 20)")
+    s.add_argument("--workers", type=int, default=None, help="start a local Dask cluster of N worker processes")
+    s.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, tcp://host:port")
+    add_run_options(s)
+    s.set_defaults(func=cmd_sweep)
+
+    tb = sub.add_parser("table", help="print an experiment's aggregated table")
+    tb.add_argument("spec", choices=spec_names())
+    tb.add_argument("--profile", default="quick")
+    tb.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    tb.add_argument("--data-root", default=None)
+    tb.set_defaults(func=cmd_table)
     return p
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
     from .data import DataMissingError
+    from .distributed import SchedulerError
     try:
         args.func(args)
-    except (UserError, ValueError, DataMissingError) as error:
+    except (UserError, ValueError, DataMissingError, SchedulerError) as error:
         print(f"hts-ep: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

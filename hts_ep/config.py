@@ -33,7 +33,8 @@ class Config:
     t_nudge: int = 12           # stated
     epochs: int = 50            # stated
     batch_size: int = 256       # stated
-    train_subset: int = 0       # chosen: 0 = the full training set
+    train_subset: int = 0       # chosen: 0 = the full training set (first N samples otherwise)
+    test_subset: int = 0        # chosen: 0 = the full test set (first N samples otherwise)
     seed: int = 0               # chosen: the paper does not give its seeds
 
     def __post_init__(self):
@@ -46,7 +47,7 @@ class Config:
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"{name}={value} must be > 0")
-        for name in ("eta1", "eta2", "gamma", "slope", "train_subset", "seed"):
+        for name in ("eta1", "eta2", "gamma", "slope", "train_subset", "test_subset", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
 
@@ -60,7 +61,7 @@ class Config:
 # Fields that must agree across the models of one ensemble (tensor shapes and
 # loop lengths); every other field may differ from model to model.
 SHARED_FIELDS = ("dataset", "n_in", "n_hidden", "n_out", "t_free", "t_nudge",
-                 "epochs", "batch_size", "train_subset", "slope")
+                 "epochs", "batch_size", "train_subset", "test_subset", "slope")
 
 PROVENANCE = {
     "n_hidden": ("stated", "one hidden layer of 1024 neurons"),

@@ -4,6 +4,7 @@ Loading goes through torchvision. The data root may be read-only (the
 project's shared copy is): the upstream `.gz` files are then linked into a
 writable cache where torchvision can extract them, without any network.
 """
+import functools
 import os
 import shutil
 from dataclasses import dataclass
@@ -60,7 +61,31 @@ def missing_message(dataset, root, error):
             f"--data-root / HTS_EP_DATA at a folder holding {DATASETS[dataset]}/raw/.")
 
 
-def load(dataset, root=None, train=True, device="cpu", download=True):
+def unavailable(dataset, root=None):
+    """None if `dataset` can be loaded (downloading it if need be), else the reason, in one line."""
+    raw = data_root(root) / DATASETS[dataset] / "raw"
+    if all((raw / name).exists() or (raw / name[:-3]).exists() for name in FILES):
+        return None
+    try:
+        load(dataset, root, train=True)
+        load(dataset, root, train=False)
+    except DataMissingError as error:
+        return " ".join(str(error).split())
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(dataset, root, train):
+    return load_uncached(dataset, root, train)
+
+
+def load(dataset, root=None, train=True, device="cpu"):
+    """The train or test split of `dataset` as a Split on `device` (read once per process)."""
+    split = _load_cached(dataset, str(data_root(root)), train)
+    return Split(split.x.to(device), split.y.to(device))
+
+
+def load_uncached(dataset, root=None, train=True, device="cpu", download=True):
     """The train or test split of `dataset` as a Split on `device`."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")

@@ -103,6 +103,13 @@ def train_epoch(ens, train, progress=None):
     return (correct / n).tolist(), (res_free / count).tolist(), (res_nudge / count).tolist()
 
 
+def epoch_summary(records):
+    """One line: the epoch, its time, and the test accuracy of every model."""
+    last = [r["epochs"][-1] for r in records]
+    accs = " ".join("div" if e["test_acc"] is None else f"{100 * e['test_acc']:.2f}" for e in last)
+    return f"epoch {last[0]['epoch']}/{records[0]['config']['epochs']}: {last[0]['seconds']:.1f} s, test % {accs}"
+
+
 def load_checkpoint(path, configs):
     """The saved state if `path` holds a readable checkpoint of these very configs."""
     if path is None or not Path(path).exists():
@@ -130,7 +137,8 @@ def train(configs, data_root=None, device=None, progress=True, checkpoint=None,
     c0 = configs[0]
     train_split = data.subset(data.load(c0.dataset, data_root, train=True, device=ens.device),
                               c0.train_subset)
-    test_split = data.load(c0.dataset, data_root, train=False, device=ens.device)
+    test_split = data.subset(data.load(c0.dataset, data_root, train=False, device=ens.device),
+                             c0.test_subset)
     env = environment(ens.device)
     env["ensemble_size"] = len(configs)
     records = [new_record(c, env) for c in configs]
@@ -139,6 +147,8 @@ def train(configs, data_root=None, device=None, progress=True, checkpoint=None,
     if state is not None:
         ens.load_state_dict(state["ensemble"])
         records = state["records"]
+        print(f"resuming {len(configs)} models from checkpoint {checkpoint} at epoch "
+              f"{len(records[0]['epochs']) + 1}", flush=True)
     first_epoch = len(records[0]["epochs"]) + 1
 
     n_batches = -(-len(train_split.y) // c0.batch_size)
@@ -171,8 +181,7 @@ def train(configs, data_root=None, device=None, progress=True, checkpoint=None,
                        "ensemble": ens.state_dict()}
             atomic_write(checkpoint, lambda f: torch.save(payload, f))
         if progress:
-            best = max((r["epochs"][-1]["test_acc"] or 0) for r in records)
-            print(f"epoch {epoch}/{c0.epochs}: {seconds:.1f} s, best test accuracy {100 * best:.2f}%", flush=True)
+            print(epoch_summary(records), flush=True)
         if on_epoch is not None:
             on_epoch(records)
     return records

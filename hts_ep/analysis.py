@@ -1,0 +1,143 @@
+"""From records to the book's tables: Table 1, learning curves, stability metrics.
+
+Cells that have no runs appear as explicit gaps with their reason, never as
+zeros. Accuracies are in percent here.
+"""
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import data, experiments
+
+CONDITIONS = ["normal", "lognormal", "gamma", "scalar"]   # the paper's column order
+LABELS = {"normal": "Normal", "lognormal": "Log-normal", "gamma": "Gamma", "scalar": "Scalar"}
+AXES = ["dataset", "distribution", "eps_out", "mu", "sigma_eps", "eta1", "eta2"]
+CHANCE = 15.0          # % test accuracy at or below which a run counts as collapsed (chance is 10%)
+PAPER_TABLE = Path(__file__).with_name("paper_table1.csv")
+
+
+def curves(records):
+    """Tidy per-epoch frame: one row per (run, epoch)."""
+    rows = []
+    for r in records:
+        c = r["config"]
+        for e in r["epochs"]:
+            rows.append({**{a: c[a] for a in AXES}, "seed": c["seed"], "epoch": e["epoch"],
+                         "test_acc": pct(e["test_acc"]), "train_acc": pct(e["train_acc"]),
+                         "residual_free": e["residual_free"], "residual_nudge": e["residual_nudge"],
+                         "seconds": e["seconds"]})
+    return pd.DataFrame(rows)
+
+
+def pct(x):
+    return None if x is None else 100 * x
+
+
+def late_window(epochs):
+    """Epochs over which late-training fluctuation is measured: the last 10, or
+    the last half for runs shorter than 20 epochs (chosen)."""
+    return min(10, max(1, epochs // 2))
+
+
+def finals(records):
+    """One row per run: final accuracy, divergence, late fluctuation, final residuals."""
+    rows = []
+    for r in records:
+        c, eps = r["config"], r["epochs"]
+        accs = [pct(e["test_acc"]) for e in eps]
+        diverged = r["diverged_epoch"] is not None
+        final = accs[-1]
+        late = [a for a in accs[-late_window(len(accs)):] if a is not None]
+        rows.append({**{a: c[a] for a in AXES}, "seed": c["seed"], "final_acc": final,
+                     "diverged": diverged, "diverged_epoch": r["diverged_epoch"],
+                     "collapsed": (not diverged) and final is not None and final <= CHANCE,
+                     "late_std": pd.Series(late).std(ddof=0) if len(late) > 1 else float("nan"),
+                     "residual_free": eps[-1]["residual_free"], "residual_nudge": eps[-1]["residual_nudge"]})
+    return pd.DataFrame(rows)
+
+
+def fmt(mean, std):
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def table1(records, datasets=("mnist", "kmnist", "fashion-mnist"), eps_outs=(0.15, 0.2, 0.25, 0.3, 0.35),
+           gaps=None):
+    """Mean ± std over seeds per (data set, eps_out) row and condition column.
+
+    Returns (display, means, stds, counts): `display` holds strings, gaps
+    spelled out with `gaps[dataset]` (the reason) or "not run".
+    """
+    f = finals(records)
+    index = pd.MultiIndex.from_product([datasets, eps_outs], names=["dataset", "eps_out"])
+    means = pd.DataFrame(index=index, columns=CONDITIONS, dtype=float)
+    stds, counts = means.copy(), means.copy().fillna(0)
+    if len(f):
+        g = f[~f.diverged].groupby(["dataset", "eps_out", "distribution"])["final_acc"]
+        for (ds, e, dist), s in g:
+            key = (ds, round(e, 4))
+            if key in means.index:
+                means.loc[key, dist], stds.loc[key, dist], counts.loc[key, dist] = s.mean(), s.std(ddof=1), len(s)
+    display = pd.DataFrame(index=index, columns=CONDITIONS, dtype=object)
+    for idx in index:
+        for cond in CONDITIONS:
+            if counts.loc[idx, cond] > 0:
+                display.loc[idx, cond] = fmt(means.loc[idx, cond], stds.loc[idx, cond])
+            else:
+                display.loc[idx, cond] = "gap: " + ("data missing" if idx[0] in (gaps or {}) else "not run")
+    return display.rename(columns=LABELS), means, stds, counts
+
+
+def paper_table1():
+    """The paper's published Table 1 (the only typed-in numbers of the book; source in the file)."""
+    t = pd.read_csv(PAPER_TABLE, comment="#")
+    return t.set_index(["dataset", "eps_out"])
+
+
+def comparison(records, gaps=None):
+    """Ours beside the paper's, cell by cell: difference and whether it lies within the seed spread."""
+    _, means, stds, counts = table1(records, gaps=gaps)
+    paper = paper_table1()
+    rows = []
+    for (ds, e) in means.index:
+        for cond in CONDITIONS:
+            p_mean = paper.loc[(ds, e), f"{cond}_mean"]
+            p_std = paper.loc[(ds, e), f"{cond}_std"]
+            n = counts.loc[(ds, e), cond]
+            ours, sd = (means.loc[(ds, e), cond], stds.loc[(ds, e), cond]) if n else (None, None)
+            diff = None if ours is None else ours - p_mean
+            spread = None if ours is None else max(sd if sd == sd else 0.0, p_std)
+            rows.append({"dataset": ds, "eps_out": e, "condition": LABELS[cond], "paper": fmt(p_mean, p_std),
+                         "ours": fmt(ours, sd) if n else "gap: " + ("data missing" if ds in (gaps or {}) else "not run"),
+                         "seeds": int(n), "difference": diff,
+                         "within_spread": None if diff is None else abs(diff) <= 2 * spread})
+    return pd.DataFrame(rows)
+
+
+def stability(records, by=("dataset", "distribution", "eps_out", "mu")):
+    """The four stability metrics of model.md per cell."""
+    f = finals(records)
+    if not len(f):
+        return pd.DataFrame(columns=[*by, "runs", "seed_std", "late_std", "divergence_rate",
+                                     "residual_free", "residual_nudge"])
+    rows = []
+    for cell, g in f.groupby(list(by)):
+        ok = g[~g.diverged]
+        rows.append({**dict(zip(by, cell)), "runs": len(g),
+                     "final_acc": ok.final_acc.mean() if len(ok) else float("nan"),
+                     "seed_std": ok.final_acc.std(ddof=1) if len(ok) > 1 else float("nan"),
+                     "late_std": ok.late_std.mean() if len(ok) else float("nan"),
+                     "divergence_rate": (g.diverged | g.collapsed).mean(),
+                     "residual_free": ok.residual_free.mean() if len(ok) else float("nan"),
+                     "residual_nudge": ok.residual_nudge.mean() if len(ok) else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def load(spec, profile, results_root=None, data_root=None):
+    """Records of a spec and the reasons for data sets that cannot run here."""
+    spec_obj = experiments.load_spec(spec)
+    datasets = spec_obj.grid.get("dataset", ["mnist"])
+    gaps = {ds: reason for ds in datasets if (reason := data.unavailable(ds, data_root))}
+    return experiments.records(spec, profile, results_root), gaps
