@@ -242,7 +242,9 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=total, desc=f"{spec_name}/{profile}", unit="model-epoch")
-    args = dict(results_root=results_root, data_root=data_root, device=device, threads=threads)
+    # Resolved here, so that workers in other processes write where this process reads.
+    args = dict(results_root=Path(results_root or RESULTS).resolve(), data_root=data_root, device=device,
+                threads=threads)
     try:
         if workers or scheduler:
             from .distributed import run_groups

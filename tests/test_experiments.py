@@ -1,0 +1,215 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hts_ep import Config, experiments
+from hts_ep.experiments import SpecError, key
+
+PROFILES = """
+tiny:
+  description: for tests
+  seeds: [0, 1]
+  epochs: 1
+  train_subset: 256
+  test_subset: 500
+long:
+  description: for interrupt tests (several epochs)
+  seeds: [0]
+  epochs: 4
+  train_subset: 6000
+  test_subset: 500
+dupes:
+  seeds: [0, 0]
+  epochs: 1
+  train_subset: 256
+  test_subset: 500
+"""
+
+SPEC = """
+name: {name}
+grid:
+  dataset: [mnist]
+  distribution: {dists}
+  eps_out: {eps}
+fixed:
+  n_hidden: 32
+  t_free: 10
+  t_nudge: 3
+  batch_size: 64
+"""
+
+
+@pytest.fixture
+def specs(tmp_path, monkeypatch):
+    """A spec folder of small specs, and an empty results folder."""
+    d = tmp_path / "specs"
+    d.mkdir()
+    (d / "profiles.yaml").write_text(PROFILES)
+    (d / "small.yaml").write_text(SPEC.format(name="small", dists="[scalar, gamma]", eps="[0.2, 0.3]"))
+    (d / "reordered.yaml").write_text(
+        "fixed: {t_nudge: 3, t_free: 10, batch_size: 64, n_hidden: 32}\n"
+        "grid:\n  eps_out: [0.3, 0.2]\n  distribution: [gamma, scalar]\n  dataset: [mnist]\nname: reordered\n")
+    monkeypatch.setattr(experiments, "SPEC_DIR", d)
+    results = tmp_path / "results"
+    monkeypatch.setattr(experiments, "RESULTS", results)
+    return d, results
+
+
+def test_key_changes_with_every_parameter():
+    base = Config()
+    keys = {key(base)}
+    for name, value in [("eps_out", 0.3), ("seed", 1), ("mu", 0.21), ("dataset", "kmnist"), ("epochs", 49),
+                        ("eta1", 0.51), ("train_subset", 10), ("distribution", "gamma"), ("beta", 0.4)]:
+        keys.add(key(base.replace(**{name: value})))
+    assert len(keys) == 10
+    assert key(Config()) == key(Config())
+
+
+def test_reordering_a_spec_keeps_its_keys(specs):
+    prof = experiments.load_profile("tiny")
+    a = {key(c) for c in experiments.load_spec("small").configs(prof)}
+    b = {key(c) for c in experiments.load_spec("reordered").configs(prof)}
+    assert a == b and len(a) == 8
+
+
+def test_sweep_trains_only_missing_and_recovers_corruption(specs):
+    _, results = specs
+    p = experiments.sweep("small", "tiny", progress=False)
+    assert len(p.missing) == 8
+    files = sorted((results / "tiny").glob("*.json"))
+    assert len(files) == 8
+    again = experiments.sweep("small", "tiny", progress=False)
+    assert len(again.missing) == 0 and len(again.cached) == 8
+    # corrupt one record (truncated) and mark another incomplete
+    files[0].write_text(files[0].read_text()[:100])
+    r = json.loads(files[1].read_text())
+    r["complete"] = False
+    files[1].write_text(json.dumps(r))
+    p = experiments.plan("small", "tiny")
+    assert len(p.missing) == 2 and len(p.problems) == 2
+    assert "corrupted record" in experiments.describe(p)
+    experiments.sweep("small", "tiny", progress=False)
+    assert len(experiments.records("small", "tiny")) == 8
+    assert json.loads(files[0].read_text())["complete"] is True
+
+
+def test_missing_dataset_is_skipped_with_reason(specs, tmp_path):
+    d, _ = specs
+    (d / "two.yaml").write_text(SPEC.format(name="two", dists="[scalar]", eps="[0.2]").replace(
+        "dataset: [mnist]", "dataset: [mnist, kmnist]"))
+    p = experiments.sweep("two", "tiny", progress=False)   # KMNIST training images are absent here
+    assert "kmnist" in p.skipped and "train-images-idx3-ubyte.gz" in p.skipped["kmnist"]
+    assert {c.dataset for c in p.missing} == {"mnist"} and len(p.missing) == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("grid: {}\n", "empty grid"),
+    ("grid:\n  speed: [1]\n", "unknown axis 'speed'"),
+    ("grid:\n  seed: [1]\n", "unknown axis 'seed'"),
+    ("grid:\n  eps_out: []\n", "non-empty list"),
+    ("grid:\n  eps_out: [0.2, 0.2]\n", "duplicate values"),
+    ("grid:\n  eps_out: [0.2]\nfixed:\n  colour: 1\n", "unknown parameter 'colour'"),
+    ("grid:\n  mu,sigma_eps: [[0.2]]\n", "takes lists of 2 values"),
+])
+def test_bad_specs(specs, text, message):
+    d, _ = specs
+    (d / "bad.yaml").write_text(text)
+    with pytest.raises(SpecError, match=message):
+        experiments.load_spec("bad")
+
+
+def test_bad_names_and_profiles(specs):
+    with pytest.raises(SpecError, match="unknown spec 'nope'; allowed: .*small"):
+        experiments.load_spec("nope")
+    with pytest.raises(SpecError, match="unknown profile 'huge'; allowed: tiny, long, dupes"):
+        experiments.load_profile("huge")
+    with pytest.raises(SpecError, match="seeds have duplicates"):
+        experiments.load_spec("small").configs(experiments.load_profile("dupes"))
+    with pytest.raises(ValueError, match="eps_out=-1"):
+        Config(eps_out=-1)
+
+
+def test_scheduler_that_does_not_answer(specs):
+    from hts_ep.distributed import SchedulerError
+    _, results = specs
+    start = time.time()
+    with pytest.raises(SchedulerError, match="no Dask scheduler answered at tcp://127.0.0.1:9"):
+        experiments.sweep("small", "tiny", scheduler="tcp://127.0.0.1:9", progress=False, connect_timeout=3)
+    assert time.time() - start < 30
+    assert not list((results / "tiny").glob("*.json"))
+
+
+def sweep_cmd(spec_dir, results, spec, profile):
+    env = dict(os.environ, HTS_EP_SPECS=str(spec_dir), HTS_EP_RESULTS=str(results))
+    return [sys.executable, "-m", "hts_ep.cli", "sweep", spec, "--profile", profile, "--threads", "1",
+            "--no-progress"], env
+
+
+def test_resume_after_sigkill_mid_epoch(specs):
+    d, results = specs
+    # full-size network: epochs of about a second, so the kill lands inside one
+    (d / "one.yaml").write_text("grid:\n  distribution: [lognormal]\n")
+    cmd, env = sweep_cmd(d, results, "one", "long")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpts = results / "long" / "checkpoints"
+    deadline = time.time() + 120
+    while not list(ckpts.glob("*.ckpt")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert list(ckpts.glob("*.ckpt")), "no checkpoint appeared"
+    time.sleep(0.3)             # into the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list((results / "long").glob("*.json"))
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "resuming 1 models from checkpoint" in out.stdout
+    rec = experiments.records("one", "long")
+    assert len(rec) == 1 and len(rec[0]["epochs"]) == 4
+    # identical to a run that was never interrupted
+    from hts_ep.train import train
+    fresh = train(experiments.load_spec("one").configs(experiments.load_profile("long")), progress=False)
+    assert [e["test_acc"] for e in rec[0]["epochs"]] == [e["test_acc"] for e in fresh[0]["epochs"]]
+    assert not list(ckpts.glob("*.ckpt"))
+
+
+def test_dask_local_cluster_survives_a_killed_worker(specs):
+    from distributed import Client, LocalCluster
+    d, results = specs
+    (d / "four.yaml").write_text("grid:\n  distribution: [scalar, normal]\n  eps_out: [0.2, 0.3]\n")
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    killed, done = [], threading.Event()
+
+    def kill_a_busy_worker():
+        ckpts = results / "long" / "checkpoints"
+        while not done.is_set() and not killed:
+            if list(ckpts.glob("*.ckpt")):
+                busy = [w for w, tasks in client.processing().items() if tasks]
+                if busy:
+                    pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_a_busy_worker)
+    watcher.start()
+    try:
+        p = experiments.sweep("four", "long", scheduler=cluster.scheduler_address, max_group=2,
+                              progress=False)
+    finally:
+        done.set()
+        watcher.join()
+        client.close()
+        cluster.close()
+    assert killed, "no worker was killed mid-group"
+    files = list((results / "long").glob("*.json"))
+    assert len(p.missing) == 4 and len(files) == 4
+    assert sorted(f.stem for f in files) == sorted(key(c) for c in p.missing)
+    assert all(json.loads(f.read_text())["complete"] for f in files)
