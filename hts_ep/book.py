@@ -1,18 +1,342 @@
-"""Build the book: execute the notebooks with papermill, then run jupyter-book."""
+"""Build the executable paper: run every notebook with papermill, then jupyter-book.
+
+    python -m hts_ep.book --profile quick [--parameters key=value ...]
+
+1. Local MathJax: `mathjax@3` from the npm registry, installed once into
+   book/_vendor/ (gitignored) and served from the book's own static files.
+2. Generated pages (book/generated/, gitignored): the provenance table from
+   `hts_ep.config`, the profiles and the software versions.
+3. Each notebooks/*.ipynb is executed by papermill into book/generated/ with
+   the profile and parameters injected. Training goes through the cached
+   store (results/<profile>/), so a second build trains nothing.
+4. `jupyter-book build -W --keep-going` renders the executed copies into
+   _build/html (or --output/_build/html).
+
+The helpers at the bottom are imported by the notebooks.
+"""
 import argparse
+import ast
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+BOOK = REPO / "book"
+GENERATED = BOOK / "generated"
+VENDOR = BOOK / "_vendor"
+MATHJAX_STATIC = VENDOR / "static" / "mathjax"     # -> _build/html/_static/mathjax/
+MATHJAX_VERSION = "3.2.2"
+# What the book needs from the npm package's es5/ folder: the combined TeX
+# loader plus what it may load lazily (extensions, fonts, menu, a11y).
+MATHJAX_PARTS = ("tex-chtml.js", "input", "output", "ui", "a11y", "sre", "adaptors")
+
+log = logging.getLogger("hts_ep.book")
+
+
+class BookError(RuntimeError):
+    """A step of the build failed; the message says which and why."""
+
+
+# -- MathJax ------------------------------------------------------------------
+
+def ensure_mathjax():
+    """The local MathJax copy; installed from the npm registry on first use."""
+    target = MATHJAX_STATIC / "tex-chtml.js"
+    if target.exists():
+        return target
+    source = os.environ.get("HTS_EP_MATHJAX")          # an es5/ folder already on disk
+    if source:
+        es5 = Path(source)
+    else:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise BookError("MathJax is not installed in book/_vendor and `npm` is not on PATH: install "
+                            "Node.js/npm, or set HTS_EP_MATHJAX to a MathJax 3 es5/ folder")
+        prefix = VENDOR / "npm"
+        prefix.mkdir(parents=True, exist_ok=True)
+        log.info("installing mathjax@%s from the npm registry into %s", MATHJAX_VERSION, prefix)
+        done = subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix",
+                               str(prefix), f"mathjax@{MATHJAX_VERSION}"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BookError(f"npm install mathjax@{MATHJAX_VERSION} failed:\n{done.stderr.strip()}")
+        es5 = prefix / "node_modules" / "mathjax" / "es5"
+    if not (es5 / "tex-chtml.js").exists():
+        raise BookError(f"{es5} holds no tex-chtml.js: not a MathJax 3 es5/ folder")
+    tmp = MATHJAX_STATIC.with_name("mathjax.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for part in MATHJAX_PARTS:
+        src = es5 / part
+        if src.is_dir():
+            shutil.copytree(src, tmp / part)
+        elif src.exists():
+            shutil.copy2(src, tmp / part)
+    shutil.rmtree(MATHJAX_STATIC, ignore_errors=True)
+    tmp.rename(MATHJAX_STATIC)
+    return target
+
+
+# -- generated pages ------------------------------------------------------------
+
+# model.md's structural choices that are not Config fields.
+STRUCTURE = [
+    ("hidden activation", "leaky ReLU", "stated", "the paper names it"),
+    ("output activation", "logistic sigmoid", "stated", "the paper names it"),
+    ("data sets", "MNIST, KMNIST, Fashion-MNIST", "stated", "the paper's three benchmarks"),
+    ("hidden time steps", "one per hidden neuron; output layer scalar", "stated",
+     "heterogeneity in the hidden layer only"),
+    ("clipping", "to [eps_min, eps_max]", "stated", "the bounds' values are chosen (below)"),
+    ("form of the Euler step", "eps * (-s + activation(input))", "inferred",
+     "leaky-integrator form of the first author's earlier code"),
+    ("start of the free phase", "h = 0, o = 0", "inferred", "earlier code"),
+    ("nudged phase", "continues from the free-phase end state", "inferred", "earlier code"),
+    ("update order", "synchronous (both layers read step t)", "inferred", "earlier code"),
+    ("learning rule", "pre(nudged) x (post(nudged) - post(free))", "inferred",
+     "predictive rule without prediction units, as in earlier code"),
+    ("time steps through training", "drawn once, kept fixed", "inferred", "not said otherwise"),
+    ("moment matching", "each family has mean mu and std sigma_eps before clipping", "chosen",
+     "the paper gives mean and std only"),
+    ("weight initialisation", "PyTorch nn.Linear default", "chosen", "not given"),
+    ("optimiser", "plain SGD, no momentum", "chosen", "not given"),
+]
+
+# Config fields that hts_ep.config.PROVENANCE does not list.
+EXTRA_PROVENANCE = {
+    "dataset": ("stated", "one of the paper's three data sets"),
+    "n_in": ("stated", "28 x 28 images of the three data sets"),
+    "n_out": ("stated", "ten classes of the three data sets"),
+    "train_subset": ("chosen", "profiles only: 0 is the full training set"),
+    "test_subset": ("chosen", "profiles only: 0 is the full test set"),
+}
+
+
+def md_table(header, rows):
+    esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def provenance_markdown():
+    from .config import PROVENANCE, Config
+    defaults = Config()
+    rows = []
+    for f in dataclasses.fields(Config):
+        cls, note = PROVENANCE.get(f.name) or EXTRA_PROVENANCE.get(f.name, ("chosen", "not documented"))
+        rows.append((f"`{f.name}`", f"`{getattr(defaults, f.name)}`", f"**{cls}**", note))
+    counts = {k: sum(r[2] == f"**{k}**" for r in rows) for k in ("stated", "inferred", "chosen")}
+    text = ("Every field of `hts_ep.Config` with its default, generated from "
+            "`hts_ep.config.PROVENANCE` when the book was built "
+            f"({counts['stated']} stated, {counts['inferred']} inferred, {counts['chosen']} chosen):\n\n")
+    text += md_table(("parameter", "default", "provenance", "note"), rows)
+    text += "\nThe model's structure, from the design card (`model.md`):\n\n"
+    text += md_table(("element", "choice", "provenance", "note"),
+                     [(a, b, f"**{c}**", d) for a, b, c, d in STRUCTURE])
+    return text
+
+
+def profiles_markdown():
+    from . import experiments
+    rows = []
+    for name, p in experiments.load_profiles().items():
+        rows.append((f"`{name}`", ", ".join(map(str, p["seeds"])), p["epochs"],
+                     p["train_subset"] or "all", p["test_subset"] or "all", p.get("description", "")))
+    return md_table(("profile", "seeds", "epochs", "training samples", "test samples", "purpose"), rows)
+
+
+def versions_markdown(profile, parameters):
+    from importlib.metadata import PackageNotFoundError, version
+    rows = [("python", platform.python_version()), ("platform", platform.platform())]
+    for pkg in ("hts-ep", "torch", "numpy", "pandas", "matplotlib", "papermill", "jupyter-book",
+                "myst-nb", "sphinx", "dask", "distributed"):
+        try:
+            rows.append((pkg, version(pkg)))
+        except PackageNotFoundError:
+            rows.append((pkg, "not installed"))
+    rows.append(("MathJax (local)", MATHJAX_VERSION))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
+                               text=True).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except OSError:
+        commit = "unknown"
+    rows.append(("git commit", commit))
+    params = ", ".join(f"`{k}={v!r}`" for k, v in parameters.items()) or "none"
+    return (f"This build: profile `{profile}`, notebook parameters {params}.\n\n"
+            + md_table(("software", "version"), rows))
+
+
+def write_generated(profile, parameters):
+    GENERATED.mkdir(parents=True, exist_ok=True)
+    (GENERATED / "provenance.md").write_text(provenance_markdown())
+    (GENERATED / "profiles.md").write_text(profiles_markdown())
+    (GENERATED / "versions.md").write_text(versions_markdown(profile, parameters))
+
+
+# -- notebooks ------------------------------------------------------------------
+
+def parse_parameters(items):
+    """key=value pairs; values are Python literals where they parse as such, else strings."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise BookError(f"--parameters takes key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
+
+
+def notebook_parameters(path):
+    """Names assigned in the notebook's `parameters` cell."""
+    nb = json.loads(Path(path).read_text())
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse("".join(cell["source"]))
+            return {t.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}
+    return set()
+
+
+def execute(path, profile, parameters, kernel="python3"):
+    """Run one notebook with papermill into book/generated/; raise BookError naming it on failure."""
+    import papermill
+    out = GENERATED / path.name
+    known = notebook_parameters(path)
+    params = {"profile": profile, **{k: v for k, v in parameters.items() if k in known}}
+    log.info("executing %s with %s -> %s", path.relative_to(REPO), params, out.relative_to(REPO))
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(path), str(out), parameters=params, kernel_name=kernel,
+                                   log_output=True, progress_bar=False, cwd=str(NOTEBOOKS))
+    except papermill.PapermillExecutionError as error:
+        raise BookError(f"notebook {path.relative_to(REPO)} failed in cell {error.exec_count} "
+                        f"({error.ename}: {error.evalue}); the partly executed copy is "
+                        f"{out.relative_to(REPO)}") from None
+    except Exception as error:  # kernel died, timeout, bad notebook JSON ...
+        raise BookError(f"notebook {path.relative_to(REPO)} could not be executed: "
+                        f"{type(error).__name__}: {error}") from None
+    tidy(out)
+    log.info("%s done in %.0f s", path.name, time.perf_counter() - start)
+    return out
+
+
+def tidy(path):
+    """Fold the injected-parameters cell: the reader sees it behind a toggle."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
+    path.write_text(json.dumps(nb, indent=1))
+
+
+def build(output=None):
+    """jupyter-book build of the repository into `output`/_build/html."""
+    cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+           "build", str(REPO), "-W", "--keep-going"]
+    if output is not None:
+        cmd += ["--path-output", str(output)]
+    log.info("building the book: jupyter-book %s", " ".join(cmd[3:]))
+    if subprocess.call(cmd, cwd=REPO) != 0:
+        raise BookError("jupyter-book build failed (warnings are errors); see the messages above")
+    html = Path(output or REPO) / "_build" / "html"
+    return html
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m hts_ep.book", description=__doc__)
-    p.add_argument("--profile", default="quick")
+    p = argparse.ArgumentParser(prog="python -m hts_ep.book", description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="quick", help="smoke, quick or paper (experiments/profiles.yaml)")
+    p.add_argument("--parameters", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="notebook parameters (Python literals), e.g. seeds=[0,1] device='cuda'")
+    p.add_argument("--only", nargs="*", metavar="NAME", help="execute only these notebooks (file stems); "
+                   "the others keep their last executed copy")
+    p.add_argument("--no-execute", action="store_true", help="reuse the executed copies; only rebuild pages")
+    p.add_argument("--output", help="folder for _build/ (default: the repository)")
+    p.add_argument("--kernel", default="python3")
     args = p.parse_args(argv)
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(REPO), "-W", "--keep-going"]
-    return subprocess.call(cmd)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s", stream=sys.stdout)
+    start = time.perf_counter()
+    shared = REPO.parent / "shared" / "data"        # as the Makefile does
+    if not os.environ.get("HTS_EP_DATA") and shared.is_dir():
+        os.environ["HTS_EP_DATA"] = str(shared)
+    try:
+        from . import experiments
+        experiments.load_profile(args.profile)                 # fail early on a bad name
+        parameters = parse_parameters(args.parameters)
+        ensure_mathjax()
+        write_generated(args.profile, parameters)
+        notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+        if args.only:
+            unknown = set(args.only) - {n.stem for n in notebooks}
+            if unknown:
+                raise BookError(f"--only: no notebook {sorted(unknown)}; have {[n.stem for n in notebooks]}")
+            notebooks = [n for n in notebooks if n.stem in args.only]
+        if not args.no_execute:
+            failed = []
+            for i, nb in enumerate(notebooks, 1):
+                log.info("notebook %d/%d: %s", i, len(notebooks), nb.name)
+                try:
+                    execute(nb, args.profile, parameters, args.kernel)
+                except BookError as error:
+                    log.error("%s", error)
+                    failed.append(str(error))
+            if failed:
+                raise BookError(f"{len(failed)} notebook(s) failed, the book was not built:\n  "
+                                + "\n  ".join(failed))
+        missing = [n.name for n in sorted(NOTEBOOKS.glob("*.ipynb")) if not (GENERATED / n.name).exists()]
+        if missing:
+            raise BookError(f"no executed copy of {missing} in {GENERATED.relative_to(REPO)}: run without "
+                            "--no-execute / --only first")
+        html = build(args.output)
+    except BookError as error:
+        log.error("FAILED: %s", error)
+        return 1
+    log.info("book built in %.0f s: %s", time.perf_counter() - start, html / "index.html")
+    return 0
+
+
+# -- helpers for the notebooks -----------------------------------------------------
+
+def text_progress():
+    """Plain-text progress bars (to stderr) instead of notebook widgets.
+
+    papermill's log then shows the sweep's progress, and the book drops
+    stderr, so no widget state or bar ends up in the pages.
+    """
+    import tqdm
+    import tqdm.auto
+    tqdm.auto.tqdm = tqdm.tqdm
+
+
+def select(records, datasets=None, seeds=None):
+    """The records of the given data sets and seeds (None: all)."""
+    return [r for r in records
+            if (datasets is None or r["config"]["dataset"] in datasets)
+            and (seeds is None or r["config"]["seed"] in seeds)]
+
+
+def style():
+    """One figure style for the book."""
+    import matplotlib.pyplot as plt
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.spines.top": False,
+                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+                         "font.size": 9, "legend.frameon": False})
+
+
+COLORS = {"scalar": "0.25", "normal": "tab:blue", "lognormal": "tab:orange", "gamma": "tab:green"}
 
 
 if __name__ == "__main__":
