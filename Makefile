@@ -23,11 +23,12 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# BOOK_ARGS: e.g. --no-execute, --only 02-table1, --parameters "device='cuda'"
 book: $(STAMP)
-	$(BIN)/python -m hts_ep.book --profile $(PROFILE)
+	$(BIN)/python -m hts_ep.book --profile $(PROFILE) $(BOOK_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_relax.py
 
 clean:
-	rm -rf _build
+	rm -rf _build book/generated

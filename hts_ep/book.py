@@ -210,27 +210,36 @@ def notebook_parameters(path):
     return set()
 
 
-def execute(path, profile, parameters, kernel="python3"):
+def execute(path, profile, parameters, kernel="python3", out_dir=None):
     """Run one notebook with papermill into book/generated/; raise BookError naming it on failure."""
     import papermill
-    out = GENERATED / path.name
+    path = Path(path).resolve()
+    out = Path(out_dir or GENERATED) / path.name
+    out.parent.mkdir(parents=True, exist_ok=True)
     known = notebook_parameters(path)
     params = {"profile": profile, **{k: v for k, v in parameters.items() if k in known}}
-    log.info("executing %s with %s -> %s", path.relative_to(REPO), params, out.relative_to(REPO))
+    log.info("executing %s with %s -> %s", rel(path), params, rel(out))
     start = time.perf_counter()
     try:
         papermill.execute_notebook(str(path), str(out), parameters=params, kernel_name=kernel,
-                                   log_output=True, progress_bar=False, cwd=str(NOTEBOOKS))
+                                   log_output=True, progress_bar=False, cwd=str(path.parent))
     except papermill.PapermillExecutionError as error:
-        raise BookError(f"notebook {path.relative_to(REPO)} failed in cell {error.exec_count} "
-                        f"({error.ename}: {error.evalue}); the partly executed copy is "
-                        f"{out.relative_to(REPO)}") from None
+        raise BookError(f"notebook {rel(path)} failed in cell {error.exec_count} "
+                        f"({error.ename}: {error.evalue}); the partly executed copy is {rel(out)}") from None
     except Exception as error:  # kernel died, timeout, bad notebook JSON ...
-        raise BookError(f"notebook {path.relative_to(REPO)} could not be executed: "
+        raise BookError(f"notebook {rel(path)} could not be executed: "
                         f"{type(error).__name__}: {error}") from None
     tidy(out)
     log.info("%s done in %.0f s", path.name, time.perf_counter() - start)
     return out
+
+
+def rel(path):
+    """A path relative to the repository where it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def tidy(path):
@@ -284,6 +293,11 @@ def main(argv=None):
             if unknown:
                 raise BookError(f"--only: no notebook {sorted(unknown)}; have {[n.stem for n in notebooks]}")
             notebooks = [n for n in notebooks if n.stem in args.only]
+        known = set().union(*(notebook_parameters(n) for n in notebooks)) if notebooks else set()
+        unknown = set(parameters) - known
+        if unknown:
+            raise BookError(f"--parameters {sorted(unknown)}: no notebook has such a parameter; "
+                            f"known: {sorted(known)}")
         if not args.no_execute:
             failed = []
             for i, nb in enumerate(notebooks, 1):
@@ -298,7 +312,7 @@ def main(argv=None):
                                 + "\n  ".join(failed))
         missing = [n.name for n in sorted(NOTEBOOKS.glob("*.ipynb")) if not (GENERATED / n.name).exists()]
         if missing:
-            raise BookError(f"no executed copy of {missing} in {GENERATED.relative_to(REPO)}: run without "
+            raise BookError(f"no executed copy of {missing} in {rel(GENERATED)}: run without "
                             "--no-execute / --only first")
         html = build(args.output)
     except BookError as error:

@@ -1,0 +1,144 @@
+"""The executable paper builds at the smoke profile, offline, with every table, figure and formula.
+
+This is what CI checks: `python -m hts_ep.book --profile smoke` into a temporary
+folder, with its own results store (so it trains the smoke runs itself, about
+a minute on 2 cores), then the built HTML is inspected.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hts_ep import book
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = ["01-time-steps", "02-table1", "03-learning-curves", "04-stability", "05-relaxation", "06-calibration"]
+FIGURE_PAGES = ["01-time-steps", "03-learning-curves", "04-stability", "05-relaxation"]
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("book")
+    env = dict(os.environ, HTS_EP_RESULTS=str(tmp / "results"), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "hts_ep.book", "--profile", "smoke", "--output", str(tmp)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, f"book build failed:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    out = tmp / "_build" / "html"
+    assert (out / "index.html").exists()
+    return out
+
+
+def page(html, name):
+    path = html / "book" / f"{name}.html" if "/" not in name else html / f"{name}.html"
+    return path.read_text()
+
+
+def text_of(s):
+    """Visible text: scripts, styles, code and math containers removed."""
+    s = re.sub(r"<(script|style|pre)\b.*?</\1>", "", s, flags=re.S)
+    s = re.sub(r'<(span|div) class="math[^"]*">.*?</\1>', "", s, flags=re.S)
+    return re.sub(r"<[^>]+>", " ", s)
+
+
+def test_every_page_is_built(html):
+    for name in ["book/intro", "book/methods", "book/reproducibility"] + [f"book/generated/{p}" for p in PAGES]:
+        assert (html / f"{name}.html").exists(), name
+
+
+def test_table1_rows(html):
+    s = page(html, "book/generated/02-table1")
+    tables = re.findall(r"<table.*?</table>", s, flags=re.S)
+    assert len(tables) >= 3          # reproduced, published, cell by cell
+    reproduced, published = tables[0], tables[1]
+    for label in ("MNIST", "KMNIST", "Fashion-MNIST"):
+        assert f">{label}<" in reproduced and f">{label}<" in published
+    for eps in ("0.15", "0.20", "0.25", "0.30", "0.35"):
+        assert reproduced.count(f">{eps}<") == 3, eps
+    for cond in ("Normal", "Log-normal", "Gamma", "Scalar"):
+        assert f">{cond}<" in reproduced
+    # the paper's numbers, cell by cell, from the one file that holds them
+    paper = pd.read_csv(REPO / "hts_ep" / "paper_table1.csv", comment="#")
+    for _, row in paper.iterrows():
+        for cond in ("normal", "lognormal", "gamma", "scalar"):
+            assert f"{row[cond + '_mean']:.2f} ± {row[cond + '_std']:.2f}" in published
+    # MNIST was run at the smoke profile: real mean ± std cells in the reproduced table
+    assert len(re.findall(r"\d+\.\d\d ± \d+\.\d\d", reproduced)) >= 20
+    # data that is missing is a stated gap, never a zero
+    if "gap: data missing" in reproduced:
+        assert "is a gap in this build" in s
+
+
+def test_figures_exist_and_are_referenced(html):
+    for name in FIGURE_PAGES:
+        path = html / "book" / "generated" / f"{name}.html"
+        srcs = re.findall(r'<img[^>]+src="([^"]+\.png)"', path.read_text())
+        assert srcs, f"{name}: no figure"
+        for src in srcs:
+            assert (path.parent / src).resolve().exists(), f"{name}: {src} missing"
+    stab = re.findall(r'<img[^>]+src="([^"]+\.png)"', page(html, "book/generated/04-stability"))
+    assert len(stab) >= 2            # the four metrics and the divergence map
+
+
+def test_math_rendered_locally(html):
+    for f in html.rglob("*.html"):
+        s = f.read_text()
+        assert not re.search(r"https?://[^\"' ]*mathjax", s, flags=re.I), f"{f}: MathJax from a CDN"
+        for src in re.findall(r'<script[^>]+src="([^"]+)"', s):
+            assert not src.startswith(("http:", "https:", "//")), f"{f}: remote script {src}"
+            if "mathjax" in src.lower():
+                assert (f.parent / src.split("?")[0]).resolve().exists(), f"{f}: {src} missing"
+    methods = page(html, "book/methods")
+    assert re.search(r'<script[^>]+src="[^"]*_static/mathjax/tex-chtml\.js', methods)
+    assert methods.count('class="math') >= 5         # display and inline math handed to MathJax
+
+
+def test_no_raw_latex(html):
+    for name in ["book/intro", "book/methods"] + [f"book/generated/{p}" for p in PAGES]:
+        text = text_of((html / f"{name}.html").read_text())
+        leftovers = re.findall(r"\$[^$\s][^$]*\\[a-zA-Z]+|\\(?:epsilon|frac|begin|mathcal|odot|sigma)\b", text)
+        assert not leftovers, f"{name}: raw LaTeX {leftovers[:3]}"
+
+
+def test_glued_numbers_resolved(html):
+    intro = text_of(page(html, "book/intro"))
+    assert "{glue" not in intro and "glue:text" not in intro
+    assert re.search(r"profile:\s*1 epoch", " ".join(intro.split()))
+
+
+def test_provenance_table_lists_every_field(html):
+    from hts_ep import Config
+    import dataclasses
+    methods = page(html, "book/methods")
+    for f in dataclasses.fields(Config):
+        assert f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{f.name}</span></code>" in methods
+
+
+def test_no_stderr_in_pages(html):
+    for name in PAGES:
+        s = page(html, f"book/generated/{name}")
+        assert "output stderr" not in s and "TqdmWarning" not in s and "it/s]" not in s
+
+
+def test_failing_notebook_is_named(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "id": "p", "metadata": {"tags": ["parameters"]}, "outputs": [],
+                     "execution_count": None, "source": 'profile = "quick"'},
+                    {"cell_type": "code", "id": "b", "metadata": {}, "outputs": [], "execution_count": None,
+                     "source": 'raise ValueError("boom in " + profile)'}],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "broken.ipynb"
+    path.write_text(json.dumps(nb))
+    with pytest.raises(book.BookError, match=r"broken\.ipynb failed in cell .*boom in smoke"):
+        book.execute(path, "smoke", {}, out_dir=tmp_path / "out")
+
+
+def test_parameters_parse():
+    assert book.parse_parameters(["seeds=[0, 1]", "device=cuda", "datasets=None"]) == \
+        {"seeds": [0, 1], "device": "cuda", "datasets": None}
+    with pytest.raises(book.BookError):
+        book.parse_parameters(["seeds"])
