@@ -47,10 +47,15 @@ class BookError(RuntimeError):
 
 # -- MathJax ------------------------------------------------------------------
 
-def ensure_mathjax():
-    """The local MathJax copy; installed from the npm registry on first use."""
-    target = MATHJAX_STATIC / "tex-chtml.js"
+def ensure_mathjax(root=REPO):
+    """The local MathJax copy under `root`; installed from the npm registry on first use."""
+    static = Path(root) / MATHJAX_STATIC.relative_to(REPO)
+    target = static / "tex-chtml.js"
     if target.exists():
+        return target
+    if Path(root).resolve() != REPO:                  # a copy of the sources: reuse the repository's
+        shutil.copytree(MATHJAX_STATIC if (MATHJAX_STATIC / "tex-chtml.js").exists()
+                        else ensure_mathjax().parent, static)
         return target
     source = os.environ.get("HTS_EP_MATHJAX")          # an es5/ folder already on disk
     if source:
@@ -70,7 +75,7 @@ def ensure_mathjax():
         es5 = prefix / "node_modules" / "mathjax" / "es5"
     if not (es5 / "tex-chtml.js").exists():
         raise BookError(f"{es5} holds no tex-chtml.js: not a MathJax 3 es5/ folder")
-    tmp = MATHJAX_STATIC.with_name("mathjax.tmp")
+    tmp = MATHJAX_STATIC.with_name(f"mathjax.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for part in MATHJAX_PARTS:
@@ -176,11 +181,11 @@ def versions_markdown(profile, parameters):
             + md_table(("software", "version"), rows))
 
 
-def write_generated(profile, parameters):
-    GENERATED.mkdir(parents=True, exist_ok=True)
-    (GENERATED / "provenance.md").write_text(provenance_markdown())
-    (GENERATED / "profiles.md").write_text(profiles_markdown())
-    (GENERATED / "versions.md").write_text(versions_markdown(profile, parameters))
+def write_generated(profile, parameters, generated=GENERATED):
+    generated.mkdir(parents=True, exist_ok=True)
+    (generated / "provenance.md").write_text(provenance_markdown())
+    (generated / "profiles.md").write_text(profiles_markdown())
+    (generated / "versions.md").write_text(versions_markdown(profile, parameters))
 
 
 # -- notebooks ------------------------------------------------------------------
@@ -252,16 +257,16 @@ def tidy(path):
     path.write_text(json.dumps(nb, indent=1))
 
 
-def build(output=None):
-    """jupyter-book build of the repository into `output`/_build/html."""
+def build(output=None, root=REPO):
+    """jupyter-book build of the book sources in `root` into `output`/_build/html."""
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
-           "build", str(REPO), "-W", "--keep-going"]
+           "build", str(root), "-W", "--keep-going"]
     if output is not None:
         cmd += ["--path-output", str(output)]
     log.info("building the book: jupyter-book %s", " ".join(cmd[3:]))
-    if subprocess.call(cmd, cwd=REPO) != 0:
+    if subprocess.call(cmd, cwd=root) != 0:
         raise BookError("jupyter-book build failed (warnings are errors); see the messages above")
-    html = Path(output or REPO) / "_build" / "html"
+    html = Path(output or root) / "_build" / "html"
     return html
 
 
@@ -274,6 +279,8 @@ def main(argv=None):
                    "the others keep their last executed copy")
     p.add_argument("--no-execute", action="store_true", help="reuse the executed copies; only rebuild pages")
     p.add_argument("--output", help="folder for _build/ (default: the repository)")
+    p.add_argument("--root", default=str(REPO), help="folder holding the book sources (_config.yml, "
+                   "_toc.yml, book/, notebooks/); default: the repository. The tests build a copy.")
     p.add_argument("--kernel", default="python3")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s", stream=sys.stdout)
@@ -285,9 +292,13 @@ def main(argv=None):
         from . import experiments
         experiments.load_profile(args.profile)                 # fail early on a bad name
         parameters = parse_parameters(args.parameters)
-        ensure_mathjax()
-        write_generated(args.profile, parameters)
-        notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+        root = Path(args.root).resolve()
+        nb_dir, generated = root / "notebooks", root / "book" / "generated"
+        if not (root / "_toc.yml").exists():
+            raise BookError(f"{root} holds no _toc.yml: not a book source folder")
+        ensure_mathjax(root)
+        write_generated(args.profile, parameters, generated)
+        notebooks = sorted(nb_dir.glob("*.ipynb"))
         if args.only:
             unknown = set(args.only) - {n.stem for n in notebooks}
             if unknown:
@@ -303,18 +314,18 @@ def main(argv=None):
             for i, nb in enumerate(notebooks, 1):
                 log.info("notebook %d/%d: %s", i, len(notebooks), nb.name)
                 try:
-                    execute(nb, args.profile, parameters, args.kernel)
+                    execute(nb, args.profile, parameters, args.kernel, out_dir=generated)
                 except BookError as error:
                     log.error("%s", error)
                     failed.append(str(error))
             if failed:
                 raise BookError(f"{len(failed)} notebook(s) failed, the book was not built:\n  "
                                 + "\n  ".join(failed))
-        missing = [n.name for n in sorted(NOTEBOOKS.glob("*.ipynb")) if not (GENERATED / n.name).exists()]
+        missing = [n.name for n in sorted(nb_dir.glob("*.ipynb")) if not (generated / n.name).exists()]
         if missing:
-            raise BookError(f"no executed copy of {missing} in {rel(GENERATED)}: run without "
+            raise BookError(f"no executed copy of {missing} in {rel(generated)}: run without "
                             "--no-execute / --only first")
-        html = build(args.output)
+        html = build(args.output, root)
     except BookError as error:
         log.error("FAILED: %s", error)
         return 1

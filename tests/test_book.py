@@ -7,6 +7,7 @@ a minute on 2 cores), then the built HTML is inspected.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,11 +25,18 @@ FIGURE_PAGES = ["01-time-steps", "03-learning-curves", "04-stability", "05-relax
 @pytest.fixture(scope="module")
 def html(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("book")
+    # A copy of the book sources, so that the build never touches the working tree's book/generated/
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(REPO / "notebooks", src / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(REPO / "book", src / "book", ignore=shutil.ignore_patterns("generated", "_vendor"))
     env = dict(os.environ, HTS_EP_RESULTS=str(tmp / "results"), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "hts_ep.book", "--profile", "smoke", "--output", str(tmp)],
+    done = subprocess.run([sys.executable, "-m", "hts_ep.book", "--profile", "smoke", "--root", str(src)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, f"book build failed:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
-    out = tmp / "_build" / "html"
+    out = src / "_build" / "html"
     assert (out / "index.html").exists()
     return out
 
