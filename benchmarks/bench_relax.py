@@ -1,0 +1,318 @@
+"""Speed of the package's EP training step and test-time relaxation, against plain PyTorch.
+
+    .venv/bin/python benchmarks/bench_relax.py [--batches N] [--models 1 20] [--threads T]
+
+In one process, for ensembles of M models (784-1024-10, batch 256, 125 free +
+12 nudged steps, real MNIST batches if `hts_ep.data.load` finds them, else
+random inputs in [0, 1]), it times
+
+  fast   the package: `Ensemble.train_step` and `Ensemble.predict` (on CPU the
+         fused C++ relaxation of hts_ep/fused.py; on CUDA the PyTorch path)
+  plain  model.md written out in eager PyTorch inside this file: one op at a
+         time, a new tensor per op, no in-place updates, no fusion; all M
+         models batched with bmm
+
+alternating plain and fast batch by batch (and which goes first), so drifts in
+machine load hit both alike. Before timing it checks that both reach the same
+states: max |h| and |o| differences after a full free phase must be <= 1e-4
+(float32), else it exits with status 1.
+
+FLOP count per batch and model (B batch, H hidden, O outputs, n_in inputs):
+  relaxation  steps x (2 B H O  [W2^T o]  +  2 B H O  [W2 h]  +  4 B H  [elementwise])
+  drive       2 B n_in H
+  update      2 B n_in H + 2 B H O        (training only)
+with steps = 137 for a training step and 125 for predict.
+"""
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+if "HTS_EP_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
+    os.environ["HTS_EP_DATA"] = str(REPO.parent / "shared" / "data")    # as the Makefile does
+from hts_ep import Config, Ensemble, fused  # noqa: E402
+
+EPOCH_BATCHES = 235          # ceil(60000 / 256): one MNIST/KMNIST/Fashion-MNIST training epoch
+TOLERANCE = 1e-4             # max |state difference| after a free phase, float32
+DISTRIBUTIONS = ("scalar", "normal", "lognormal", "gamma")
+EPS_OUT = (0.15, 0.20, 0.25, 0.30, 0.35)
+
+
+# -- the plain implementation of model.md -----------------------------------
+
+class Plain:
+    """model.md in eager PyTorch, one op per line, new tensors throughout.
+
+    Starts from a copy of an Ensemble's parameters, so both begin identical.
+    """
+
+    def __init__(self, ens):
+        self.W1, self.b1, self.W2, self.b2 = (p.clone() for p in (ens.W1, ens.b1, ens.W2, ens.b2))
+        self.eps_h = ens.eps_hidden.clone()                  # [M, 1, H]
+        self.eps_o, self.gamma, self.beta = ens.eps_out.clone(), ens.gamma.clone(), ens.beta.clone()
+        self.eta1, self.eta2 = ens.eta1.clone(), ens.eta2.clone()
+        self.slope, self.t_free, self.t_nudge = ens.slope, ens.t_free, ens.t_nudge
+
+    def drive(self, x):
+        return torch.bmm(x, self.W1.transpose(1, 2)) + self.b1.unsqueeze(1)      # W1 x + b1
+
+    def phase(self, drive, h, o, steps, y=None):
+        for _ in range(steps):
+            z_h = drive + self.gamma * torch.bmm(o, self.W2)                      # + gamma W2^T o[t]
+            z_o = torch.bmm(h, self.W2.transpose(1, 2)) + self.b2.unsqueeze(1)     # W2 h[t] + b2
+            phi = F.leaky_relu(z_h, self.slope)
+            sig = torch.sigmoid(z_o)
+            h_next = h + self.eps_h * (phi - h)
+            o_next = o + self.eps_o * (sig - o)
+            if y is not None:
+                o_next = o_next + self.eps_o * self.beta * (y - o)
+            h, o = h_next, o_next
+        return h, o
+
+    def zero_state(self, x):
+        M, B = x.shape[:2]
+        return (torch.zeros(M, B, self.W1.shape[1], device=x.device),
+                torch.zeros(M, B, self.W2.shape[1], device=x.device))
+
+    @torch.no_grad()
+    def predict(self, x):
+        return self.phase(self.drive(x), *self.zero_state(x), self.t_free)[1]
+
+    @torch.no_grad()
+    def train_step(self, x, y):
+        d = self.drive(x)
+        h0, o0 = self.phase(d, *self.zero_state(x), self.t_free)
+        hb, ob = self.phase(d, h0, o0, self.t_nudge, y)
+        k1 = self.eta1 / (self.beta * x.shape[1])
+        k2 = self.eta2 / (self.beta * x.shape[1])
+        dh = k1 * (hb - h0)
+        do = k2 * (ob - o0)
+        self.W1 = self.W1 + torch.bmm(dh.transpose(1, 2), x)
+        self.b1 = self.b1 + dh.sum(1)
+        self.W2 = self.W2 + torch.bmm(do.transpose(1, 2), hb)
+        self.b2 = self.b2 + do.sum(1)
+        return o0
+
+
+# -- measurement helpers ----------------------------------------------------
+
+def flops(c, batch, train):
+    B, H, O, n_in = batch, c.n_hidden, c.n_out, c.n_in
+    steps = c.t_free + (c.t_nudge if train else 0)
+    total = steps * (4 * B * H * O + 4 * B * H) + 2 * B * n_in * H
+    if train:
+        total += 2 * B * n_in * H + 2 * B * H * O
+    return total
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(f, device):
+    sync(device)
+    start = time.perf_counter()
+    f()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def peak_bytes(f, device):
+    """Peak bytes allocated by tensors during f() beyond what was live before it."""
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        f()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        f()
+    # allocations are attributed to the op that made them, frees are [memory] events:
+    # replay both in time order and keep the high-water mark
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage),
+                    key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+def load_data(device, M, batch, n_batches, seed=0):
+    """n_batches training batches [M, B, 784] (per-model shuffles) with one-hot targets, and test batches."""
+    g = torch.Generator().manual_seed(seed)
+    try:
+        from hts_ep import data
+        train, test = data.load("mnist", train=True), data.load("mnist", train=False)
+        source = "MNIST (hts_ep.data.load)"
+        xtr, ytr, xte = train.x, train.y, test.x
+    except Exception as error:  # no data here: random inputs in [0, 1]
+        source = f"random inputs in [0, 1] (MNIST not found: {str(error).splitlines()[0][:80]})"
+        xtr, ytr = torch.rand(60000, 784, generator=g), torch.randint(0, 10, (60000,), generator=g)
+        xte = torch.rand(10000, 784, generator=g)
+    out = []
+    for k in range(n_batches):
+        idx = torch.stack([torch.randperm(len(ytr), generator=g)[:batch] for _ in range(M)])   # [M, B]
+        x = xtr[idx].to(device)
+        y = F.one_hot(ytr[idx], 10).float().to(device)
+        xt = xte[k * batch:(k + 1) * batch].to(device).expand(M, -1, -1)
+        out.append((x, y, xt))
+    return source, out
+
+
+def ensemble_configs(M):
+    if M == 1:
+        return [Config()]
+    grid = [(d, e) for d in DISTRIBUTIONS for e in EPS_OUT]
+    return [Config(distribution=grid[m % len(grid)][0], eps_out=grid[m % len(grid)][1], seed=m // len(grid))
+            for m in range(M)]
+
+
+def fmt_bytes(n):
+    return f"{n / 2**20:7.1f} MiB"
+
+
+# -- the benchmark -----------------------------------------------------------
+
+def bench(M, args, device):
+    states = {}
+    configs = ensemble_configs(M)
+    c = configs[0]
+    ens = Ensemble(configs, device=device)
+    plain = Plain(ens)
+    source, data = load_data(device, M, args.batch, args.batches + 1)
+    print(f"\n== M = {M} model{'s' if M > 1 else ''}: {c.n_in}-{c.n_hidden}-{c.n_out}, B = {args.batch}, "
+          f"{c.t_free} + {c.t_nudge} steps; data: {source}")
+
+    # 1. batch 0 (warm-up, not timed): the same states, and the peak memory of each call.
+    #    State check: a full free phase from zero on the test batch, both implementations.
+    x, y, xt = data[0]
+    mem = {}
+    with torch.no_grad():   # both as in predict: drive, zero state, free phase
+        mem["fast", "predict"] = peak_bytes(
+            lambda: states.update(fast=ens.relax(ens.drive(xt), *ens.zero_state(xt.shape[1]), ens.t_free)), device)
+        mem["plain", "predict"] = peak_bytes(
+            lambda: states.update(plain=plain.phase(plain.drive(xt), *plain.zero_state(xt), plain.t_free)), device)
+        path = "fused C++ kernel" if fused.supports(xt[..., :16], xt[..., :10]) else "PyTorch path (relax_torch)"
+    (h, o, _), (hp, op) = states["fast"], states["plain"]
+    dh, do = (h - hp).abs().max().item(), (o - op).abs().max().item()
+    ok = math.isfinite(dh) and math.isfinite(do) and max(dh, do) <= TOLERANCE
+    print(f"state check (free phase, package = {path}): max|dh| = {dh:.2e}, max|do| = {do:.2e} "
+          f"(tolerance {TOLERANCE:g}) {'OK' if ok else 'FAILED'}")
+    states.clear()
+    torch_path = None
+    if device.type == "cpu" and fused.available():   # the package's PyTorch path (the one CUDA runs)
+        scratch = Ensemble(configs, device=device)
+        os.environ["HTS_EP_KERNEL"] = "torch"
+        try:
+            torch_path = peak_bytes(lambda: scratch.train_step(x, y), device)
+        finally:
+            del os.environ["HTS_EP_KERNEL"]
+        del scratch
+    mem["fast", "train"] = peak_bytes(lambda: ens.train_step(x, y), device)
+    mem["plain", "train"] = peak_bytes(lambda: plain.train_step(x, y), device)
+
+    # 2. interleaved timing of batches 1..N: wall and process CPU time
+    times = {(impl, kind): [] for impl in ("plain", "fast") for kind in ("train", "predict")}
+    cpu = {key: [] for key in times}
+    runs = {("plain", "train"): lambda b: plain.train_step(b[0], b[1]),
+            ("fast", "train"): lambda b: ens.train_step(b[0], b[1]),
+            ("plain", "predict"): lambda b: plain.predict(b[2]),
+            ("fast", "predict"): lambda b: ens.predict(b[2])}
+    for k, b in enumerate(data[1:]):
+        order = ("plain", "fast") if k % 2 == 0 else ("fast", "plain")
+        for kind in ("train", "predict"):
+            for impl in order:
+                c0 = time.process_time()
+                times[impl, kind].append(timed(lambda: runs[impl, kind](b), device))
+                cpu[impl, kind].append(time.process_time() - c0)
+
+    # both trained on the same batches: how far apart are the weights now?
+    dW1 = (ens.W1 - plain.W1).abs().max().item()
+    dW2 = (ens.W2 - plain.W2).abs().max().item()
+
+    per_model = fused.per_model_bytes(c, args.batch)
+    weights = sum(p[0].numel() * p.element_size() for p in (ens.W1, ens.b1, ens.W2, ens.b2, ens.eps_hidden))
+    print(f"{'':14s}{'ms/batch':>10s}{'cpu-ms':>9s}{'s/epoch*':>10s}{'model-ep/s':>11s}{'GFLOP/s':>9s}"
+          f"{'fast/plain':>11s}{'peak mem':>12s}{'peak/model':>12s}")
+    rows = {}
+    for kind in ("train", "predict"):
+        fl = M * flops(c, args.batch, kind == "train")
+        med = {impl: statistics.median(times[impl, kind]) for impl in ("plain", "fast")}
+        for impl in ("plain", "fast"):
+            t = med[impl]
+            epoch = t * EPOCH_BATCHES
+            speed = med["plain"] / t
+            peak = mem[impl, kind]
+            cpu_ms = 1e3 * statistics.median(cpu[impl, kind])
+            print(f"{kind + ' ' + impl:14s}{1e3 * t:10.1f}{cpu_ms:9.1f}{epoch:10.2f}{M / epoch:11.3f}"
+                  f"{fl / t / 1e9:9.1f}{speed:10.2f}x{fmt_bytes(peak):>12s}{fmt_bytes(peak / M):>12s}")
+            rows[kind, impl] = dict(ms=1e3 * t, s_epoch=epoch, model_epochs_s=M / epoch, gflops=fl / t / 1e9,
+                                    speedup=speed, peak=peak)
+        spread = {impl: (1e3 * min(times[impl, kind]), 1e3 * max(times[impl, kind])) for impl in ("plain", "fast")}
+        print(f"{'':14s}(min..max ms: plain {spread['plain'][0]:.1f}..{spread['plain'][1]:.1f}, "
+              f"fast {spread['fast'][0]:.1f}..{spread['fast'][1]:.1f}; {len(times['fast', kind])} batches each)")
+    print(f"ms/batch: median wall time; cpu-ms: median process CPU time (all threads). "
+          f"* s/epoch = ms/batch x {EPOCH_BATCHES} batches\n  (one 60,000-image epoch at B = {args.batch}; "
+          f"predict rows: the same count of test-time batches). Peak memory: tensors allocated during one call")
+    print(f"FLOP per batch and model: train {flops(c, args.batch, True) / 1e9:.3f} G, "
+          f"predict {flops(c, args.batch, False) / 1e9:.3f} G (formula in this file's docstring)")
+    inputs = (x[0].numel() + y[0].numel()) * 4
+    extra = "" if torch_path is None else f", {fmt_bytes(torch_path / M).strip()} (package, PyTorch path)"
+    print(f"memory per model: weights {fmt_bytes(weights).strip()}, batch x and y {fmt_bytes(inputs).strip()}, "
+          f"measured train-step peak on top {fmt_bytes(mem['fast', 'train'] / M).strip()} (fast), "
+          f"{fmt_bytes(mem['plain', 'train'] / M).strip()} (plain){extra}; "
+          f"hts_ep.fused.per_model_bytes(config, {args.batch}) = {fmt_bytes(per_model).strip()} (all of it)")
+    print(f"after {len(data)} identical training steps: max|W1 fast - plain| = {dW1:.2e}, max|W2| diff = {dW2:.2e}")
+    return ok, rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batches", type=int, default=3, help="timed batches per configuration (after 1 warm-up)")
+    p.add_argument("--models", type=int, nargs="+", default=[1, 20], help="ensemble sizes M")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--batch", type=int, default=256, help="batch size B")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    args = p.parse_args(argv)
+    if args.batches < 1 or args.threads is not None and args.threads < 1:
+        p.error("--batches and --threads must be >= 1")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "cpu")
+        if os.path.exists("/proc/cpuinfo") else "cpu")
+    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} cores; load average at start {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+    start = time.perf_counter()
+    have = fused.available()
+    cost = time.perf_counter() - start
+    print(f"fused kernel: {'available' if have else 'not available'}; first fused.available() took {cost:.2f} s "
+          f"(one-time build, or loading the cached build; not in the timings below)")
+
+    ok = True
+    for M in args.models:
+        good, _ = bench(M, args, device)
+        ok &= good
+    print(f"\nload average at end {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
+          f"total {time.perf_counter() - start:.0f} s")
+    if not ok:
+        print(f"FAILED: the package's states differ from the plain implementation by more than {TOLERANCE:g}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
