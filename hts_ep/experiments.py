@@ -159,12 +159,29 @@ class Store:
 
 # -- grouping and running -------------------------------------------------------
 
-def group(configs, max_group):
-    """Ensembles of at most `max_group` configs that share data set and shapes."""
+def memory_budget(device=None):
+    """Bytes one ensemble may use: half the free GPU memory, or a quarter of the RAM (chosen)."""
+    import torch
+    dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else None)
+    if dev is not None and dev.type == "cuda":
+        return torch.cuda.mem_get_info(dev)[0] // 2
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def group(configs, max_group, budget=None):
+    """Ensembles of configs that share data set and shapes, at most `max_group`
+    models each and no more than the measured per-model footprint lets fit in `budget`."""
+    from .fused import per_model_bytes
+    from .train import EVAL_BATCH
     buckets = {}
     for c in configs:
         buckets.setdefault(tuple(getattr(c, f) for f in SHARED_FIELDS), []).append(c)
-    return [b[i:i + max_group] for b in buckets.values() for i in range(0, len(b), max_group)]
+    groups = []
+    for b in buckets.values():
+        fit = (budget or memory_budget()) // per_model_bytes(b[0], max(b[0].batch_size, EVAL_BATCH))
+        size = max(1, min(max_group, fit))
+        groups += [b[i:i + size] for i in range(0, len(b), size)]
+    return groups
 
 
 def run_group(configs, profile, results_root=None, data_root=None, device=None, threads=None,
@@ -234,7 +251,7 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     p = plan(spec_name, profile, results_root, data_root)
     if progress:
         print(describe(p), flush=True)
-    groups = group(p.missing, max_group)
+    groups = group(p.missing, max_group, memory_budget(device))
     if not groups:
         return p
     total = sum(c.epochs for c in p.missing)

@@ -213,3 +213,16 @@ def test_dask_local_cluster_survives_a_killed_worker(specs):
     assert len(p.missing) == 4 and len(files) == 4
     assert sorted(f.stem for f in files) == sorted(key(c) for c in p.missing)
     assert all(json.loads(f.read_text())["complete"] for f in files)
+
+
+def test_groups_share_shapes_and_fit_memory():
+    from hts_ep.experiments import group
+    from hts_ep.fused import per_model_bytes
+    configs = [Config(seed=s, eps_out=e) for s in range(3) for e in (0.2, 0.3)] + \
+              [Config(dataset="fashion-mnist", seed=s) for s in range(3)]
+    groups = group(configs, max_group=4, budget=10**12)
+    assert sorted(len(g) for g in groups) == [2, 3, 4]
+    assert all(len({c.dataset for c in g}) == 1 for g in groups)
+    # a budget for two models' footprint makes groups of two
+    two = 2 * per_model_bytes(Config(), 1000)
+    assert max(len(g) for g in group(configs, max_group=20, budget=two)) == 2
