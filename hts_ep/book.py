@@ -215,14 +215,24 @@ def notebook_parameters(path):
     return set()
 
 
-def execute(path, profile, parameters, kernel="python3", out_dir=None):
-    """Run one notebook with papermill into book/generated/; raise BookError naming it on failure."""
+def execute(path, profile, parameters, kernel="python3", out_dir=None, force=True):
+    """Run one notebook with papermill into book/generated/; raise BookError naming it on failure.
+
+    With force=False a notebook whose inputs (`fingerprint`) are unchanged since its
+    last successful run is not run again.
+    """
     import papermill
     path = Path(path).resolve()
     out = Path(out_dir or GENERATED) / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     known = notebook_parameters(path)
     params = {"profile": profile, **{k: v for k, v in parameters.items() if k in known}}
+    stamp = out.with_suffix(".stamp")
+    key = fingerprint(path, params)
+    if not force and out.exists() and stamp.exists() and stamp.read_text() == key:
+        log.info("%s unchanged (source, parameters, code and results): reusing %s", path.name, rel(out))
+        return out
+    stamp.unlink(missing_ok=True)
     log.info("executing %s with %s -> %s", rel(path), params, rel(out))
     start = time.perf_counter()
     try:
@@ -235,8 +245,29 @@ def execute(path, profile, parameters, kernel="python3", out_dir=None):
         raise BookError(f"notebook {rel(path)} could not be executed: "
                         f"{type(error).__name__}: {error}") from None
     tidy(out)
+    stamp.write_text(fingerprint(path, params))     # after the run: the sweep may have added results
     log.info("%s done in %.0f s", path.name, time.perf_counter() - start)
     return out
+
+
+def fingerprint(path, params):
+    """What an executed notebook depends on: its source, its parameters, the package's code and
+    the results it reads (file names, sizes and times of the stores). Equal: no need to rerun."""
+    import hashlib
+    from . import experiments
+    h = hashlib.sha256(Path(path).read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update(json.dumps({k: os.environ.get(k) for k in ("HTS_EP_RESULTS", "HTS_EP_DATA", "HTS_EP_SPECS")},
+                        sort_keys=True).encode())
+    for f in sorted(Path(__file__).parent.glob("*.py")) + sorted(Path(__file__).parent.glob("*.csv")):
+        h.update(f.read_bytes())
+    for folder in (experiments.SPEC_DIR, experiments.RESULTS / params["profile"], experiments.RESULTS / "calibration"):
+        if folder.is_dir():
+            for f in sorted(folder.glob("*.json")) + sorted(folder.glob("*.yaml")):   # not logs, checkpoints
+                if f.is_file():
+                    st = f.stat()
+                    h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
 
 
 def rel(path):
@@ -278,6 +309,8 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", metavar="NAME", help="execute only these notebooks (file stems); "
                    "the others keep their last executed copy")
     p.add_argument("--no-execute", action="store_true", help="reuse the executed copies; only rebuild pages")
+    p.add_argument("--force", action="store_true", help="execute every notebook, even those whose source, "
+                   "parameters, code and results are unchanged since their last run")
     p.add_argument("--output", help="folder for _build/ (default: the repository)")
     p.add_argument("--root", default=str(REPO), help="folder holding the book sources (_config.yml, "
                    "_toc.yml, book/, notebooks/); default: the repository. The tests build a copy.")
@@ -314,7 +347,8 @@ def main(argv=None):
             for i, nb in enumerate(notebooks, 1):
                 log.info("notebook %d/%d: %s", i, len(notebooks), nb.name)
                 try:
-                    execute(nb, args.profile, parameters, args.kernel, out_dir=generated)
+                    execute(nb, args.profile, parameters, args.kernel, out_dir=generated,
+                            force=args.force or bool(args.only))
                 except BookError as error:
                     log.error("%s", error)
                     failed.append(str(error))

@@ -153,3 +153,13 @@ def test_parameters_parse():
         {"seeds": [0, 1], "device": "cuda", "datasets": None}
     with pytest.raises(book.BookError):
         book.parse_parameters(["seeds"])
+
+
+def test_fingerprint_follows_inputs(tmp_path):
+    nb = book.REPO / "notebooks" / "01-time-steps.ipynb"
+    a = book.fingerprint(nb, {"profile": "smoke"})
+    assert a == book.fingerprint(nb, {"profile": "smoke"})
+    assert a != book.fingerprint(nb, {"profile": "smoke", "seeds": [0]})
+    copy = tmp_path / nb.name
+    copy.write_text(nb.read_text().replace("Hidden time steps", "Hidden time steps!"))
+    assert a != book.fingerprint(copy, {"profile": "smoke"})
