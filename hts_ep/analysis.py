@@ -74,17 +74,23 @@ def table1(records, datasets=("mnist", "kmnist", "fashion-mnist"), eps_outs=(0.1
     index = pd.MultiIndex.from_product([datasets, eps_outs], names=["dataset", "eps_out"])
     means = pd.DataFrame(index=index, columns=CONDITIONS, dtype=float)
     stds, counts = means.copy(), means.copy().fillna(0)
+    runs = counts.copy()
     if len(f):
-        g = f[~f.diverged].groupby(["dataset", "eps_out", "distribution"])["final_acc"]
-        for (ds, e, dist), s in g:
+        for (ds, e, dist), g in f.groupby(["dataset", "eps_out", "distribution"]):
             key = (ds, round(e, 4))
             if key in means.index:
-                means.loc[key, dist], stds.loc[key, dist], counts.loc[key, dist] = s.mean(), s.std(ddof=1), len(s)
+                s = g[~g.diverged].final_acc
+                runs.loc[key, dist], counts.loc[key, dist] = len(g), len(s)
+                means.loc[key, dist], stds.loc[key, dist] = s.mean(), s.std(ddof=1)
     display = pd.DataFrame(index=index, columns=CONDITIONS, dtype=object)
     for idx in index:
         for cond in CONDITIONS:
-            if counts.loc[idx, cond] > 0:
-                display.loc[idx, cond] = fmt(means.loc[idx, cond], stds.loc[idx, cond])
+            n, ok = int(runs.loc[idx, cond]), int(counts.loc[idx, cond])
+            if ok:
+                text = fmt(means.loc[idx, cond], stds.loc[idx, cond])
+                display.loc[idx, cond] = text + (f" ({n - ok} of {n} diverged)" if ok < n else "")
+            elif n:
+                display.loc[idx, cond] = f"diverged ({n} of {n})"
             else:
                 display.loc[idx, cond] = "gap: " + ("data missing" if idx[0] in (gaps or {}) else "not run")
     return display.rename(columns=LABELS), means, stds, counts
@@ -98,7 +104,8 @@ def paper_table1():
 
 def comparison(records, gaps=None):
     """Ours beside the paper's, cell by cell: difference and whether it lies within the seed spread."""
-    _, means, stds, counts = table1(records, gaps=gaps)
+    display, means, stds, counts = table1(records, gaps=gaps)
+    display = display.rename(columns={v: k for k, v in LABELS.items()})
     paper = paper_table1()
     rows = []
     for (ds, e) in means.index:
@@ -110,7 +117,7 @@ def comparison(records, gaps=None):
             diff = None if ours is None else ours - p_mean
             spread = None if ours is None else max(sd if sd == sd else 0.0, p_std)
             rows.append({"dataset": ds, "eps_out": e, "condition": LABELS[cond], "paper": fmt(p_mean, p_std),
-                         "ours": fmt(ours, sd) if n else "gap: " + ("data missing" if ds in (gaps or {}) else "not run"),
+                         "ours": fmt(ours, sd) if n else display.loc[(ds, e), cond],
                          "seeds": int(n), "difference": diff,
                          "within_spread": None if diff is None else abs(diff) <= 2 * spread})
     return pd.DataFrame(rows)
