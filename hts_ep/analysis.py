@@ -12,7 +12,7 @@ from . import data, experiments
 
 CONDITIONS = ["normal", "lognormal", "gamma", "scalar"]   # the paper's column order
 LABELS = {"normal": "Normal", "lognormal": "Log-normal", "gamma": "Gamma", "scalar": "Scalar"}
-AXES = ["dataset", "distribution", "eps_out", "mu", "sigma_eps", "eta1", "eta2"]
+AXES = ["dataset", "distribution", "eps_out", "mu", "sigma_eps", "eps_min", "eps_max", "eta1", "eta2"]
 CHANCE = 15.0          # % test accuracy at or below which a run counts as collapsed (chance is 10%)
 PAPER_TABLE = Path(__file__).with_name("paper_table1.csv")
 
