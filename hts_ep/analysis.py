@@ -142,9 +142,10 @@ def stability(records, by=("dataset", "distribution", "eps_out", "mu")):
     return pd.DataFrame(rows)
 
 
-def load(spec, profile, results_root=None, data_root=None):
-    """Records of a spec and the reasons for data sets that cannot run here."""
+def load(spec, profile, results_root=None, data_root=None, datasets=None, seeds=None):
+    """Records of a spec (optionally some data sets / other seeds, as in `experiments.sweep`)
+    and the reasons for data sets that cannot run here."""
     spec_obj = experiments.load_spec(spec)
-    datasets = spec_obj.grid.get("dataset", ["mnist"])
-    gaps = {ds: reason for ds in datasets if (reason := data.unavailable(ds, data_root))}
-    return experiments.records(spec, profile, results_root), gaps
+    wanted = [ds for ds in spec_obj.grid.get("dataset", ["mnist"]) if datasets is None or ds in datasets]
+    gaps = {ds: reason for ds in wanted if (reason := data.unavailable(ds, data_root))}
+    return experiments.records(spec, profile, results_root, datasets, seeds), gaps

@@ -218,10 +218,17 @@ class Plan:
         return total
 
 
-def plan(spec_name, profile, results_root=None, data_root=None):
+def grid_configs(spec, profile, datasets=None, seeds=None):
+    """The spec's configs under `profile`, optionally for some data sets and other seeds only."""
+    prof = dict(load_profile(profile))
+    if seeds is not None:
+        prof["seeds"] = list(seeds)
+    return [c for c in spec.configs(prof) if datasets is None or c.dataset in datasets]
+
+
+def plan(spec_name, profile, results_root=None, data_root=None, datasets=None, seeds=None):
     spec = load_spec(spec_name)
-    prof = load_profile(profile)
-    configs = spec.configs(prof)
+    configs = grid_configs(spec, profile, datasets, seeds)
     store = Store(profile, results_root)
     skipped = {}
     for ds in sorted({c.dataset for c in configs}):
@@ -246,9 +253,13 @@ def describe(p):
 
 
 def sweep(spec_name, profile, results_root=None, data_root=None, device=None, threads=None,
-          max_group=20, workers=None, scheduler=None, progress=True, connect_timeout=10):
-    """Train every missing record of the spec under the profile; return the plan that was run."""
-    p = plan(spec_name, profile, results_root, data_root)
+          max_group=20, workers=None, scheduler=None, progress=True, connect_timeout=10,
+          datasets=None, seeds=None):
+    """Train every missing record of the spec under the profile; return the plan that was run.
+
+    `datasets` restricts the sweep to some of the spec's data sets, `seeds`
+    replaces the profile's seeds (None: all of them, the profile's)."""
+    p = plan(spec_name, profile, results_root, data_root, datasets, seeds)
     if progress:
         print(describe(p), flush=True)
     groups = group(p.missing, max_group, memory_budget(device))
@@ -277,12 +288,11 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     return p
 
 
-def records(spec_name, profile, results_root=None):
+def records(spec_name, profile, results_root=None, datasets=None, seeds=None):
     """The complete records of the spec under the profile (missing ones left out)."""
-    spec = load_spec(spec_name)
     store = Store(profile, results_root)
     out = []
-    for c in spec.configs(load_profile(profile)):
+    for c in grid_configs(load_spec(spec_name), profile, datasets, seeds):
         r = store.get(c)
         if r is not None:
             out.append(r)

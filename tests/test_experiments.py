@@ -226,3 +226,11 @@ def test_groups_share_shapes_and_fit_memory():
     # a budget for two models' footprint makes groups of two
     two = 2 * per_model_bytes(Config(), 1000)
     assert max(len(g) for g in group(configs, max_group=20, budget=two)) == 2
+
+
+def test_sweep_restricted_to_datasets_and_seeds(specs):
+    p = experiments.sweep("small", "tiny", datasets=["mnist"], seeds=[5], progress=False)
+    assert len(p.missing) == 4 and {c.seed for c in p.missing} == {5}
+    assert len(experiments.records("small", "tiny", seeds=[5])) == 4
+    assert experiments.records("small", "tiny") == []            # the profile's seeds 0, 1: not run
+    assert experiments.plan("small", "tiny", datasets=["fashion-mnist"]).missing == []
