@@ -6,5 +6,5 @@ from .sampler import DISTRIBUTIONS, clipped_fractions, sample_time_steps  # noqa
 from .network import Ensemble  # noqa: E402
 from . import fused  # noqa: E402
 
-__all__ = ["Config", "DATASETS", "DISTRIBUTIONS", "PROVENANCE", "Ensemble",
+__all__ = ["Config", "DATASETS", "DISTRIBUTIONS", "PROVENANCE", "Ensemble", "fused",
            "clipped_fractions", "sample_time_steps"]

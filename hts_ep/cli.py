@@ -97,17 +97,9 @@ def cmd_table(args):
         print(frame.to_csv())
     else:
         print(f"{args.spec}, profile {args.profile}: {len(recs)} records (test accuracy %, mean ± std over seeds)")
-        print(frame.to_markdown() if _has_tabulate() else frame.to_string())
+        print(frame.to_markdown())
         for ds, reason in gaps.items():
             print(f"\ngap {ds}: {reason}")
-
-
-def _has_tabulate():
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 def parser():

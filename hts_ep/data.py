@@ -85,8 +85,8 @@ def load(dataset, root=None, train=True, device="cpu"):
     return Split(split.x.to(device), split.y.to(device))
 
 
-def load_uncached(dataset, root=None, train=True, device="cpu", download=True):
-    """The train or test split of `dataset` as a Split on `device`."""
+def load_uncached(dataset, root=None, train=True):
+    """The train or test split of `dataset` as a CPU Split, downloaded if need be."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
     import torchvision  # heavy import, only when data is needed
@@ -95,11 +95,11 @@ def load_uncached(dataset, root=None, train=True, device="cpu", download=True):
     root = data_root(root)
     try:
         ds = getattr(torchvision.datasets, folder)(
-            str(_writable_root(root, folder)), train=train, download=download)
+            str(_writable_root(root, folder)), train=train, download=True)
     except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ...
         raise DataMissingError(missing_message(dataset, root, error)) from error
     x = ds.data.reshape(len(ds.data), -1).to(torch.float32).div_(255)
-    return Split(x.to(device), ds.targets.to(torch.int64).to(device))
+    return Split(x, ds.targets.to(torch.int64))
 
 
 def subset(split, n):

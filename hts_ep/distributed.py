@@ -7,8 +7,6 @@ its worker is retried by Dask elsewhere and resumes from that checkpoint.
 Records are addressed by key and written atomically, so a retried group
 leaves every record exactly once.
 """
-import time
-
 from .experiments import run_group
 
 # How often Dask may retry a group whose worker died (it resumes each time).
@@ -49,4 +47,3 @@ def run_groups(groups, profile, args, workers=None, scheduler=None, bar=None, co
         client.close()
         if cluster is not None:
             cluster.close()
-            time.sleep(0.1)

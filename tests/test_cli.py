@@ -27,7 +27,7 @@ def test_train_happy_path_ensemble(tmp_path):
     assert {(r["config"]["distribution"], r["config"]["eps_out"]) for r in records} == \
         {("scalar", 0.2), ("scalar", 0.3), ("gamma", 0.2), ("gamma", 0.3)}
     assert all(r["epochs"][0]["test_acc"] > 0.1 for r in records)
-    assert r["environment"]["ensemble_size"] == 4 if (r := records[0]) else False
+    assert records[0]["environment"]["ensemble_size"] == 4
 
 
 @pytest.mark.parametrize("args, message", [
