@@ -7,7 +7,8 @@ In one process, for ensembles of M models (784-1024-10, batch 256, 125 free +
 random inputs in [0, 1]), it times
 
   fast   the package: `Ensemble.train_step` and `Ensemble.predict` (on CPU the
-         fused C++ relaxation of hts_ep/fused.py; on CUDA the PyTorch path)
+         fused C++ relaxation of hts_ep/fused.py; on CUDA the Triton kernel of
+         hts_ep/gpu.py)
   plain  model.md written out in eager PyTorch inside this file: one op at a
          time, a new tensor per op, no in-place updates, no fusion; all M
          models batched with bmm
@@ -38,9 +39,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 if "HTS_EP_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
     os.environ["HTS_EP_DATA"] = str(REPO.parent / "shared" / "data")    # as the Makefile does
-from hts_ep import Config, Ensemble, fused  # noqa: E402
+from hts_ep import Config, Ensemble, fused, gpu  # noqa: E402
 
 EPOCH_BATCHES = 235          # ceil(60000 / 256): one MNIST/KMNIST/Fashion-MNIST training epoch
+TEST_IMAGES = 10000          # evaluated after every epoch
+PAPER_MODEL_EPOCHS = 3 * 20 * 5 * 50     # data sets x Table 1 cells x seeds x epochs
 TOLERANCE = 1e-4             # max |state difference| after a free phase, float32
 DISTRIBUTIONS = ("scalar", "normal", "lognormal", "gamma")
 EPS_OUT = (0.15, 0.20, 0.25, 0.30, 0.35)
@@ -198,13 +201,21 @@ def bench(M, args, device):
     # 1. batch 0 (warm-up, not timed): the same states, and the peak memory of each call.
     #    State check: a full free phase from zero on the test batch, both implementations.
     x, y, xt = data[0]
+    # One-time cost on first use of each phase (Triton compiles the free and
+    # the nudged kernel; CUDA initialises), on a scratch copy: first call - steady.
+    scratch = Ensemble(configs, device=device)
+    first = {"predict": timed(lambda: scratch.predict(xt), device),
+             "train": timed(lambda: scratch.train_step(x, y), device)}
+    del scratch
     mem = {}
     with torch.no_grad():   # both as in predict: drive, zero state, free phase
         mem["fast", "predict"] = peak_bytes(
             lambda: states.update(fast=ens.relax(ens.drive(xt), *ens.zero_state(xt.shape[1]), ens.t_free)), device)
         mem["plain", "predict"] = peak_bytes(
             lambda: states.update(plain=plain.phase(plain.drive(xt), *plain.zero_state(xt), plain.t_free)), device)
-        path = "fused C++ kernel" if fused.supports(xt[..., :16], xt[..., :10]) else "PyTorch path (relax_torch)"
+        d, o = ens.drive(xt), ens.zero_state(xt.shape[1])[1]
+        path = ("fused C++ kernel" if fused.supports(d, o) else "Triton kernel" if gpu.supports(d, o)
+                else "PyTorch path (relax_torch)")
     (h, o, _), (hp, op) = states["fast"], states["plain"]
     dh, do = (h - hp).abs().max().item(), (o - op).abs().max().item()
     ok = math.isfinite(dh) and math.isfinite(do) and max(dh, do) <= TOLERANCE
@@ -212,7 +223,8 @@ def bench(M, args, device):
           f"(tolerance {TOLERANCE:g}) {'OK' if ok else 'FAILED'}")
     states.clear()
     torch_path = None
-    if device.type == "cpu" and fused.available():   # the package's PyTorch path (the one CUDA runs)
+    has_kernel = fused.available() if device.type == "cpu" else gpu.available()
+    if has_kernel:                      # the package's PyTorch path's memory too
         scratch = Ensemble(configs, device=device)
         os.environ["HTS_EP_KERNEL"] = "torch"
         try:
@@ -275,6 +287,16 @@ def bench(M, args, device):
           f"{fmt_bytes(mem['plain', 'train'] / M).strip()} (plain){extra}; "
           f"hts_ep.fused.per_model_bytes(config, {args.batch}) = {fmt_bytes(per_model).strip()} (all of it)")
     print(f"after {len(data)} identical training steps: max|W1 fast - plain| = {dW1:.2e}, max|W2| diff = {dW2:.2e}")
+    print(f"one-time cost, fast: first call {first['predict']:.2f} s (predict), {first['train']:.2f} s (train) "
+          f"against {rows['predict', 'fast']['ms'] / 1e3:.2f} / {rows['train', 'fast']['ms'] / 1e3:.2f} s "
+          f"steady (the difference: compilation, CUDA start-up; not in the timings above)")
+    # A model-epoch: the training batches, then the test set, as train.py does
+    # (it evaluates in batches of 1000; counted here at the benchmark's batch size).
+    model_epoch = (EPOCH_BATCHES * rows["train", "fast"]["ms"]
+                   + TEST_IMAGES / args.batch * rows["predict", "fast"]["ms"]) / 1e3 / M
+    print(f"projection: {model_epoch:.3f} s per model-epoch with evaluation at M = {M}; the paper profile "
+          f"({PAPER_MODEL_EPOCHS:,} model-epochs) would take {PAPER_MODEL_EPOCHS * model_epoch / 3600:.2f} h "
+          f"on this device at this ensemble size")
     return ok, rows
 
 

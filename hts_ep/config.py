@@ -5,6 +5,7 @@ first author's earlier EP code) or *chosen* (no source; a defensible
 default). `PROVENANCE` is what the book's provenance table prints.
 """
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from .sampler import check_parameters
@@ -99,3 +100,18 @@ def check_ensemble(configs):
         values = {getattr(c, name) for c in configs}
         if len(values) > 1:
             raise ValueError(f"models of one ensemble must share {name}; got {sorted(values)}")
+
+
+# Which relaxation code runs (environment variable HTS_EP_KERNEL):
+#   auto    the fastest available: fused C++ on CPU (fused.py), Triton on CUDA (gpu.py)
+#   torch   the plain PyTorch path everywhere (Ensemble.relax_torch)
+#   triton  the Triton kernel even on CPU, through Triton's interpreter
+#           (TRITON_INTERPRET=1): slow, for testing the kernel without a GPU
+KERNELS = ("auto", "torch", "triton")
+
+
+def kernel_choice():
+    choice = os.environ.get("HTS_EP_KERNEL", "auto")
+    if choice not in KERNELS:
+        raise ValueError(f"HTS_EP_KERNEL={choice!r} is not one of {', '.join(KERNELS)}")
+    return choice

@@ -14,7 +14,7 @@ times it against a plain PyTorch implementation.
 Built once per machine with torch's C++ extension loader (needs a C++
 compiler and ninja) and cached on disk under $TORCH_EXTENSIONS_DIR, so later
 processes load it in a fraction of a second. Set HTS_EP_KERNEL=torch to
-use the plain PyTorch path instead; if the build fails, that path is used
+use the plain PyTorch path instead (see config.KERNELS); if the build fails, that path is used
 with a warning.
 """
 import hashlib
@@ -24,6 +24,8 @@ import time
 import warnings
 
 import torch
+
+from .config import kernel_choice
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -211,7 +213,7 @@ def build_seconds():
 def available():
     """Whether the fused kernel is in use (building it on first call)."""
     global _module, _failed, _build_seconds
-    if os.environ.get("HTS_EP_KERNEL", "fused") == "torch":
+    if kernel_choice() != "auto":
         return False
     if _module is None and not _failed:
         start = time.perf_counter()
@@ -248,9 +250,9 @@ def per_model_bytes(config, batch):
     Weights and time steps (W1, b1, W2, b2, eps_hidden: 4 (H n_in + O H + 2 H + O)),
     plus the training step's live tensors at its peak, per model: its gathered
     input x (B n_in), one-hot y (B O) and 7 [B, H] float32 tensors. The fused
-    path peaks at 5 (drive, zero state, free and nudged states, hb - h0), the
-    PyTorch path (the one CUDA runs) at 6 (two states of the running step
-    plus the step's temporary), and one more is margin. Measured peaks
+    and Triton paths peak at 5 (drive, zero state, free and nudged states,
+    hb - h0), the PyTorch path (HTS_EP_KERNEL=torch) at 6 (two states of the
+    running step plus the step's temporary), and one more is margin. Measured peaks
     (benchmarks/bench_relax.py) stay below this. Not counted: data sets held
     on the device (shared by all models), the allocator's caching slack on
     CUDA, and evaluation batches larger than `batch` (train.evaluate uses 1000:

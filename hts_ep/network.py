@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import fused
+from . import fused, gpu
 from .config import check_ensemble
 from .sampler import sample_time_steps
 
@@ -80,11 +80,16 @@ class Ensemble:
         """Run `steps` Euler steps from (h, o); nudged towards one-hot y [M, B, n_out] if given.
 
         Returns the final h, o and the residual max|h[T] - h[T-1]| per model.
-        On CPU the fused kernel does the work (same arithmetic, see fused.py);
+        On CPU the fused C++ kernel does the work (fused.py), on CUDA a Triton
+        kernel (gpu.py): same arithmetic, summed in another order;
         `trace`, a list, collects the residual of every step (PyTorch path only).
         """
         if trace is None and fused.supports(drive, o):
             return fused.relax(self, drive, h, o, steps, y)
+        if trace is None and gpu.supports(drive, o):
+            result = gpu.relax(self, drive, h, o, steps, y)
+            if result is not None:
+                return result
         return self.relax_torch(drive, h, o, steps, y, trace)
 
     def relax_torch(self, drive, h, o, steps, y=None, trace=None):

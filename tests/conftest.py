@@ -12,6 +12,11 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("HTS_EP_DATA", str(SHARED_DATA))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Triton's interpreter runs the CUDA kernel (hts_ep/gpu.py) on CPU tensors for
+# tests/test_gpu.py. Read when Triton is imported, so set before hts_ep is;
+# it changes nothing else (on CPU the kernel runs only with HTS_EP_KERNEL=triton).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,165 @@
+"""Relaxation on CUDA: one Triton kernel runs every step of a phase on chip.
+
+Eager PyTorch launches about ten kernels per Euler step, 137 steps per
+batch, each moving the whole [M, B, H] state through global memory; on a GPU
+that is launch latency, not arithmetic. This kernel gives each program one
+model and a tile of BLOCK_B samples, loads the tile's drive, states, W2 and
+time steps once, runs all `steps` synchronous Euler steps of `Ensemble.relax`
+in registers, and writes back only the final h, o and the residual of the
+last step. The two small products of a step (gamma W2^T o and W2 h, with 10
+outputs padded to 16) are `tl.dot`s in full float32 ("ieee": TF32 would
+change the states by ~1e-3, far more than the 1e-4 the benchmark allows).
+
+Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1 and
+HTS_EP_KERNEL=triton, see tests/test_gpu.py) against the PyTorch path; the
+interpreter checks the arithmetic, not register pressure or speed, which only
+a GPU can measure (benchmarks/bench_relax.py). HTS_EP_KERNEL=torch switches
+it off; if Triton cannot compile it for the device, the PyTorch path is used
+with a warning.
+"""
+import os
+import warnings
+
+import torch
+
+from .config import kernel_choice
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:          # CPU-only torch builds ship without Triton
+    triton = None
+
+# Samples per program: tl.dot needs at least 16 rows, and with 32 the tile's
+# layout conversions would need more shared memory than an H100/H200 block has.
+BLOCK_B = 16
+# Chosen without a GPU to time it: compiled for sm_90 (see compile_for), 8
+# warps use 255 registers and spill 280 bytes a thread, 16 use 128 and spill
+# 376, 4 spill 12.7 KB; all need 128 KiB of shared memory, one program per SM.
+NUM_WARPS = 8
+# The whole hidden layer of a tile lives in registers; beyond this many
+# neurons it would spill, and the PyTorch path is the better choice.
+MAX_HIDDEN = 2048
+_failed = False
+
+
+def interpreting():
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+if triton is not None:
+    # B and steps vary (last partial batch, evaluation batches, free/nudged
+    # phase): not specialised on, so each phase compiles once per process.
+    @triton.jit(do_not_specialize=["B", "steps", "n_tiles"])
+    def _relax_kernel(drive_ptr, h_ptr, o_ptr, W2_ptr, b2_ptr, eps_ptr, eps_out_ptr, gamma_ptr,
+                      beta_ptr, y_ptr, res_ptr, B, H, O, steps, n_tiles, slope,
+                      NUDGE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+                      BLOCK_O: tl.constexpr):
+        m = tl.program_id(0)
+        tile = tl.program_id(1)
+        rows = tile * BLOCK_B + tl.arange(0, BLOCK_B)
+        cols = tl.arange(0, BLOCK_H)
+        outs = tl.arange(0, BLOCK_O)
+        hmask = (rows[:, None] < B) & (cols[None, :] < H)
+        omask = (rows[:, None] < B) & (outs[None, :] < O)
+        hidx = m * B * H + rows[:, None] * H + cols[None, :]
+        oidx = m * B * O + rows[:, None] * O + outs[None, :]
+
+        # Padding is inert: padded W2 rows/columns and time steps are 0, so
+        # padded outputs never reach z_h and padded neurons never move.
+        d = tl.load(drive_ptr + hidx, mask=hmask, other=0.0)
+        h = tl.load(h_ptr + hidx, mask=hmask, other=0.0)
+        o = tl.load(o_ptr + oidx, mask=omask, other=0.0)
+        W2 = tl.load(W2_ptr + m * O * H + outs[:, None] * H + cols[None, :],
+                     mask=(outs[:, None] < O) & (cols[None, :] < H), other=0.0)      # [BLOCK_O, BLOCK_H]
+        W2T = tl.trans(W2)
+        b2 = tl.load(b2_ptr + m * O + outs, mask=outs < O, other=0.0)
+        eps = tl.load(eps_ptr + m * H + cols, mask=cols < H, other=0.0)
+        eps_out = tl.load(eps_out_ptr + m)
+        gamma = tl.load(gamma_ptr + m)
+        beta = tl.load(beta_ptr + m)
+        if NUDGE:
+            y = tl.load(y_ptr + oidx, mask=omask, other=0.0)
+
+        dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+        for _ in range(steps):
+            z_h = d + tl.dot(gamma * o, W2, input_precision="ieee")           # W1 x + b1 + gamma W2^T o[t]
+            z_o = tl.dot(h, W2T, input_precision="ieee") + b2[None, :]        # W2 h[t] + b2
+            phi = tl.where(z_h > 0, z_h, slope * z_h)                         # leaky ReLU
+            dh = eps[None, :] * (phi - h)
+            do = tl.sigmoid(z_o) - o
+            if NUDGE:
+                do += beta * (y - o)
+            h = h + dh
+            o = o + eps_out * do
+
+        tl.store(h_ptr + hidx, h, mask=hmask)
+        tl.store(o_ptr + oidx, o, mask=omask)
+        # Residual max|h[T] - h[T-1]| over the tile's real samples; NaN if any
+        # is NaN, as torch.amax reports it (the divergence check relies on it).
+        step = tl.where(hmask, tl.abs(dh), 0.0)
+        nan = tl.max(tl.where(hmask & (dh != dh), 1, 0))
+        residual = tl.where(nan > 0, float("nan"), tl.max(step))
+        tl.store(res_ptr + m * n_tiles + tile, residual)
+
+
+def available():
+    return triton is not None and not _failed and kernel_choice() != "torch"
+
+
+def supports(drive, o):
+    """CUDA float32 with a hidden layer up to MAX_HIDDEN; on CPU only when asked for (tests)."""
+    if not (available() and drive.dtype == torch.float32 and drive.shape[-1] <= MAX_HIDDEN):
+        return False
+    if drive.device.type == "cuda":
+        return True
+    if drive.device.type == "cpu" and kernel_choice() == "triton":
+        if not interpreting():
+            raise ValueError("HTS_EP_KERNEL=triton on CPU needs TRITON_INTERPRET=1 "
+                             "set before Triton is imported (Triton's interpreter; slow, for tests)")
+        return True
+    return False
+
+
+def relax(ens, drive, h, o, steps, y=None):
+    """Same contract as `Ensemble.relax`; None if Triton could not compile for this device."""
+    global _failed
+    M, B, H = drive.shape
+    O = o.shape[-1]
+    h, o = h.contiguous().clone(), o.contiguous().clone()
+    n_tiles = triton.cdiv(B, BLOCK_B)
+    residual = torch.empty(M, n_tiles, device=drive.device)
+    try:
+        _relax_kernel[(M, n_tiles)](
+            drive.contiguous(), h, o, ens.W2.contiguous(), ens.b2.contiguous(),
+            ens.eps_hidden.reshape(M, H).contiguous(), ens.eps_out.reshape(M).contiguous(),
+            ens.gamma.reshape(M).contiguous(), ens.beta.reshape(M).contiguous(),
+            y.contiguous() if y is not None else o, residual, B, H, O, steps, n_tiles,
+            float(ens.slope), NUDGE=y is not None, BLOCK_B=BLOCK_B,
+            BLOCK_H=max(16, triton.next_power_of_2(H)), BLOCK_O=max(16, triton.next_power_of_2(O)),
+            num_warps=NUM_WARPS)
+    except Exception as error:      # compilation: out of registers or shared memory, old GPU ...
+        _failed = True
+        warnings.warn(f"Triton relaxation kernel unavailable ({error}); using the PyTorch path")
+        return None
+    return h, o, residual.amax(1)
+
+
+def compile_for(capability=90, n_hidden=1024, n_out=10, nudge=True):
+    """Compile the kernel ahead of time for a CUDA compute capability, without a GPU.
+
+    Returns the shared memory (bytes) the compiled kernel needs and the cubin;
+    Triton's interpreter cannot tell whether the kernel compiles at all, this
+    can (tests/test_gpu.py). Needs Triton with its bundled ptxas, and the
+    kernel compiled, not interpreted (TRITON_INTERPRET unset at import).
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    types = ["*fp32"] * 11 + ["i32"] * 5 + ["fp32"] + ["constexpr"] * 4
+    constexprs = dict(NUDGE=nudge, BLOCK_B=BLOCK_B, BLOCK_H=max(16, triton.next_power_of_2(n_hidden)),
+                      BLOCK_O=max(16, triton.next_power_of_2(n_out)))
+    source = ASTSource(fn=_relax_kernel, signature=dict(zip(_relax_kernel.arg_names, types)),
+                       constexprs=constexprs)
+    kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                            options={"num_warps": NUM_WARPS})
+    return kernel.metadata.shared, kernel.asm["cubin"]

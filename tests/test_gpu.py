@@ -1,0 +1,165 @@
+"""The Triton relaxation kernel against the PyTorch path.
+
+Without a GPU, Triton's interpreter (TRITON_INTERPRET=1, set by conftest.py)
+executes the kernel program by program with NumPy on CPU tensors: that
+checks its arithmetic, padding, masking and dispatch, not register use or
+speed, which need a GPU (benchmarks/bench_relax.py). With CUDA, the last
+test runs the compiled kernel.
+"""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hts_ep import Config, Ensemble, gpu
+
+interpreted = pytest.mark.skipif(gpu.triton is None or not gpu.interpreting(),
+                                 reason="needs Triton and TRITON_INTERPRET=1 before its import")
+
+
+@pytest.fixture
+def triton_kernel(monkeypatch):
+    """Ensemble.relax dispatches to the (interpreted) Triton kernel, counting its calls."""
+    monkeypatch.setenv("HTS_EP_KERNEL", "triton")
+    calls = []
+    relax = gpu.relax
+    monkeypatch.setattr(gpu, "relax", lambda *a, **k: calls.append(1) or relax(*a, **k))
+    return calls
+
+
+def ensemble(n_hidden=40, n_in=20, n_out=10, device="cpu"):
+    configs = [Config(n_in=n_in, n_hidden=n_hidden, n_out=n_out, distribution=d, eps_out=e, seed=s)
+               for d, e, s in [("gamma", 0.3, 0), ("lognormal", 0.15, 1), ("scalar", 0.35, 2)]]
+    return Ensemble(configs, device=device)
+
+
+def inputs(ens, batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n_out = ens.W2.shape[1]
+    x = torch.rand(len(ens), batch, ens.W1.shape[2], generator=g)
+    y = F.one_hot(torch.randint(0, n_out, (len(ens), batch), generator=g), n_out).float()
+    return x.to(ens.device), y.to(ens.device)
+
+
+def check_phases(ens, batch, tolerance=1e-5):
+    """A free phase from zero, then a nudged one: kernel (via Ensemble.relax) against relax_torch."""
+    x, y = inputs(ens, batch)
+    d = ens.drive(x)
+    h, o = ens.zero_state(batch)
+    h_copy = h.clone()
+    fast, ref = ens.relax(d, h, o, 30), ens.relax_torch(d, h, o, 30)
+    assert torch.equal(h, h_copy)                       # the inputs are not modified
+    for u, v in zip(fast, ref):
+        assert u.shape == v.shape and (u - v).abs().max() < tolerance
+    fast_n = ens.relax(d, fast[0], fast[1], 7, y=y)
+    ref_n = ens.relax_torch(d, ref[0], ref[1], 7, y=y)
+    for u, v in zip(fast_n, ref_n):
+        assert (u - v).abs().max() < tolerance
+    assert (fast_n[2] > 0).all()
+    assert not torch.allclose(fast_n[1], fast[1])        # the nudge moved the outputs
+
+
+# 21 samples: a full tile of 16 and a partial one; hidden and output sizes
+# that are not powers of two (nor 10) exercise the padding.
+@interpreted
+@pytest.mark.parametrize("n_hidden,n_out", [(40, 10), (64, 3), (16, 17)])
+def test_kernel_equals_pytorch_path(triton_kernel, n_hidden, n_out):
+    check_phases(ensemble(n_hidden, n_out=n_out), 21)
+    assert len(triton_kernel) == 2
+
+
+@interpreted
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # NumPy, on inf * 0
+def test_non_finite_state_shows_in_residual(triton_kernel):
+    ens = ensemble(32)
+    ens.W2[1, 0, 3] = math.inf          # model 1 blows up, the others do not
+    x, _ = inputs(ens, 4)
+    d = ens.drive(x)
+    fast = ens.relax(d, *ens.zero_state(4), 6)
+    ref = ens.relax_torch(d, *ens.zero_state(4), 6)
+    assert triton_kernel
+    assert torch.isnan(fast[2][1]) and torch.isnan(ref[2][1])
+    assert torch.isfinite(fast[2][[0, 2]]).all()
+    assert torch.allclose(fast[0][[0, 2]], ref[0][[0, 2]], atol=1e-5)
+
+
+@interpreted
+def test_training_through_the_kernel_equals_pytorch_path(triton_kernel, monkeypatch):
+    """Same outputs, residuals and weight updates as the PyTorch path, partial last batch included."""
+    fast, plain = ensemble(48), ensemble(48)
+    monkeypatch.setattr(plain, "relax", plain.relax_torch)
+    for batch, seed in [(16, 0), (5, 1)]:
+        x, y = inputs(fast, batch, seed)
+        for u, v in zip(fast.train_step(x, y), plain.train_step(x, y)):
+            assert (u - v).abs().max() < 1e-5
+    assert len(triton_kernel) == 4                      # free and nudged phase, two batches
+    for name in ("W1", "b1", "W2", "b2"):
+        assert (getattr(fast, name) - getattr(plain, name)).abs().max() < 1e-5
+    assert not torch.equal(fast.W1, ensemble(48).W1)    # the weights did move
+
+
+@interpreted
+def test_compile_failure_falls_back_to_pytorch(monkeypatch):
+    class Broken:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                raise RuntimeError("out of resource: shared memory")
+            return launch
+    monkeypatch.setenv("HTS_EP_KERNEL", "triton")
+    monkeypatch.setattr(gpu, "_relax_kernel", Broken())
+    monkeypatch.setattr(gpu, "_failed", False)
+    ens = ensemble()
+    x, _ = inputs(ens, 3)
+    d = ens.drive(x)
+    with pytest.warns(UserWarning, match="out of resource"):
+        h, o, res = ens.relax(d, *ens.zero_state(3), 5)
+    ref = ens.relax_torch(d, *ens.zero_state(3), 5)
+    assert torch.equal(h, ref[0]) and torch.equal(res, ref[2])
+    assert not gpu.available()                          # not retried on every call
+
+
+@interpreted
+def test_kernel_choice(monkeypatch):
+    d, o = torch.zeros(1, 2, 16), torch.zeros(1, 2, 10)
+    assert not gpu.supports(d, o)                       # CPU by default: fused.py's job
+    monkeypatch.setenv("HTS_EP_KERNEL", "triton")
+    assert gpu.supports(d, o)
+    assert not gpu.supports(torch.zeros(1, 2, gpu.MAX_HIDDEN + 16), o)   # would spill registers
+    assert not gpu.supports(d.double(), o)
+    monkeypatch.setenv("HTS_EP_KERNEL", "torch")
+    assert not gpu.supports(d, o)
+    monkeypatch.setenv("HTS_EP_KERNEL", "cuda")
+    with pytest.raises(ValueError, match="'cuda' is not one of auto, torch, triton"):
+        gpu.supports(d, o)
+    monkeypatch.setenv("HTS_EP_KERNEL", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        gpu.supports(d, o)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or gpu.triton is None, reason="needs CUDA and Triton")
+def test_compiled_kernel_on_cuda():
+    ens = ensemble(1024, n_in=784, device="cuda")
+    assert gpu.supports(ens.drive(inputs(ens, 2)[0]), ens.zero_state(2)[1])
+    check_phases(ens, 300, tolerance=1e-4)
+
+
+@pytest.mark.skipif(gpu.triton is None, reason="needs Triton")
+def test_kernel_compiles_for_hopper():
+    """The interpreter does not compile the kernel; compile it for sm_90 (H100/H200) without a GPU."""
+    script = ("from hts_ep import gpu\n"
+              "for nudge in (False, True):\n"
+              "    shared, cubin = gpu.compile_for(90, nudge=nudge)\n"
+              "    print(shared, len(cubin))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=600, cwd=Path(gpu.__file__).parent.parent)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for line in run.stdout.split("\n")[:2]:
+        shared, cubin = map(int, line.split())
+        assert cubin > 0 and shared <= 227 * 1024            # the most one block gets on sm_90
