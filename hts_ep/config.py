@@ -30,7 +30,7 @@ class Config:
     gamma: float = 1.0          # inferred
     beta: float = 0.5           # chosen (Scellier & Bengio 2017; Ernoult et al. 2019)
     eta1: float = 1.0           # chosen by calibration (results/calibration/, experiments/calibration.yaml)
-    eta2: float = 0.5           # chosen by calibration (results/calibration/, experiments/calibration.yaml)
+    eta2: float = 0.2           # chosen by calibration (results/calibration/, experiments/calibration.yaml)
     slope: float = 0.01         # chosen: PyTorch's leaky ReLU default
     n_in: int = 784             # stated (28x28 images)
     n_hidden: int = 1024        # stated
@@ -85,8 +85,11 @@ PROVENANCE = {
     "eps_max": ("chosen", "gives a small clipped spike at eps_max, as in the paper's Figure 1"),
     "gamma": ("inferred", "feedback strength from the earlier code"),
     "beta": ("chosen", "a common EP nudging value (Scellier & Bengio 2017)"),
-    "eta1": ("chosen", "calibrated on the scalar MNIST baseline: best of 1.0, 0.6, 0.35 after 50 epochs"),
-    "eta2": ("chosen", "the start value 0.5, held fixed in the calibration"),
+    "eta1": ("chosen", "calibrated on the scalar MNIST baseline: best of 1.0, 0.6, 0.35 after 50 epochs "
+             "(with eta2 = 0.5)"),
+    "eta2": ("chosen", "lowered from the start value 0.5, with which the scalar Fashion-MNIST baseline "
+             "collapsed (45% after 3 epochs, against 83 to 84% with 0.2 or 0.05); 0.2 then reached 98.12% "
+             "on MNIST after 50 epochs"),
     "slope": ("chosen", "PyTorch's leaky ReLU default"),
     "seed": ("chosen", "the paper does not state seeds or their number"),
 }
