@@ -109,7 +109,8 @@ def available():
 
 def supports(drive, o):
     """CUDA float32 with a hidden layer up to MAX_HIDDEN; on CPU only when asked for (tests)."""
-    if not (available() and drive.dtype == torch.float32 and drive.shape[-1] <= MAX_HIDDEN):
+    if not (available() and drive.dtype == torch.float32 and drive.shape[-1] <= MAX_HIDDEN
+            and drive.numel() < 2**31):        # the kernel's offsets are 32-bit
         return False
     if drive.device.type == "cuda":
         return True

@@ -131,6 +131,7 @@ def test_kernel_choice(monkeypatch):
     assert gpu.supports(d, o)
     assert not gpu.supports(torch.zeros(1, 2, gpu.MAX_HIDDEN + 16), o)   # would spill registers
     assert not gpu.supports(d.double(), o)
+    assert not gpu.supports(torch.zeros(1, 1, 16).expand(2**16, 2**11, 16), o)   # 2^31 elements: 32-bit offsets
     monkeypatch.setenv("HTS_EP_KERNEL", "torch")
     assert not gpu.supports(d, o)
     monkeypatch.setenv("HTS_EP_KERNEL", "cuda")
