@@ -200,7 +200,10 @@ def _build():
         if os.path.exists("/proc/cpuinfo") else platform.processor()
     unroll = int(os.environ.get("HTS_EP_UNROLL", UNROLL))
     cflags = ["-O3", "-march=native", "-fopenmp", f"-DUNROLL={unroll}"]
-    tag = hashlib.sha1((SOURCE + cpu + torch.__version__ + " ".join(cflags)).encode()).hexdigest()[:10]
+    # torch's location too: the build's include paths point into it, and two
+    # environments sharing one build folder would rebuild it in turn.
+    tag = hashlib.sha1((SOURCE + cpu + torch.__version__ + torch.__file__ + " ".join(cflags)).encode()
+                       ).hexdigest()[:10]
     return load_inline(name=f"hts_ep_fused_{tag}", cpp_sources=SOURCE, extra_cflags=cflags,
                        extra_ldflags=["-fopenmp"], verbose=False)
 
