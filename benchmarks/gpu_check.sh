@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU checks in one run, for a machine with CUDA, PyTorch and Triton
+# already installed (no data needed: the benchmark falls back to random
+# inputs). About 3 minutes on an H200, compilation included.
+#
+#   bash benchmarks/gpu_check.sh [python]      # logs also go to $OUT if set
+#
+# 1. the compiled Triton kernel against the PyTorch path (tests/test_gpu.py)
+# 2. the benchmark with the Triton kernel (HTS_EP_KERNEL=auto) for M = 1, 20, 100
+# 3. the same with the package's PyTorch path (HTS_EP_KERNEL=torch), M = 20
+set -u
+PY=${1:-python3}
+LOG=${OUT:-/tmp}/gpu_check
+mkdir -p "$LOG"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$(pwd)${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$LOG/gpu.txt"
+"$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$LOG/gpu.txt"
+"$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$LOG/test_gpu.txt"
+HTS_EP_KERNEL=auto "$PY" benchmarks/bench_relax.py --models 1 20 100 --batches 5 2>&1 | tee "$LOG/bench_triton.txt"
+HTS_EP_KERNEL=torch "$PY" benchmarks/bench_relax.py --models 20 --batches 5 2>&1 | tee "$LOG/bench_torch.txt"
