@@ -78,7 +78,7 @@ PROVENANCE = {
     "eps_out": ("stated", "output time step swept over 0.15 to 0.35"),
     "distribution": ("stated", "normal, log-normal, gamma against a scalar baseline"),
     "mu": ("inferred", "0.2 in the first author's earlier EP code"),
-    "sigma_eps": ("chosen", "not given in the extracted text"),
+    "sigma_eps": ("chosen", "not given in the extracted text; the sigma_eps experiment compares 0.025 and 0.05"),
     "eps_min": ("chosen", "0.05, raised from the design card's 0.01: slower neurons do not relax within "
                 "125 steps and the learning rule then diverges (normal and gamma HTS diverged in every "
                 "quick-profile run with 0.01)"),
