@@ -226,11 +226,15 @@ def bench(M, args, device):
     has_kernel = fused.available() if device.type == "cpu" else gpu.available()
     if has_kernel:                      # the package's PyTorch path's memory too
         scratch = Ensemble(configs, device=device)
+        saved = os.environ.get("HTS_EP_KERNEL")
         os.environ["HTS_EP_KERNEL"] = "torch"
         try:
             torch_path = peak_bytes(lambda: scratch.train_step(x, y), device)
         finally:
-            del os.environ["HTS_EP_KERNEL"]
+            if saved is None:
+                del os.environ["HTS_EP_KERNEL"]
+            else:
+                os.environ["HTS_EP_KERNEL"] = saved
         del scratch
     mem["fast", "train"] = peak_bytes(lambda: ens.train_step(x, y), device)
     mem["plain", "train"] = peak_bytes(lambda: plain.train_step(x, y), device)
@@ -287,9 +291,10 @@ def bench(M, args, device):
           f"{fmt_bytes(mem['plain', 'train'] / M).strip()} (plain){extra}; "
           f"hts_ep.fused.per_model_bytes(config, {args.batch}) = {fmt_bytes(per_model).strip()} (all of it)")
     print(f"after {len(data)} identical training steps: max|W1 fast - plain| = {dW1:.2e}, max|W2| diff = {dW2:.2e}")
-    print(f"one-time cost, fast: first call {first['predict']:.2f} s (predict), {first['train']:.2f} s (train) "
+    print(f"first call, fast: {first['predict']:.2f} s (predict), {first['train']:.2f} s (train) "
           f"against {rows['predict', 'fast']['ms'] / 1e3:.2f} / {rows['train', 'fast']['ms'] / 1e3:.2f} s "
-          f"steady (the difference: compilation, CUDA start-up; not in the timings above)")
+          f"steady; the difference is one-time cost (Triton compilation unless cached from an earlier "
+          f"run or M, CUDA start-up), not in the timings above")
     # A model-epoch: the training batches, then the test set, as train.py does
     # (it evaluates in batches of 1000; counted here at the benchmark's batch size).
     model_epoch = (EPOCH_BATCHES * rows["train", "fast"]["ms"]
@@ -319,10 +324,14 @@ def main(argv=None):
           f"{os.cpu_count()} cores; load average at start {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
     start = time.perf_counter()
-    have = fused.available()
-    cost = time.perf_counter() - start
-    print(f"fused kernel: {'available' if have else 'not available'}; first fused.available() took {cost:.2f} s "
-          f"(one-time build, or loading the cached build; not in the timings below)")
+    if device.type == "cpu":        # the C++ kernel is for CPU only: no build on a GPU machine
+        have = fused.available()
+        cost = time.perf_counter() - start
+        print(f"fused kernel: {'available' if have else 'not available'}; first fused.available() took "
+              f"{cost:.2f} s (one-time build, or loading the cached build; not in the timings below)")
+    else:
+        print(f"Triton kernel: {'available' if gpu.available() else 'not available'} "
+              f"(HTS_EP_KERNEL={os.environ.get('HTS_EP_KERNEL', 'auto')})")
 
     ok = True
     for M in args.models:

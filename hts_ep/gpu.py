@@ -27,6 +27,7 @@ from .config import kernel_choice
 try:
     import triton
     import triton.language as tl
+    from triton.runtime.errors import TritonError
 except ImportError:          # CPU-only torch builds ship without Triton
     triton = None
 
@@ -37,9 +38,10 @@ BLOCK_B = 16
 # warps use 255 registers and spill 280 bytes a thread, 16 use 128 and spill
 # 376, 4 spill 12.7 KB; all need 128 KiB of shared memory, one program per SM.
 NUM_WARPS = 8
-# The whole hidden layer of a tile lives in registers; beyond this many
-# neurons it would spill, and the PyTorch path is the better choice.
-MAX_HIDDEN = 2048
+# The tile's hidden layer lives on chip: W2 and one [16, H] state pass through
+# shared memory, 128 KiB at H = 1024; the next size (2048) would need 256 KiB,
+# more than an sm_90 block may have. Larger layers take the PyTorch path.
+MAX_HIDDEN = 1024
 _failed = False
 
 
@@ -66,7 +68,8 @@ if triton is not None:
         oidx = m * B * O + rows[:, None] * O + outs[None, :]
 
         # Padding is inert: padded W2 rows/columns and time steps are 0, so
-        # padded outputs never reach z_h and padded neurons never move.
+        # padded neurons never move, and padded outputs are held at 0 (below)
+        # so that they never reach z_h, not even as NaN = inf * 0.
         d = tl.load(drive_ptr + hidx, mask=hmask, other=0.0)
         h = tl.load(h_ptr + hidx, mask=hmask, other=0.0)
         o = tl.load(o_ptr + oidx, mask=omask, other=0.0)
@@ -91,7 +94,7 @@ if triton is not None:
             if NUDGE:
                 do += beta * (y - o)
             h = h + dh
-            o = o + eps_out * do
+            o = tl.where(outs[None, :] < O, o + eps_out * do, 0.0)
 
         tl.store(h_ptr + hidx, h, mask=hmask)
         tl.store(o_ptr + oidx, o, mask=omask)
@@ -109,8 +112,10 @@ def available():
 
 def supports(drive, o):
     """CUDA float32 with a hidden layer up to MAX_HIDDEN; on CPU only when asked for (tests)."""
-    if not (available() and drive.dtype == torch.float32 and drive.shape[-1] <= MAX_HIDDEN
-            and drive.numel() < 2**31):        # the kernel's offsets are 32-bit
+    M, B, H = drive.shape
+    padded = M * triton.cdiv(B, BLOCK_B) * BLOCK_B * H if triton is not None else 0
+    if not (available() and drive.dtype == torch.float32 and H <= MAX_HIDDEN
+            and padded < 2**31):               # the kernel's offsets are 32-bit
         return False
     if drive.device.type == "cuda":
         return True
@@ -129,7 +134,7 @@ def relax(ens, drive, h, o, steps, y=None):
     O = o.shape[-1]
     h, o = h.contiguous().clone(), o.contiguous().clone()
     n_tiles = triton.cdiv(B, BLOCK_B)
-    residual = torch.empty(M, n_tiles, device=drive.device)
+    residual = torch.empty(M, n_tiles, device=drive.device, dtype=torch.float32)
     try:
         _relax_kernel[(M, n_tiles)](
             drive.contiguous(), h, o, ens.W2.contiguous(), ens.b2.contiguous(),
@@ -139,20 +144,22 @@ def relax(ens, drive, h, o, steps, y=None):
             float(ens.slope), NUDGE=y is not None, BLOCK_B=BLOCK_B,
             BLOCK_H=max(16, triton.next_power_of_2(H)), BLOCK_O=max(16, triton.next_power_of_2(O)),
             num_warps=NUM_WARPS)
-    except Exception as error:      # compilation: out of registers or shared memory, old GPU ...
+    except (TritonError, RuntimeError) as error:   # out of resources, ptxas, driver ...
         _failed = True
         warnings.warn(f"Triton relaxation kernel unavailable ({error}); using the PyTorch path")
         return None
     return h, o, residual.amax(1)
 
 
-def compile_for(capability=90, n_hidden=1024, n_out=10, nudge=True):
+def compile_for(capability=90, n_hidden=MAX_HIDDEN, n_out=10, nudge=True):
     """Compile the kernel ahead of time for a CUDA compute capability, without a GPU.
 
     Returns the shared memory (bytes) the compiled kernel needs and the cubin;
     Triton's interpreter cannot tell whether the kernel compiles at all, this
     can (tests/test_gpu.py). Needs Triton with its bundled ptxas, and the
     kernel compiled, not interpreted (TRITON_INTERPRET unset at import).
+    Compiled without the divisibility hints a real launch adds, so register
+    counts are close to, not exactly, those of the kernel that runs.
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
