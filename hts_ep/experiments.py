@@ -34,7 +34,8 @@ PROFILE_KEYS = {"description", "seeds", "epochs", "train_subset", "test_subset"}
 
 # Measured on the project's 2-core CPU (fused kernel): one model, one
 # 256-sample batch of 137 steps with its update; one sample evaluated (125
-# steps). Used only for the dry run's estimate when the store has no timings.
+# steps). Used only for the dry run's estimate, which is therefore that
+# machine's time: `make bench` measures the speed of yours.
 SECONDS_PER_TRAIN_SAMPLE = 7.0 / 60000
 SECONDS_PER_TEST_SAMPLE = 1.0 / 10000
 
