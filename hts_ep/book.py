@@ -113,16 +113,6 @@ STRUCTURE = [
     ("optimiser", "plain SGD, no momentum", "chosen", "not given"),
 ]
 
-# Config fields that hts_ep.config.PROVENANCE does not list.
-EXTRA_PROVENANCE = {
-    "dataset": ("stated", "one of the paper's three data sets"),
-    "n_in": ("stated", "28 x 28 images of the three data sets"),
-    "n_out": ("stated", "ten classes of the three data sets"),
-    "train_subset": ("chosen", "profiles only: 0 is the full training set"),
-    "test_subset": ("chosen", "profiles only: 0 is the full test set"),
-}
-
-
 def md_table(header, rows):
     esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -135,7 +125,7 @@ def provenance_markdown():
     defaults = Config()
     rows = []
     for f in dataclasses.fields(Config):
-        cls, note = PROVENANCE.get(f.name) or EXTRA_PROVENANCE.get(f.name, ("chosen", "not documented"))
+        cls, note = PROVENANCE.get(f.name, ("chosen", "not documented"))
         rows.append((f"`{f.name}`", f"`{getattr(defaults, f.name)}`", f"**{cls}**", note))
     counts = {k: sum(r[2] == f"**{k}**" for r in rows) for k in ("stated", "inferred", "chosen")}
     text = ("Every field of `hts_ep.Config` with its default, generated from "

@@ -70,6 +70,9 @@ SHARED_FIELDS = ("dataset", "n_in", "n_hidden", "n_out", "t_free", "t_nudge",
                  "epochs", "batch_size", "train_subset", "test_subset", "slope")
 
 PROVENANCE = {
+    "dataset": ("stated", "one of the paper's three data sets"),
+    "n_in": ("stated", "28 x 28 images of the three data sets"),
+    "n_out": ("stated", "ten classes of the three data sets"),
     "n_hidden": ("stated", "one hidden layer of 1024 neurons"),
     "epochs": ("stated", "50 epochs"),
     "batch_size": ("stated", "batch size 256"),
@@ -92,6 +95,8 @@ PROVENANCE = {
              "on MNIST after 50 epochs"),
     "slope": ("chosen", "PyTorch's leaky ReLU default"),
     "seed": ("chosen", "the paper does not state seeds or their number"),
+    "train_subset": ("chosen", "profiles only: 0 is the full training set"),
+    "test_subset": ("chosen", "profiles only: 0 is the full test set"),
 }
 
 

@@ -14,8 +14,8 @@ times it against a plain PyTorch implementation.
 Built once per machine with torch's C++ extension loader (needs a C++
 compiler and ninja) and cached on disk under $TORCH_EXTENSIONS_DIR, so later
 processes load it in a fraction of a second. Set HTS_EP_KERNEL=torch to
-use the plain PyTorch path instead (see config.KERNELS); if the build fails, that path is used
-with a warning.
+use the plain PyTorch path instead (see config.KERNELS); if the build fails,
+that path is used with a warning.
 """
 import hashlib
 import os

@@ -113,9 +113,8 @@ def available():
 def supports(drive, o):
     """CUDA float32 with a hidden layer up to MAX_HIDDEN; on CPU only when asked for (tests)."""
     M, B, H = drive.shape
-    padded = M * triton.cdiv(B, BLOCK_B) * BLOCK_B * H if triton is not None else 0
     if not (available() and drive.dtype == torch.float32 and H <= MAX_HIDDEN
-            and padded < 2**31):               # the kernel's offsets are 32-bit
+            and M * triton.cdiv(B, BLOCK_B) * BLOCK_B * H < 2**31):    # the kernel's offsets are 32-bit
         return False
     if drive.device.type == "cuda":
         return True

@@ -1,3 +1,4 @@
+import functools
 import os
 from pathlib import Path
 
@@ -17,6 +18,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # it changes nothing else (on CPU the kernel runs only with HTS_EP_KERNEL=triton).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@functools.cache
+def missing_mnist():
+    from hts_ep import data
+    return data.unavailable("mnist")
+
+
+def pytest_runtest_setup(item):
+    """Tests marked `data` train on real MNIST. Where it cannot be found or downloaded they
+    are skipped with the reason, unless HTS_EP_REQUIRE_DATA=1 (CI), which makes that a failure."""
+    if item.get_closest_marker("data") and (reason := missing_mnist()):
+        if os.environ.get("HTS_EP_REQUIRE_DATA") == "1":
+            pytest.fail(f"HTS_EP_REQUIRE_DATA=1 but MNIST is missing: {reason}", pytrace=False)
+        pytest.skip(f"MNIST missing: {reason}")
 
 
 @pytest.fixture(scope="session")

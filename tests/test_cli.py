@@ -17,6 +17,7 @@ def cli(*args, env=None):
                           timeout=300)
 
 
+@pytest.mark.data
 def test_train_happy_path_ensemble(tmp_path):
     out = tmp_path / "run.json"
     p = cli("train", "--dataset", "mnist", "--distribution", "scalar", "gamma", "--eps-out", "0.2", "0.3",

@@ -78,6 +78,7 @@ def test_reordering_a_spec_keeps_its_keys(specs):
     assert a == b and len(a) == 8
 
 
+@pytest.mark.data
 def test_sweep_trains_only_missing_and_recovers_corruption(specs):
     _, results = specs
     p = experiments.sweep("small", "tiny", progress=False)
@@ -99,6 +100,7 @@ def test_sweep_trains_only_missing_and_recovers_corruption(specs):
     assert json.loads(files[0].read_text())["complete"] is True
 
 
+@pytest.mark.data
 def test_missing_dataset_is_skipped_with_reason(specs, tmp_path):
     d, _ = specs
     (d / "two.yaml").write_text(SPEC.format(name="two", dists="[scalar]", eps="[0.2]").replace(
@@ -135,6 +137,7 @@ def test_bad_names_and_profiles(specs):
         Config(eps_out=-1)
 
 
+@pytest.mark.data
 def test_scheduler_that_does_not_answer(specs):
     from hts_ep.distributed import SchedulerError
     _, results = specs
@@ -151,6 +154,7 @@ def sweep_cmd(spec_dir, results, spec, profile):
             "--no-progress"], env
 
 
+@pytest.mark.data
 def test_resume_after_sigkill_mid_epoch(specs):
     d, results = specs
     # full-size network: epochs of about a second, so the kill lands inside one
@@ -178,6 +182,7 @@ def test_resume_after_sigkill_mid_epoch(specs):
     assert not list(ckpts.glob("*.ckpt"))
 
 
+@pytest.mark.data
 def test_dask_local_cluster_survives_a_killed_worker(specs):
     from distributed import Client, LocalCluster
     d, results = specs
@@ -227,6 +232,7 @@ def test_groups_share_shapes_and_fit_memory():
     assert max(len(g) for g in group(configs, max_group=20, budget=two)) == 2
 
 
+@pytest.mark.data
 def test_sweep_restricted_to_datasets_and_seeds(specs):
     p = experiments.sweep("small", "tiny", datasets=["mnist"], seeds=[5], progress=False)
     assert len(p.missing) == 4 and {c.seed for c in p.missing} == {5}

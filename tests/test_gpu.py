@@ -22,7 +22,6 @@ interpreted = pytest.mark.skipif(gpu.triton is None or not gpu.interpreting(),
                                  reason="needs Triton and TRITON_INTERPRET=1 before its import")
 
 
-
 @pytest.fixture
 def device():
     """Where the kernel runs: CPU under the interpreter, else the GPU (compiled), else skip."""

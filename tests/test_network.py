@@ -98,6 +98,7 @@ def test_fused_kernel_equals_pytorch_path(batch):
     assert (e1.W1 - e2.W1).abs().max() < 1e-5 and (e1.W2 - e2.W2).abs().max() < 1e-5
 
 
+@pytest.mark.data
 def test_ensemble_equals_models_trained_alone(mnist):
     # One data set's Table 1 grid: 4 conditions x 5 output steps, one seed.
     train, test = subset(mnist[0], 500), subset(mnist[1], 500)   # 500 = 3 x 128 + a partial batch
@@ -125,6 +126,7 @@ def test_models_differ_only_where_configs_differ():
     assert torch.all(ens.eps_hidden[0] == 0.2) and ens.eps_hidden[1].std() > 0.05
 
 
+@pytest.mark.data
 def test_learns_mnist_subset(mnist):
     # The full 784-1024-10 network, one short epoch on 2,000 real images.
     from hts_ep.train import train_epoch

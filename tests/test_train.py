@@ -12,6 +12,7 @@ def run(tmp_path, configs, **kw):
     return train(configs, progress=False, **kw)
 
 
+@pytest.mark.data
 def test_record_contents(tmp_path):
     records = run(tmp_path, [small(train_subset=300, epochs=2, distribution="normal")])
     r = records[0]
@@ -23,6 +24,7 @@ def test_record_contents(tmp_path):
         assert e["seconds"] > 0 and e["residual_free"] >= 0 and e["residual_nudge"] >= 0
 
 
+@pytest.mark.data
 def test_divergence_is_recorded_not_fatal():
     good, bad = small(train_subset=256, epochs=2, seed=0), small(train_subset=256, epochs=2, seed=0, eta1=1e30)
     records = train([good, bad], progress=False)
@@ -38,6 +40,7 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.data
 def test_interrupt_resumes_from_checkpoint(tmp_path):
     configs = [small(train_subset=300, epochs=3, seed=s) for s in (0, 1)]
     full = train(configs, progress=False)
@@ -55,6 +58,7 @@ def test_interrupt_resumes_from_checkpoint(tmp_path):
         assert [e["test_acc"] for e in a["epochs"]] == [e["test_acc"] for e in b["epochs"]]
 
 
+@pytest.mark.data
 def test_corrupt_checkpoint_is_reported_and_ignored(tmp_path, capsys):
     ckpt = tmp_path / "run.ckpt"
     ckpt.write_bytes(b"not a checkpoint")
