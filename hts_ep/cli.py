@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from .config import DATASETS, SHARED_FIELDS, Config
+from .config import DATASETS, NUDGE_SCHEMES, SHARED_FIELDS, Config
 from .sampler import DISTRIBUTIONS
 
 
@@ -19,7 +19,7 @@ def add_model_options(p):
     product of all given values is trained as one ensemble."""
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        choices = {"dataset": DATASETS, "distribution": DISTRIBUTIONS}.get(f.name)
+        choices = {"dataset": DATASETS, "distribution": DISTRIBUTIONS, "nudge_from": NUDGE_SCHEMES}.get(f.name)
         if f.name in SHARED_FIELDS:
             p.add_argument(flag, type=type(f.default), default=f.default, choices=choices,
                            help=f"default {f.default}")

@@ -11,6 +11,12 @@ from dataclasses import dataclass
 from .sampler import check_parameters
 
 DATASETS = ("mnist", "kmnist", "fashion-mnist")
+# Where the nudged phase starts (see Ensemble.train_step):
+#   branch  from the free state at step t_free - t_nudge, so that it ends beside
+#           the free state at step t_free: both compared states have the same age
+#   end     from the end of the free phase (steps t_free .. t_free + t_nudge):
+#           the scheme before NUMERICS_VERSION 2, kept for the timing ablation
+NUDGE_SCHEMES = ("branch", "end")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class Config:
     n_out: int = 10             # stated
     t_free: int = 125           # stated
     t_nudge: int = 12           # stated
+    nudge_from: str = "branch"  # inferred: the first author's code branches the nudge off the free run
     epochs: int = 50            # stated
     batch_size: int = 256       # stated
     train_subset: int = 0       # chosen: 0 = the full training set (first N samples otherwise)
@@ -48,6 +55,11 @@ class Config:
             raise ValueError(f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
         check_parameters(self.distribution, 1, self.mu, self.sigma_eps, self.eps_min, self.eps_max,
                          names=("mu", "sigma_eps", "eps_min", "eps_max"))
+        if self.nudge_from not in NUDGE_SCHEMES:
+            raise ValueError(f"unknown nudge_from {self.nudge_from!r}; allowed: {', '.join(NUDGE_SCHEMES)}")
+        if self.nudge_from == "branch" and self.t_nudge > self.t_free:
+            raise ValueError(f"t_nudge={self.t_nudge} must be <= t_free={self.t_free}: "
+                             "the branching nudge starts at step t_free - t_nudge")
         positive = ("eps_out", "beta", "n_in", "n_hidden", "n_out", "t_free", "t_nudge", "epochs", "batch_size")
         for name in positive:
             value = getattr(self, name)
@@ -66,7 +78,7 @@ class Config:
 
 # Fields that must agree across the models of one ensemble (tensor shapes and
 # loop lengths); every other field may differ from model to model.
-SHARED_FIELDS = ("dataset", "n_in", "n_hidden", "n_out", "t_free", "t_nudge",
+SHARED_FIELDS = ("dataset", "n_in", "n_hidden", "n_out", "t_free", "t_nudge", "nudge_from",
                  "epochs", "batch_size", "train_subset", "test_subset", "slope")
 
 PROVENANCE = {
@@ -78,6 +90,10 @@ PROVENANCE = {
     "batch_size": ("stated", "batch size 256"),
     "t_free": ("stated", "125 free-phase steps"),
     "t_nudge": ("stated", "12 nudged-phase steps"),
+    "nudge_from": ("inferred", "the nudged phase branches off the free run at step 113 and ends beside "
+                   "the free state at step 125, as the clamped phase starts from a saved 'delay' state "
+                   "in the first author's code; nudging from the free end adds 12 steps of free drift "
+                   "to hb - h0 (the timing experiment compares both)"),
     "eps_out": ("stated", "output time step swept over 0.15 to 0.35"),
     "distribution": ("stated", "normal, log-normal, gamma against a scalar baseline"),
     "mu": ("inferred", "0.2 in the first author's earlier EP code"),

@@ -12,6 +12,12 @@ Dynamics (synchronous Euler steps; both layers read the states of step t):
     o[t+1] = o[t] + eps_out    * (-o[t] + sigma(W2 h[t] + b2))            free
     o[t+1] = (same)            + eps_out * beta * (y - o[t])             nudged
 
+The nudged phase branches off the free run (Config.nudge_from = "branch"):
+the free state at step t_free - t_nudge is kept, the free phase runs on to
+step t_free (h0, o0) and the nudged phase runs t_nudge steps from the kept
+state (hb, ob), so both compared states have the same age. With "end" it runs
+from (h0, o0) instead, and hb - h0 also holds t_nudge steps of free drift.
+
 Learning rule (predictive, no prediction units):
 
     dW1 = eta1 / (beta B) (hb - h0)^T x      db1 = eta1 / (beta B) sum(hb - h0)
@@ -43,6 +49,7 @@ class Ensemble:
         self.device = torch.device(device) if device is not None else default_device()
         c0 = configs[0]
         self.slope, self.t_free, self.t_nudge = c0.slope, c0.t_free, c0.t_nudge
+        self.nudge_from = c0.nudge_from
         self.generators = [torch.Generator().manual_seed(c.seed) for c in configs]
         parts = [self._init_model(c, g) for c, g in zip(configs, self.generators)]
         self.W1, self.b1, self.W2, self.b2, eps_hidden = (
@@ -131,14 +138,32 @@ class Ensemble:
         """One batch: free phase, nudged phase, weight update. x [M,B,n_in], y one-hot [M,B,n_out].
 
         Returns the free-phase output o0 (for running accuracy) and the residuals
-        at the end of the free and the nudged phase.
+        at the end of the free and the nudged phase. y=None runs the nudged
+        phase without its target force (a check that the update measures
+        only the nudge: under "branch" it is then exactly zero).
         """
-        drive = self.drive(x)
-        h, o = self.zero_state(x.shape[1])
-        h0, o0, res_free = self.relax(drive, h, o, self.t_free)
-        hb, ob, res_nudge = self.relax(drive, h0, o0, self.t_nudge, y=y)
+        (h0, o0, res_free), (hb, ob, res_nudge) = self.phases(self.drive(x), y)
         self.update(x, h0, o0, hb, ob)
         return o0, res_free, res_nudge
+
+    def phases(self, drive, y, nudge_from=None):
+        """The free and the nudged end states, each (h, o, residual), as the learning rule compares them.
+
+        branch: t_free - t_nudge free steps, then from that state t_nudge free
+                steps (h0, o0) and t_nudge nudged steps (hb, ob);
+        end:    t_free free steps (h0, o0), then t_nudge nudged steps from there (hb, ob).
+        Both relax t_free + t_nudge steps per batch.
+        """
+        scheme = nudge_from or self.nudge_from
+        h, o = self.zero_state(drive.shape[1])
+        if scheme == "branch":
+            hk, ok, _ = self.relax(drive, h, o, self.t_free - self.t_nudge)
+            free = self.relax(drive, hk, ok, self.t_nudge)
+            nudged = self.relax(drive, hk, ok, self.t_nudge, y=y)
+        else:
+            free = self.relax(drive, h, o, self.t_free)
+            nudged = self.relax(drive, free[0], free[1], self.t_nudge, y=y)
+        return free, nudged
 
     def update(self, x, h0, o0, hb, ob):
         B = x.shape[1]

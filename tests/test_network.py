@@ -56,13 +56,21 @@ def test_relaxation_matches_direct_loop(n_out):
             assert torch.allclose(ours[m].double(), ref, atol=1e-5), (ours[m].double() - ref).abs().max()
 
 
-def test_learning_rule_matches_model_md():
-    ens, x, y = toy()
+@pytest.mark.parametrize("scheme", ["branch", "end"])
+@pytest.mark.parametrize("n_out", [10, 4])
+def test_learning_rule_matches_model_md(scheme, n_out):
+    # toy(): t_free = 15, t_nudge = 5. model.md's phases, written out with relax.
+    ens, x, y = toy(n_out, nudge_from=scheme)
     before = [p.clone() for p in (ens.W1, ens.b1, ens.W2, ens.b2)]
     d = ens.drive(x)
-    h0, o0, _ = ens.relax(d, *ens.zero_state(6), 15)
-    hb, ob, _ = ens.relax(d, h0, o0, 5, y=y)
-    ens2, _, _ = toy()
+    if scheme == "branch":    # keep step 10; free on to 15; nudged 10 -> 15
+        hk, ok, _ = ens.relax(d, *ens.zero_state(6), 10)
+        h0, o0, _ = ens.relax(d, hk, ok, 5)
+        hb, ob, _ = ens.relax(d, hk, ok, 5, y=y)
+    else:                     # free to 15; nudged 15 -> 20
+        h0, o0, _ = ens.relax(d, *ens.zero_state(6), 15)
+        hb, ob, _ = ens.relax(d, h0, o0, 5, y=y)
+    ens2, _, _ = toy(n_out, nudge_from=scheme)
     ens2.train_step(x, y)
     for m in range(2):
         k1 = ens.eta1[m].item() / (ens.beta[m].item() * 6)
@@ -72,6 +80,37 @@ def test_learning_rule_matches_model_md():
         for p, e in zip((ens2.W1, ens2.b1, ens2.W2, ens2.b2), expected):
             assert torch.allclose(p[m], e, atol=1e-6)
         assert not torch.allclose(ens2.W1[m], before[0][m])
+
+
+@pytest.mark.parametrize("n_out", [10, 4])  # the fused kernel and the PyTorch path
+def test_without_target_force_branch_learns_nothing(n_out):
+    # Slow hidden neurons (eps down to 0.01) are still moving at step t_free.
+    # With the nudging force off (y=None) the nudged phase is a free phase:
+    # branching compares two identical states, nudging from the end compares
+    # the free end with t_nudge steps of further free drift.
+    changes = {}
+    for scheme in ("branch", "end"):
+        ens, x, _ = toy(n_out, distribution="normal", eps_min=0.01, nudge_from=scheme)
+        assert ens.eps_hidden.min() == pytest.approx(0.01)
+        before = [p.clone() for p in (ens.W1, ens.b1, ens.W2, ens.b2)]
+        ens.train_step(x, None)
+        changes[scheme] = max((p - q).abs().max().item()
+                              for p, q in zip((ens.W1, ens.b1, ens.W2, ens.b2), before))
+    assert changes["branch"] == 0
+    assert changes["end"] > 1e-3, changes
+
+
+def test_both_schemes_relax_the_same_number_of_steps():
+    ens, x, y = toy()
+    calls = []
+    relax = ens.relax
+    ens.relax = lambda d, h, o, steps, y=None: calls.append((steps, y is not None)) or relax(d, h, o, steps, y)
+    ens.train_step(x, y)
+    assert calls == [(10, False), (5, False), (5, True)]
+    ens.nudge_from = "end"
+    calls.clear()
+    ens.train_step(x, y)
+    assert calls == [(15, False), (5, True)]
 
 
 @pytest.mark.skipif(not fused.available(), reason="fused CPU kernel could not be built here")
@@ -145,3 +184,10 @@ def test_bad_ensemble_is_rejected():
         Config(eps_out=-0.1)
     with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
         Config(dataset="cifar")
+    with pytest.raises(ValueError, match="unknown nudge_from 'middle'; allowed: branch, end"):
+        Config(nudge_from="middle")
+    with pytest.raises(ValueError, match="t_nudge=20 must be <= t_free=10"):
+        Config(t_free=10, t_nudge=20)
+    Config(t_free=10, t_nudge=20, nudge_from="end")
+    with pytest.raises(ValueError, match="must share nudge_from"):
+        Ensemble([Config(), Config(nudge_from="end")], device="cpu")
