@@ -12,7 +12,10 @@ from . import data, experiments
 
 CONDITIONS = ["normal", "lognormal", "gamma", "scalar"]   # the paper's column order
 LABELS = {"normal": "Normal", "lognormal": "Log-normal", "gamma": "Gamma", "scalar": "Scalar"}
-AXES = ["dataset", "distribution", "eps_out", "mu", "sigma_eps", "eps_min", "eps_max", "eta1", "eta2"]
+AXES = ["dataset", "distribution", "eps_out", "mu", "sigma_eps", "eps_min", "eps_max", "eta1", "eta2", "beta",
+        "nudge_from"]
+# Fields that records written before they existed lack, with the value those runs used.
+LEGACY = {"nudge_from": "end"}
 CHANCE = 15.0          # % test accuracy at or below which a run counts as collapsed (chance is 10%)
 PAPER_TABLE = Path(__file__).with_name("paper_table1.csv")
 
@@ -23,11 +26,16 @@ def curves(records):
     for r in records:
         c = r["config"]
         for e in r["epochs"]:
-            rows.append({**{a: c[a] for a in AXES}, "seed": c["seed"], "epoch": e["epoch"],
+            rows.append({**axes(c), "seed": c["seed"], "epoch": e["epoch"],
                          "test_acc": pct(e["test_acc"]), "train_acc": pct(e["train_acc"]),
                          "residual_free": e["residual_free"], "residual_nudge": e["residual_nudge"],
                          "seconds": e["seconds"]})
     return pd.DataFrame(rows)
+
+
+def axes(config):
+    """A record's values of AXES (LEGACY fills fields older records lack)."""
+    return {a: config.get(a, LEGACY.get(a)) for a in AXES}
 
 
 def pct(x):
@@ -49,7 +57,7 @@ def finals(records):
         diverged = r["diverged_epoch"] is not None
         final = accs[-1]
         late = [a for a in accs[-late_window(len(accs)):] if a is not None]
-        rows.append({**{a: c[a] for a in AXES}, "seed": c["seed"], "final_acc": final,
+        rows.append({**axes(c), "seed": c["seed"], "final_acc": final,
                      "diverged": diverged, "diverged_epoch": r["diverged_epoch"],
                      "collapsed": (not diverged) and final is not None and final <= CHANCE,
                      "late_std": pd.Series(late).std(ddof=0) if len(late) > 1 else float("nan"),
@@ -140,6 +148,55 @@ def stability(records, by=("dataset", "distribution", "eps_out", "mu")):
                      "residual_free": ok.residual_free.mean() if len(ok) else float("nan"),
                      "residual_nudge": ok.residual_nudge.mean() if len(ok) else float("nan")})
     return pd.DataFrame(rows)
+
+
+# The calibration's criterion (results/calibration/README.md), fixed before its runs.
+CALIBRATION_TARGET = 98.43      # % : the paper's scalar MNIST baseline at eps_out = 0.25
+LATE_STD_TARGET = 0.15          # points: std of test accuracy over the last 10 epochs
+NEAR_BEST = 0.3                 # points: the fallback's accuracy window
+RATES = ["eta1", "eta2", "beta"]
+
+
+def calibration_table(records, target=CALIBRATION_TARGET, late_target=LATE_STD_TARGET):
+    """One row per candidate (eta1, eta2, beta): seeds, final accuracy (mean, seed std), late std
+    (mean over seeds), distance to `target` and whether the late-std target is met."""
+    f = finals(records)
+    if not len(f):
+        return pd.DataFrame(columns=["runs", "final_acc", "seed_std", "late_std", "off_target", "quiet"])
+    g = f.groupby(RATES)
+    t = pd.DataFrame({"runs": g.size(), "diverged": g.diverged.sum(),
+                      "final_acc": g.final_acc.mean(), "seed_std": g.final_acc.std(ddof=1),
+                      "late_std": g.late_std.mean()})
+    t["off_target"] = (t.final_acc - target).abs()
+    t["quiet"] = (t.late_std <= late_target) & (t.diverged == 0)
+    return t
+
+
+def choose(table, near_best=NEAR_BEST):
+    """The calibration's rule: among candidates with a quiet late curve, the final accuracy nearest
+    the target; if none is quiet, the quietest of those within `near_best` points of the best
+    final accuracy. Returns (candidate index, whether the late-std target was met)."""
+    ok = table[table.diverged == 0]
+    if not len(ok):
+        raise ValueError("every calibration candidate diverged")
+    quiet = ok[ok.quiet]
+    if len(quiet):
+        return quiet.off_target.idxmin(), True
+    close = ok[ok.final_acc >= ok.final_acc.max() - near_best]
+    return close.late_std.idxmin(), False
+
+
+def drift_share(ens, x, y):
+    """How much of the "end" scheme's update is free drift, per layer and model.
+
+    Both schemes' updates on the same batch from the same weights; returns
+    {"W1": [M], "b1": [M], "W2": [M], "b2": [M]} of
+    ||dW(end) - dW(branch)|| / ||dW(end)||: 0 when the free phase has settled
+    by step t_free - t_nudge, near 1 when drift dominates the update.
+    """
+    end, branch = ens.increments(x, y, "end"), ens.increments(x, y, "branch")
+    return {name: ((e - b).flatten(1).norm(dim=1) / e.flatten(1).norm(dim=1)).tolist()
+            for name, e, b in zip(("W1", "b1", "W2", "b2"), end, branch)}
 
 
 def load(spec, profile, results_root=None, data_root=None, datasets=None, seeds=None):

@@ -102,7 +102,6 @@ STRUCTURE = [
     ("form of the Euler step", "eps * (-s + activation(input))", "inferred",
      "leaky-integrator form of the first author's earlier code"),
     ("start of the free phase", "h = 0, o = 0", "inferred", "earlier code"),
-    ("nudged phase", "continues from the free-phase end state", "inferred", "earlier code"),
     ("update order", "synchronous (both layers read step t)", "inferred", "earlier code"),
     ("learning rule", "pre(nudged) x (post(nudged) - post(free))", "inferred",
      "predictive rule without prediction units, as in earlier code"),

@@ -165,6 +165,16 @@ class Ensemble:
             nudged = self.relax(drive, free[0], free[1], self.t_nudge, y=y)
         return free, nudged
 
+    @torch.no_grad()
+    def increments(self, x, y, nudge_from=None):
+        """The update train_step would apply to this batch, under either scheme, not applied:
+        (dW1 [M,H,n_in], db1 [M,H], dW2 [M,O,H], db2 [M,O])."""
+        (h0, o0, _), (hb, ob, _) = self.phases(self.drive(x), y, nudge_from)
+        B = x.shape[1]
+        dh = (hb - h0) * (self.eta1 / (self.beta * B))
+        do = (ob - o0) * (self.eta2 / (self.beta * B))
+        return dh.transpose(1, 2) @ x, dh.sum(1), do.transpose(1, 2) @ hb, do.sum(1)
+
     def update(self, x, h0, o0, hb, ob):
         B = x.shape[1]
         dh = (hb - h0).mul_(self.eta1 / (self.beta * B))   # eta1 / (beta B) (hb - h0)

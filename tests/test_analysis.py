@@ -1,0 +1,88 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hts_ep import Config, Ensemble, analysis
+
+
+def ensemble(t_free, distributions=("scalar", "normal"), **kw):
+    configs = [Config(n_in=12, n_hidden=32, t_free=t_free, t_nudge=5, distribution=d, seed=1, **kw)
+               for d in distributions]
+    ens = Ensemble(configs, device="cpu")
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(len(configs), 8, 12, generator=g)
+    y = F.one_hot(torch.randint(0, 10, (len(configs), 8), generator=g), 10).float()
+    return ens, x, y
+
+
+@pytest.mark.parametrize("scheme", ["branch", "end"])
+def test_increments_are_what_train_step_applies(scheme):
+    ens, x, y = ensemble(30, nudge_from=scheme)
+    before = [p.clone() for p in (ens.W1, ens.b1, ens.W2, ens.b2)]
+    inc = ens.increments(x, y)
+    ens.train_step(x, y)
+    for p, q, d in zip((ens.W1, ens.b1, ens.W2, ens.b2), before, inc):
+        assert d.shape == p.shape
+        assert torch.allclose(p - q, d, atol=1e-6)
+
+
+def test_drift_share_separates_settled_from_drifting_states():
+    # Scalar steps of 0.2 settle long before step 300 - 5: both schemes then
+    # compare the same states and the share is ~0. Normal steps clipped at 0.01
+    # are still moving at step 30: most of the end update is drift.
+    ens, x, y = ensemble(300, eps_min=0.01)
+    settled = analysis.drift_share(ens, x, y)
+    ens, x, y = ensemble(30, eps_min=0.01)
+    drifting = analysis.drift_share(ens, x, y)
+    assert set(settled) == {"W1", "b1", "W2", "b2"}
+    assert settled["W1"][0] < 1e-3 and settled["W2"][0] < 1e-3
+    assert drifting["W1"][1] > 0.2 and drifting["W1"][1] > drifting["W1"][0]
+    assert drifting["W1"][1] > 100 * settled["W1"][0]
+
+
+def test_records_without_nudge_from_are_the_old_scheme():
+    record = {"config": Config().to_dict(), "epochs": [{"epoch": 1, "test_acc": 0.9, "train_acc": 0.9,
+                                                        "residual_free": 1e-3, "residual_nudge": 1e-2}],
+              "diverged_epoch": None}
+    del record["config"]["nudge_from"]
+    assert analysis.finals([record]).nudge_from.tolist() == ["end"]
+    record["config"]["nudge_from"] = "branch"
+    assert analysis.finals([record]).nudge_from.tolist() == ["branch"]
+
+
+def record(acc_curve, seed=0, diverged=None, **rates):
+    config = Config(seed=seed, **rates).to_dict()
+    epochs = [{"epoch": i + 1, "test_acc": a / 100, "train_acc": a / 100, "residual_free": 0.0,
+               "residual_nudge": 0.0} for i, a in enumerate(acc_curve)]
+    return {"config": config, "epochs": epochs, "diverged_epoch": diverged}
+
+
+def test_calibration_prefers_quiet_then_nearest_target():
+    flat = [98.0] * 10
+    noisy = [97.0, 99.0] * 5                                  # late std 1.0 point
+    recs = ([record([98.4] * 10, seed=s, eta1=1.0) for s in range(3)]          # quiet, 0.03 off
+            + [record(noisy[:-1] + [98.43], seed=s, eta1=0.5) for s in range(3)]  # on target, noisy
+            + [record(flat, seed=s, eta1=0.25) for s in range(3)])             # quiet, 0.43 off
+    t = analysis.calibration_table(recs)
+    assert t.loc[(1.0, 0.2, 0.5)].runs == 3
+    assert t.loc[(0.5, 0.2, 0.5)].late_std > 0.9 and not t.loc[(0.5, 0.2, 0.5)].quiet
+    assert t.loc[(0.25, 0.2, 0.5)].off_target == pytest.approx(0.43)
+    assert analysis.choose(t) == ((1.0, 0.2, 0.5), True)
+
+
+def test_calibration_without_a_quiet_candidate_takes_the_quietest_near_the_best():
+    a = [97.0, 99.0] * 5                 # final 99.0, late std 1.0
+    b = [98.2, 98.8] * 5                 # final 98.8 (within 0.3 of 99.0), late std 0.3
+    c = [95.5, 96.5] * 5                 # quieter than a, but 2.5 points below the best
+    recs = [record(a, eta2=0.2), record(b, eta2=0.1), record(c, eta2=0.05)]
+    t = analysis.calibration_table(recs)
+    assert not t.quiet.any()
+    assert analysis.choose(t) == ((1.0, 0.1, 0.5), False)
+
+
+def test_calibration_ignores_diverged_candidates():
+    recs = [record([98.43] * 10, eta1=1.0, diverged=10), record([97.0] * 10, eta1=0.5)]
+    t = analysis.calibration_table(recs)
+    assert analysis.choose(t) == ((0.5, 0.2, 0.5), True)
+    with pytest.raises(ValueError, match="every calibration candidate diverged"):
+        analysis.choose(t.drop(index=(0.5, 0.2, 0.5)))
