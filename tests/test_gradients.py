@@ -10,8 +10,8 @@ from hts_ep import gradients as G
 
 def tiny(distribution="lognormal", n_out=3, **kw):
     """A small float64 network (and its float32 ensemble) with a batch of 4 samples."""
-    c = Config(n_in=5, n_hidden=7, n_out=n_out, t_free=20, t_nudge=6, distribution=distribution,
-               sigma_eps=0.1, seed=3, **kw)
+    kw = {"t_free": 20, "t_nudge": 6, **kw}
+    c = Config(n_in=5, n_hidden=7, n_out=n_out, distribution=distribution, sigma_eps=0.1, seed=3, **kw)
     ens = Ensemble([c], device="cpu")
     g = torch.Generator().manual_seed(7)
     x = torch.rand(4, c.n_in, generator=g, dtype=torch.float64)
@@ -96,6 +96,21 @@ def test_rule_descends_at_small_beta():
     assert by[("mse", "branch", 1e-3, "layer1")]["cosine"] > 0.5    # the hidden layer too
     for r in rows:
         assert -1 - 1e-9 <= r["cosine"] <= 1 + 1e-9 and r["ratio"] >= 0
+
+
+@pytest.mark.parametrize("distribution", ["scalar", "gamma"])
+def test_rule_is_the_gradient_at_equilibrium(distribution):
+    """The case where the update is -gradient exactly, by physics rather than by hand: gamma = 1,
+    both phases settled (long), beta -> 0. Then the fixed points are those of an energy and the
+    nudged ones those of energy + beta * binary cross-entropy, so EP's theorem holds for the hidden
+    layer (W1, b1) and the output bias; W2's rule lacks EP's o0 (hb - h0)^T term."""
+    _, net, x, y = tiny(distribution, t_free=1200, t_nudge=600)
+    _, grad = G.gradient(net, x, y, "bce")
+    got = G.agreement(G.update(net, x, y, beta=1e-4, scheme="branch"), grad, net.eta)
+    for name in ("W1", "b1", "b2", "layer1"):
+        cos, ratio = got[name]
+        assert cos > 1 - 1e-6 and ratio == pytest.approx(1, abs=1e-3), (name, cos, ratio)
+    assert got["W2"][0] < 0.99                        # the rule's W2 term is not EP's
 
 
 def test_compare_agrees_with_the_parts():
