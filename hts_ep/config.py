@@ -49,6 +49,22 @@ class Config:
     seed: int = 0               # chosen: the paper does not give its seeds
 
     def __post_init__(self):
+        # Types first: specs, profiles and the CLI may hand over anything YAML
+        # or a command line can spell ("1.5" epochs, nan, a list), and a wrong
+        # type otherwise surfaces as a crash deep inside training.
+        import math
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(f.default, str):
+                ok = isinstance(value, str)
+            elif isinstance(f.default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                      and math.isfinite(value))
+            if not ok:
+                kind = {str: "a string", int: "an integer"}.get(type(f.default), "a finite number")
+                raise ValueError(f"{f.name}={value!r} must be {kind}")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
         check_parameters(self.distribution, 1, self.mu, self.sigma_eps, self.eps_min, self.eps_max,

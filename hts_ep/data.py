@@ -5,6 +5,7 @@ project's shared copy is): the upstream `.gz` files are then linked into a
 writable cache where torchvision can extract them, without any network.
 """
 import functools
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -18,8 +19,32 @@ FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
+# What the three data sets share (upstream facts): 28x28 images, ten classes,
+# 60,000 training and 10,000 test images. Configurations are checked against
+# these before any work; `train` checks the loaded tensors again.
+INPUTS, CLASSES = 784, 10
+SIZES = {"train_subset": 60000, "test_subset": 10000}
+
+
 class DataMissingError(RuntimeError):
-    """A data set is neither on disk nor downloadable."""
+    """A data set is neither on disk nor downloadable (or its files are corrupted)."""
+
+
+class DataMismatchError(ValueError):
+    """A configuration that does not fit its data set (shapes, subset sizes)."""
+
+
+def check_config(config):
+    """Raise DataMismatchError unless `config`'s shapes and subsets fit its data set."""
+    for name, want in (("n_in", INPUTS), ("n_out", CLASSES)):
+        if getattr(config, name) != want:
+            raise DataMismatchError(f"{name}={getattr(config, name)} does not fit {config.dataset!r}, "
+                                    f"which has {want} {'pixels' if name == 'n_in' else 'classes'}")
+    for name, size in SIZES.items():
+        if getattr(config, name) > size:
+            kind = "training" if name == "train_subset" else "test"
+            raise DataMismatchError(f"{name}={getattr(config, name)} is larger than the {size} {kind} "
+                                    f"images of {config.dataset!r} (0: all of them)")
 
 
 @dataclass
@@ -47,24 +72,62 @@ def _writable_root(root, folder):
     (mirror / folder / "raw").mkdir(parents=True, exist_ok=True)
     for name in FILES:
         src, dst = raw / name, mirror / folder / "raw" / name
-        if src.exists() and not dst.exists():
+        # Copied again when the source changed (a corrupted file replaced by a good one).
+        if src.exists() and (not dst.exists() or dst.stat().st_size != src.stat().st_size):
             shutil.copyfile(src, dst)
     return mirror
+
+
+def expected_md5(dataset):
+    """{file name: MD5 of the upstream .gz}, from torchvision's own resource lists."""
+    import torchvision
+    return dict(getattr(torchvision.datasets, DATASETS[dataset]).resources)
+
+
+def md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def corrupted(dataset, root):
+    """[(path, md5 found, md5 expected)] for the .gz files under root that are not the upstream ones."""
+    raw = root / DATASETS[dataset] / "raw"
+    out = []
+    for name, want in expected_md5(dataset).items():
+        if (raw / name).exists() and (got := md5(raw / name)) != want:
+            out.append((raw / name, got, want))
+    return out
 
 
 def missing_message(dataset, root, error):
     raw = root / DATASETS[dataset] / "raw"
     missing = [name for name in FILES if not (raw / name).exists()]
+    bad = corrupted(dataset, root)
     reason = " ".join(str(error).split())[:300]
-    return (f"data set {dataset!r} is not available. Missing from {raw}:\n  " + "\n  ".join(missing)
-            + f"\nDownloading them failed ({reason}). Place the upstream files there, or point "
-            f"--data-root / HTS_EP_DATA at a folder holding {DATASETS[dataset]}/raw/.")
+    lines = [f"data set {dataset!r} is not available."]
+    if missing:
+        lines.append(f"Missing from {raw}:\n  " + "\n  ".join(missing))
+    for path, got, want in bad:
+        lines.append(f"Corrupted: {path} has MD5 {got}, expected {want} (truncated or not the upstream file)")
+    if not missing and not bad:
+        lines.append(f"Its files in {raw} could not be read.")
+    lines.append(f"Loading or downloading failed ({reason}). Place the upstream files there, or point "
+                 f"--data-root / HTS_EP_DATA at a folder holding {DATASETS[dataset]}/raw/.")
+    return "\n".join(lines)
 
 
 def unavailable(dataset, root=None):
     """None if `dataset` can be loaded (downloading it if need be), else the reason, in one line."""
     raw = data_root(root) / DATASETS[dataset] / "raw"
-    if all((raw / name).exists() or (raw / name[:-3]).exists() for name in FILES):
+    want = expected_md5(dataset)
+    # Fast path: every file extracted, or its .gz is the upstream one (an MD5 of
+    # ~60 MB at most). A present but corrupted .gz goes the slow way, whose
+    # message names it, instead of counting as available.
+    if all((raw / name[:-3]).exists() or ((raw / name).exists() and md5(raw / name) == want[name])
+           for name in FILES):
         return None
     try:
         load(dataset, root, train=True)
@@ -102,8 +165,10 @@ def load_uncached(dataset, root=None, train=True):
     return Split(x, ds.targets.to(torch.int64))
 
 
-def subset(split, n):
-    """The first n samples (n = 0: all)."""
-    if n <= 0 or n >= len(split.y):
+def subset(split, n, name="subset"):
+    """The first n samples (n = 0: all); more than the split holds is an error, not a silent cap."""
+    if n > len(split.y):
+        raise DataMismatchError(f"{name}={n} is larger than the data set's {len(split.y)} samples")
+    if n <= 0 or n == len(split.y):
         return split
     return Split(split.x[:n], split.y[:n])

@@ -19,6 +19,7 @@ def test_record_contents(tmp_path):
     assert r["config"]["distribution"] == "normal" and r["complete"] and r["diverged_epoch"] is None
     assert r["environment"]["torch"] == torch.__version__ and r["environment"]["device"] == "cpu"
     assert [e["epoch"] for e in r["epochs"]] == [1, 2]
+    assert r["environment"]["train_samples"] == 300 and r["environment"]["test_samples"] == 10000
     for e in r["epochs"]:
         assert 0.0 <= e["train_acc"] <= 1 and 0.1 < e["test_acc"] <= 1
         assert e["seconds"] > 0 and e["residual_free"] >= 0 and e["residual_nudge"] >= 0
@@ -63,7 +64,7 @@ def test_corrupt_checkpoint_is_reported_and_ignored(tmp_path, capsys):
     ckpt = tmp_path / "run.ckpt"
     ckpt.write_bytes(b"not a checkpoint")
     records = train([small(train_subset=128)], progress=False, checkpoint=ckpt)
-    assert "unreadable checkpoint" in capsys.readouterr().out
+    assert "warning: ignoring checkpoint" in capsys.readouterr().err
     assert records[0]["complete"]
 
 
