@@ -290,6 +290,42 @@ def build(output=None, root=REPO):
     return html
 
 
+# Types of the notebook parameters whose default is None (the default says nothing):
+# what each takes besides None.
+PARAMETER_TYPES = {"datasets": "list of str", "seeds": "list of int", "device": "str", "data_root": "str",
+                   "results_dir": "str"}
+
+
+def check_parameter_types(parameters, notebooks):
+    """BookError unless each --parameters value has the type of the notebooks' default
+    (an int passes for a float): otherwise it fails later, inside a notebook."""
+    defaults = {}
+    for nb in notebooks:
+        cells = json.loads(Path(nb).read_text())["cells"]
+        for cell in cells:
+            if "parameters" in cell.get("metadata", {}).get("tags", []):
+                for node in ast.parse("".join(cell["source"])).body:
+                    if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                        try:
+                            defaults.setdefault(node.targets[0].id, ast.literal_eval(node.value))
+                        except ValueError:
+                            pass
+    def kind(v):
+        if isinstance(v, list):
+            inner = {kind(x) for x in v}
+            return "list of " + inner.pop() if len(inner) == 1 else "list" if not v else "mixed list"
+        return {bool: "bool", int: "int", float: "float", str: "str"}.get(type(v), type(v).__name__)
+    for name, value in parameters.items():
+        default = defaults.get(name)
+        want = PARAMETER_TYPES.get(name) if default is None else kind(default)
+        got = kind(value)
+        if want is None or value is None or got == want or (want == "float" and got == "int") \
+                or (want.startswith("list of") and got == "list"):
+            continue
+        raise BookError(f"--parameters {name}={value!r} is of type {got}; {name} takes: {want}"
+                        + (" or None" if default is None else ""))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m hts_ep.book", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="quick", help="smoke, quick or paper (experiments/profiles.yaml)")
@@ -312,14 +348,19 @@ def main(argv=None):
         os.environ["HTS_EP_DATA"] = str(shared)
     try:
         from . import experiments
-        experiments.load_profile(args.profile)                 # fail early on a bad name
+        try:
+            experiments.load_profile(args.profile)             # fail early on a bad name or profile
+        except experiments.SpecError as error:
+            raise BookError(str(error)) from None
         parameters = parse_parameters(args.parameters)
+        if "profile" in parameters:
+            # One place only: the pages and versions.md state --profile's value.
+            raise BookError("--parameters profile=...: set the profile with --profile")
         root = Path(args.root).resolve()
         nb_dir, generated = root / "notebooks", root / "book" / "generated"
         if not (root / "_toc.yml").exists():
             raise BookError(f"{root} holds no _toc.yml: not a book source folder")
-        ensure_mathjax(root)
-        write_generated(args.profile, parameters, generated)
+        # The arguments are checked before anything is installed or written.
         notebooks = sorted(nb_dir.glob("*.ipynb"))
         if args.only:
             unknown = set(args.only) - {n.stem for n in notebooks}
@@ -331,6 +372,9 @@ def main(argv=None):
         if unknown:
             raise BookError(f"--parameters {sorted(unknown)}: no notebook has such a parameter; "
                             f"known: {sorted(known)}")
+        check_parameter_types(parameters, notebooks)
+        ensure_mathjax(root)
+        write_generated(args.profile, parameters, generated)
         if not args.no_execute:
             failed = []
             for i, nb in enumerate(notebooks, 1):

@@ -14,6 +14,12 @@ class UserError(Exception):
     """Bad input: reported in one line, without a traceback."""
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, like every other bad input (argparse's default prints the usage block first).
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def add_model_options(p):
     """One option per Config field. Per-model fields take several values: the
     product of all given values is trained as one ensemble."""
@@ -36,25 +42,44 @@ def add_run_options(p):
 
 
 def configs_from_args(args):
+    """The ensemble's configs, each checked (values, and shapes and subsets against the data set)."""
+    from . import data
     shared = {name: getattr(args, name) for name in SHARED_FIELDS}
     axes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if f.name not in SHARED_FIELDS}
     for name, values in axes.items():
         if len(set(values)) != len(values):
             raise UserError(f"--{name.replace('_', '-')} has duplicates: {values}")
-    return [Config(**shared, **dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+    configs = []
+    for combo in itertools.product(*axes.values()):
+        try:
+            config = Config(**shared, **dict(zip(axes, combo)))
+        except ValueError as error:     # Config names the field and what it allows
+            raise UserError(str(error)) from None
+        data.check_config(config)
+        configs.append(config)
+    return configs
+
+
+def check_threads(threads):
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads={threads} must be >= 1")
 
 
 def set_threads(threads):
     import torch
-    n = threads or os.cpu_count() or 1
-    if n < 1:
-        raise UserError(f"--threads={threads} must be >= 1")
-    torch.set_num_threads(n)
+    check_threads(threads)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
 def cmd_train(args):
-    from .train import epoch_summary, train, write_json
+    from .train import check_device, check_writable, epoch_summary, train, write_json
+    # Every check before any work: a bad value found after hours of training costs the hours.
     configs = configs_from_args(args)
+    check_threads(args.threads)
+    check_device(args.device)
+    check_writable(args.out, "--out")
+    if args.checkpoint is not None:
+        check_writable(args.checkpoint, "--checkpoint")
     set_threads(args.threads)
     # Without bars, still one line per epoch: long runs in logs need a heartbeat.
     quiet_log = (lambda records: print(epoch_summary(records), flush=True)) if args.no_progress else None
@@ -73,6 +98,9 @@ def cmd_sweep(args):
     from . import experiments
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers={args.workers} must be >= 1")
+    if args.max_group < 1:
+        raise UserError(f"--max-group={args.max_group} must be >= 1")
+    check_threads(args.threads)
     if args.dry_run:
         print(experiments.describe(experiments.plan(args.spec, args.profile, data_root=args.data_root)))
         return
@@ -82,15 +110,27 @@ def cmd_sweep(args):
     p = experiments.sweep(args.spec, args.profile, data_root=args.data_root, device=args.device,
                           threads=args.threads, max_group=args.max_group, workers=args.workers,
                           scheduler=args.scheduler, progress=not args.no_progress)
-    print(f"{args.spec}/{args.profile}: trained {len(p.missing)} models in "
-          f"{time.perf_counter() - start:.0f} s; {len(p.cached)} were cached")
+    if p.skipped and not p.missing and not p.cached:
+        # Nothing could run at all: a success status would hide that from scripts and schedulers.
+        reasons = "; ".join(f"{ds}: {reason}" for ds, reason in p.skipped.items())
+        raise UserError(f"{args.spec}/{args.profile}: nothing to train, no data set of the spec is "
+                        f"available here ({reasons})")
+    if args.no_progress:            # else describe() has said so already
+        for ds, reason in p.skipped.items():
+            print(f"hts-ep: warning: skipped {ds}: {reason}", file=sys.stderr)
+    others = len(p.missing) - len(p.trained)
+    print(f"{args.spec}/{args.profile}: trained {len(p.trained)} models in "
+          f"{time.perf_counter() - start:.0f} s; {len(p.cached)} were cached"
+          + (f"; {others} were trained meanwhile by another sweep" if others else ""))
 
 
 def cmd_table(args):
-    from . import analysis
+    from . import analysis, experiments
     recs, gaps = analysis.load(args.spec, args.profile, data_root=args.data_root)
     if args.spec == "table1":
         frame = analysis.table1(recs, gaps=gaps)[0]
+        # A cell left with one run has no spread: say so rather than print "± nan".
+        frame = frame.map(lambda v: v.replace("± nan", "(1 run, no spread)") if isinstance(v, str) else v)
     else:
         frame = analysis.stability(recs)
     if args.format == "csv":
@@ -100,10 +140,17 @@ def cmd_table(args):
         print(frame.to_markdown())
         for ds, reason in gaps.items():
             print(f"\ngap {ds}: {reason}")
+    # Records that exist but could not be used are left out of the table above:
+    # name each, and fail, so that neither a reader nor a script takes the table as whole.
+    bad = experiments.problems(args.spec, args.profile)
+    for path, reason in bad:
+        print(f"hts-ep: corrupted or incomplete record {path} ({reason}): left out of the table; "
+              f"`hts-ep sweep {args.spec} --profile {args.profile}` retrains it", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="hts-ep", description=__doc__)
+    p = Parser(prog="hts-ep", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one model, or several as one ensemble")
     add_model_options(t)
@@ -134,17 +181,20 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    from .data import DataMissingError
+    from .data import DataMismatchError, DataMissingError
     from .distributed import SchedulerError
+    from .experiments import SpecError
+    from .train import InputError
+    # The package's own errors only: they carry a message for the user. Anything
+    # else is a bug, and its traceback is what a bug report needs.
     try:
-        args.func(args)
-    except (UserError, ValueError, DataMissingError, SchedulerError) as error:
-        print(f"hts-ep: error: {error}", file=sys.stderr)
+        return args.func(args) or 0
+    except (UserError, SpecError, InputError, DataMismatchError, DataMissingError, SchedulerError) as error:
+        print(f"hts-ep: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hts-ep: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def connect(workers=None, scheduler=None, connect_timeout=10):
     if scheduler:
         try:
             return Client(scheduler, timeout=connect_timeout), None
-        except (OSError, TimeoutError) as error:
+        except (OSError, TimeoutError, ValueError) as error:     # ValueError: not an address at all
             raise SchedulerError(f"no Dask scheduler answered at {scheduler} within {connect_timeout} s "
                                  f"({type(error).__name__}: {error})") from None
     # One thread per worker process: torch's own threads do the parallel work.
@@ -33,17 +33,22 @@ def connect(workers=None, scheduler=None, connect_timeout=10):
 
 
 def run_groups(groups, profile, args, workers=None, scheduler=None, bar=None, connect_timeout=10):
+    """Run every group as one task; return the keys the tasks trained. A group that another
+    sweep is training waits on a worker for its locks (see Store.lock) and then trains
+    only what that sweep left missing."""
     from distributed import as_completed
+    trained = []
     client, cluster = connect(workers, scheduler, connect_timeout)
     try:
         args = dict(args, threads=args.get("threads") or 1)
         futures = {client.submit(run_group, g, profile, retries=RETRIES, pure=False, **args): g
                    for g in groups}
         for future in as_completed(futures):
-            future.result()         # re-raises a group's error here
+            trained += future.result()          # re-raises a group's error here
             if bar is not None:
                 bar.update(sum(c.epochs for c in futures[future]))
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+    return trained

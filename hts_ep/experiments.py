@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import yaml
 
 from . import data
 from .config import SHARED_FIELDS, Config
-from .train import NUMERICS_VERSION, train, write_json
+from .train import NUMERICS_VERSION, check_device, check_device_name, check_record, check_writable_dir, train, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 # Specs and profiles; HTS_EP_SPECS points elsewhere (a user's own study, the tests).
@@ -46,20 +47,72 @@ class SpecError(ValueError):
 
 # -- specs and profiles ------------------------------------------------------
 
+# Profile keys, each with its check and what is allowed (named in the error).
+def _seeds_ok(v):
+    return (isinstance(v, list) and v and all(type(x) is int and x >= 0 for x in v)
+            and len(set(v)) == len(v))
+
+
+PROFILE_SCHEMA = {
+    "description": (lambda v: isinstance(v, str), "a text"),
+    "seeds": (_seeds_ok, "a non-empty list of distinct integers >= 0"),
+    "epochs": (lambda v: type(v) is int and v >= 1, "an integer >= 1"),
+    "train_subset": (lambda v: type(v) is int and 0 <= v <= data.SIZES["train_subset"],
+                     f"an integer from 0 (all) to {data.SIZES['train_subset']}"),
+    "test_subset": (lambda v: type(v) is int and 0 <= v <= data.SIZES["test_subset"],
+                    f"an integer from 0 (all) to {data.SIZES['test_subset']}"),
+}
+REQUIRED_PROFILE_KEYS = ("seeds", "epochs", "train_subset", "test_subset")
+SPEC_KEYS = ("name", "description", "grid", "fixed")
+
+
+def read_yaml(path, what):
+    """The mapping at the top of a YAML file, or SpecError naming the file and what is wrong."""
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise SpecError(f"{path}: not valid YAML{at} ({getattr(error, 'problem', None) or error})") from None
+    except OSError as error:
+        raise SpecError(f"{path}: cannot be read ({error.strerror})") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a {what} file must hold a mapping at the top level, "
+                        f"not {type(raw).__name__ if raw is not None else 'nothing'}")
+    return raw
+
+
 def load_profiles():
-    with open(SPEC_DIR / "profiles.yaml") as f:
-        return yaml.safe_load(f)
+    """Every profile, unchecked (`load_profile` checks the one it returns)."""
+    return read_yaml(SPEC_DIR / "profiles.yaml", "profiles")
+
+
+def check_profile(name, profile, path):
+    """SpecError naming the file, the profile, the key and what it allows."""
+    if not isinstance(profile, dict):
+        raise SpecError(f"{path}: profile {name!r} must be a mapping with keys {', '.join(PROFILE_SCHEMA)}")
+    unknown = sorted(set(profile) - set(PROFILE_SCHEMA), key=str)
+    if unknown:
+        raise SpecError(f"{path}: profile {name!r} has unknown key {unknown[0]!r}; "
+                        f"allowed: {', '.join(PROFILE_SCHEMA)}")
+    missing = [k for k in REQUIRED_PROFILE_KEYS if k not in profile]
+    if missing:
+        raise SpecError(f"{path}: profile {name!r} lacks {', '.join(missing)}; "
+                        f"required: {', '.join(REQUIRED_PROFILE_KEYS)}")
+    for k, value in profile.items():
+        ok, allowed = PROFILE_SCHEMA[k]
+        if not ok(value):
+            raise SpecError(f"{path}: profile {name!r}, key {k!r}: {value!r} is not allowed; "
+                            f"allowed: {allowed}")
 
 
 def load_profile(name):
     profiles = load_profiles()
     if name not in profiles:
-        raise SpecError(f"unknown profile {name!r}; allowed: {', '.join(profiles)}")
-    profile = profiles[name]
-    unknown = set(profile) - PROFILE_KEYS
-    if unknown:
-        raise SpecError(f"profile {name!r} has unknown keys {sorted(unknown)}; allowed: {sorted(PROFILE_KEYS)}")
-    return profile
+        raise SpecError(f"unknown profile {name!r}; allowed: {', '.join(map(str, profiles))}")
+    check_profile(name, profiles[name], SPEC_DIR / "profiles.yaml")
+    return profiles[name]
 
 
 def spec_names():
@@ -72,6 +125,7 @@ class Spec:
     grid: dict                      # axis -> list of values ("a,b" axes take lists of pairs)
     fixed: dict = field(default_factory=dict)
     description: str = ""
+    path: str = ""                  # the file it was read from, for error messages
 
     def configs(self, profile):
         """Every Config of the grid under `profile`, in grid order."""
@@ -85,7 +139,12 @@ class Spec:
             values = dict(self.fixed, **scale, seed=combo[-1])
             for (names, _), value in zip(axes, combo[:-1]):
                 values.update(zip(names, value) if len(names) > 1 else [(names[0], value)])
-            out.append(Config(**values))
+            try:
+                config = Config(**values)
+                data.check_config(config)
+            except ValueError as error:       # Config's or the data set's check: name the file
+                raise SpecError(f"{self.path or self.name}: {error}") from None
+            out.append(config)
         return out
 
 
@@ -93,27 +152,36 @@ def load_spec(name):
     path = SPEC_DIR / f"{name}.yaml"
     if name == "profiles" or not path.exists():
         raise SpecError(f"unknown spec {name!r}; allowed: {', '.join(spec_names())}")
-    with open(path) as f:
-        raw = yaml.safe_load(f)
+    raw = read_yaml(path, "spec")
+    unknown = sorted(set(raw) - set(SPEC_KEYS), key=str)
+    if unknown:
+        raise SpecError(f"{path}: unknown key {unknown[0]!r}; allowed: {', '.join(SPEC_KEYS)}")
     grid, fixed = raw.get("grid") or {}, raw.get("fixed") or {}
+    if not isinstance(grid, dict) or not isinstance(fixed, dict):
+        raise SpecError(f"{path}: 'grid' and 'fixed' must be mappings of Config fields to values")
     if not grid:
-        raise SpecError(f"spec {name!r} has an empty grid")
+        raise SpecError(f"spec {name!r} ({path}) has an empty grid")
     for axis, values in grid.items():
-        names = axis.split(",")
+        names = str(axis).split(",")
         bad = [n for n in names if n not in CONFIG_FIELDS or n == "seed"]
         if bad:
-            raise SpecError(f"spec {name!r}: unknown axis {bad[0]!r}; allowed: Config fields except seed "
+            raise SpecError(f"{path}: unknown axis {bad[0]!r}; allowed: Config fields except seed "
                             f"({', '.join(sorted(CONFIG_FIELDS - {'seed'}))})")
         if not isinstance(values, list) or not values:
-            raise SpecError(f"spec {name!r}: axis {axis!r} needs a non-empty list of values")
+            raise SpecError(f"{path}: axis {axis!r} needs a non-empty list of values")
         if len(names) > 1 and any(not isinstance(v, list) or len(v) != len(names) for v in values):
-            raise SpecError(f"spec {name!r}: axis {axis!r} takes lists of {len(names)} values")
+            raise SpecError(f"{path}: axis {axis!r} takes lists of {len(names)} values")
         if len({json.dumps(v) for v in values}) != len(values):
-            raise SpecError(f"spec {name!r}: axis {axis!r} has duplicate values {values}")
+            raise SpecError(f"{path}: axis {axis!r} has duplicate values {values}")
     bad = [k for k in fixed if k not in CONFIG_FIELDS]
     if bad:
-        raise SpecError(f"spec {name!r}: unknown parameter {bad[0]!r} in fixed")
-    return Spec(name=raw.get("name", name), grid=grid, fixed=fixed, description=raw.get("description", ""))
+        raise SpecError(f"{path}: unknown parameter {bad[0]!r} in fixed; allowed: Config fields "
+                        f"({', '.join(sorted(CONFIG_FIELDS))})")
+    for k in ("name", "description"):
+        if k in raw and not isinstance(raw[k], str):
+            raise SpecError(f"{path}: key {k!r} must be a text, not {raw[k]!r}")
+    return Spec(name=raw.get("name", name), grid=grid, fixed=fixed, description=raw.get("description", ""),
+                path=str(path))
 
 
 # -- the store ----------------------------------------------------------------
@@ -140,12 +208,9 @@ class Store:
             return None
         try:
             record = json.loads(path.read_text())
-            ok = record.get("complete") is True and record["config"] == config.to_dict()
-            reason = "incomplete or for another configuration"
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            ok, reason = False, f"unreadable: {error}"
-        if not ok:
-            self.problems.append((str(path), reason))
+            check_record(record, config)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            self.problems.append((str(path), f"{error}"))
             return None
         return record
 
@@ -156,6 +221,33 @@ class Store:
     def checkpoint(self, configs):
         keys = "".join(sorted(key(c) for c in configs))
         return self.dir / "checkpoints" / f"{hashlib.sha256(keys.encode()).hexdigest()[:20]}.ckpt"
+
+    def lock(self, configs, wait=True):
+        """Hold the lock of every model of `configs`: a list of held locks (release with
+        `unlock`), or None if `wait` is False and another process holds one of them.
+
+        One lock file per model (locks/<key>.lock), so that two sweeps that group
+        the models differently still never train one twice. filelock takes an
+        flock(2) lock, which the kernel drops when its process dies (kill -9, a lost
+        node): a stale lock is taken over without any clean-up. Locks are taken
+        in key order, so two processes waiting for each other cannot deadlock."""
+        from filelock import FileLock, Timeout
+        (self.dir / "locks").mkdir(parents=True, exist_ok=True)
+        held = []
+        for k in sorted({key(c) for c in configs}):
+            lock = FileLock(self.dir / "locks" / f"{k}.lock")
+            try:
+                lock.acquire(timeout=-1 if wait else 0)
+            except Timeout:
+                self.unlock(held)
+                return None
+            held.append(lock)
+        return held
+
+    @staticmethod
+    def unlock(held):
+        for lock in reversed(held):
+            lock.release()
 
 
 # -- grouping and running -------------------------------------------------------
@@ -186,19 +278,35 @@ def group(configs, max_group, budget=None):
 
 
 def run_group(configs, profile, results_root=None, data_root=None, device=None, threads=None,
-              on_epoch=None):
-    """Train one group, write its records, drop its checkpoint. Runs on Dask workers too."""
+              on_epoch=None, wait=True):
+    """Train the models of one group that are still missing, write their records, drop the
+    checkpoint; return the keys trained. Runs on Dask workers too.
+
+    The group's locks are held throughout, and the store is read again once they
+    are: another sweep may have trained some of these models while this one
+    waited. With wait=False, returns None at once if another process holds a lock."""
     import torch
-    if threads:
-        torch.set_num_threads(threads)
     store = Store(profile, results_root)
-    ckpt = store.checkpoint(configs)
-    records = train(configs, data_root=data_root, device=device, progress=False,
-                    checkpoint=ckpt, on_epoch=on_epoch)
-    for r in records:
-        store.put(r)
-    ckpt.unlink(missing_ok=True)
-    return [key(c) for c in configs]
+    held = store.lock(configs, wait)
+    if held is None:
+        return None
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        todo = [c for c in configs if store.get(c) is None]
+        if todo:
+            ckpt = store.checkpoint(todo)
+            records = train(todo, data_root=data_root, device=device, progress=False,
+                            checkpoint=ckpt, on_epoch=on_epoch)
+            for r in records:
+                store.put(r)
+            ckpt.unlink(missing_ok=True)
+        # The whole group's checkpoint too: left behind when a process died between
+        # writing the last record and removing it, or when another process finished.
+        store.checkpoint(configs).unlink(missing_ok=True)
+        return [key(c) for c in todo]
+    finally:
+        store.unlock(held)
 
 
 @dataclass
@@ -209,6 +317,7 @@ class Plan:
     missing: list
     skipped: dict                   # dataset -> reason it cannot run here
     problems: list
+    trained: list = field(default_factory=list)     # keys this process trained (sweep)
 
     def estimate_seconds(self):
         total = 0.0
@@ -256,16 +365,25 @@ def describe(p):
 def sweep(spec_name, profile, results_root=None, data_root=None, device=None, threads=None,
           max_group=20, workers=None, scheduler=None, progress=True, connect_timeout=10,
           datasets=None, seeds=None):
-    """Train every missing record of the spec under the profile; return the plan that was run.
+    """Train every missing record of the spec under the profile; return the plan that was run
+    (its `trained`: the keys this call trained; others may have been trained meanwhile by
+    another sweep into the same store).
 
     `datasets` restricts the sweep to some of the spec's data sets, `seeds`
     replaces the profile's seeds (None: all of them, the profile's)."""
     p = plan(spec_name, profile, results_root, data_root, datasets, seeds)
     if progress:
         print(describe(p), flush=True)
-    groups = group(p.missing, max_group, memory_budget(device))
-    if not groups:
+    if not p.missing:
         return p
+    # Checked before any group starts, not when the first one ends. On a cluster
+    # the device is the workers' (not checked here), the store must be shared.
+    if not (workers or scheduler):
+        check_device(device)
+    elif device is not None:
+        check_device_name(device)
+    check_writable_dir(Store(profile, results_root).dir, "results folder")
+    groups = group(p.missing, max_group, memory_budget(device))
     total = sum(c.epochs for c in p.missing)
     bar = None
     if progress:
@@ -277,12 +395,25 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     try:
         if workers or scheduler:
             from .distributed import run_groups
-            run_groups(groups, profile, args, workers=workers, scheduler=scheduler,
-                       bar=bar, connect_timeout=connect_timeout)
+            p.trained = run_groups(groups, profile, args, workers=workers, scheduler=scheduler,
+                                   bar=bar, connect_timeout=connect_timeout)
         else:
+            # Groups another process is training are put off, not waited for at once:
+            # two sweeps into one store then share the work instead of queueing.
+            deferred = []
             for g in groups:
                 step = (lambda records, n=len(g): bar.update(n)) if bar is not None else None
-                run_group(g, profile, on_epoch=step, **args)
+                done = run_group(g, profile, on_epoch=step, wait=False, **args)
+                if done is None:
+                    deferred.append(g)
+                else:
+                    p.trained += done
+            for g in deferred:
+                print(f"waiting for another process that holds {len(g)} models of {spec_name}/{profile} "
+                      f"(locks in {Store(profile, args['results_root']).dir / 'locks'})",
+                      file=sys.stderr, flush=True)
+                step = (lambda records, n=len(g): bar.update(n)) if bar is not None else None
+                p.trained += run_group(g, profile, on_epoch=step, wait=True, **args)
     finally:
         if bar is not None:
             bar.close()
@@ -298,3 +429,11 @@ def records(spec_name, profile, results_root=None, datasets=None, seeds=None):
         if r is not None:
             out.append(r)
     return out
+
+
+def problems(spec_name, profile, results_root=None, datasets=None, seeds=None):
+    """[(path, reason)] for the records of the spec that exist but are corrupted or incomplete."""
+    store = Store(profile, results_root)
+    for c in grid_configs(load_spec(spec_name), profile, datasets, seeds):
+        store.get(c)
+    return store.problems

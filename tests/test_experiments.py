@@ -131,8 +131,12 @@ def test_bad_names_and_profiles(specs):
         experiments.load_spec("nope")
     with pytest.raises(SpecError, match="unknown profile 'huge'; allowed: tiny, long, dupes"):
         experiments.load_profile("huge")
+    with pytest.raises(SpecError, match="profile 'dupes', key 'seeds': \\[0, 0\\] is not allowed; "
+                                         "allowed: a non-empty list of distinct integers"):
+        experiments.load_profile("dupes")
     with pytest.raises(SpecError, match="seeds have duplicates"):
-        experiments.load_spec("small").configs(experiments.load_profile("dupes"))
+        experiments.load_spec("small").configs({"seeds": [0, 0], "epochs": 1, "train_subset": 0,
+                                                "test_subset": 0})
     with pytest.raises(ValueError, match="eps_out=-1"):
         Config(eps_out=-1)
 
