@@ -21,8 +21,8 @@ pytestmark = pytest.mark.data        # the smoke build trains on MNIST
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ["01-time-steps", "02-table1", "03-learning-curves", "04-stability", "05-relaxation", "06-calibration",
-         "07-timing"]
-FIGURE_PAGES = ["01-time-steps", "03-learning-curves", "04-stability", "05-relaxation", "07-timing"]
+         "07-timing", "08-gradients"]
+FIGURE_PAGES = ["01-time-steps", "03-learning-curves", "04-stability", "05-relaxation", "07-timing", "08-gradients"]
 
 
 @pytest.fixture(scope="module")
