@@ -244,6 +244,26 @@ class Store:
             held.append(lock)
         return held
 
+    def tidy(self):
+        """Remove checkpoints whose models all have complete records: left behind by a
+        process that died between writing its last record and removing its checkpoint
+        (no later sweep would run that group again). Skipped while their locks are held."""
+        import torch
+        for ckpt in sorted((self.dir / "checkpoints").glob("*.ckpt")):
+            try:
+                # mmap: the tensors are not read, only the plain data beside them.
+                configs = [Config(**c) for c in torch.load(ckpt, weights_only=True, mmap=True)["configs"]]
+            except Exception:       # not ours, or unreadable: training reports it if it meets it
+                continue
+            if not all(self.get(c) is not None for c in configs):
+                continue
+            held = self.lock(configs, wait=False)
+            if held is not None:
+                try:
+                    ckpt.unlink(missing_ok=True)
+                finally:
+                    self.unlock(held)
+
     @staticmethod
     def unlock(held):
         for lock in reversed(held):
@@ -374,6 +394,7 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     p = plan(spec_name, profile, results_root, data_root, datasets, seeds)
     if progress:
         print(describe(p), flush=True)
+    Store(profile, results_root).tidy()
     if not p.missing:
         return p
     # Checked before any group starts, not when the first one ends. On a cluster

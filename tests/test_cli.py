@@ -40,10 +40,12 @@ def test_train_happy_path_ensemble(tmp_path):
     (["--mu", "0.7"], "mu=0.7 must lie in [eps_min, eps_max]"),
     (["--seed", "1", "1"], "--seed has duplicates"),
     (["--epochs", "0"], "epochs=0 must be > 0"),
+    (["--eta1", "nan"], "eta1=nan must be a finite number"),        # tests/test_hostile.py has the rest
+    (["--n-in", "100"], "n_in=100 does not fit 'mnist'"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     p = cli("train", "--out", str(tmp_path / "x.json"), *SMALL, *args)
-    assert p.returncode != 0
+    assert p.returncode == 2
     assert message in p.stderr
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "x.json").exists()

@@ -144,6 +144,15 @@ def test_hostile_input(store, monkeypatch, capsys, argv, message):
     assert files(store) == before          # nothing written (nor any folder made)
 
 
+def test_main_lets_bugs_through(monkeypatch):
+    """Only the package's own errors become one-line messages: a bug keeps its traceback."""
+    def bug(args):
+        raise KeyError("a bug")
+    monkeypatch.setattr(cli, "cmd_train", bug)
+    with pytest.raises(KeyError):
+        cli.main(["train", "--out", "x.json"])
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_output_folder(store, capsys):
     ro = store / "ro"
@@ -358,6 +367,24 @@ def test_two_concurrent_sweeps_train_each_model_once(store):
     assert not list((results / "tiny" / "checkpoints").glob("*.ckpt"))
 
 
+@pytest.mark.data
+def test_checkpoint_of_finished_models_is_removed(store):
+    """A process that died between its last record and removing its checkpoint left it behind."""
+    configs = experiments.load_spec("small").configs(experiments.load_profile("tiny"))
+    results = experiments.Store("tiny")
+    for c in configs:
+        results.put(fake_record(c))
+    ckpt = results.checkpoint(configs)
+    ckpt.parent.mkdir(parents=True)
+    torch.save(checkpoint_of(configs, Ensemble(configs, device="cpu"), 1), ckpt)
+    other = ckpt.with_name("unfinished.ckpt")          # a group still missing records: kept
+    torch.save(checkpoint_of([c.replace(seed=5) for c in configs[:1]],
+                             Ensemble([configs[0].replace(seed=5)], device="cpu")), other)
+    p = experiments.sweep("small", "tiny", progress=False)
+    assert len(p.cached) == 4 and not p.trained
+    assert not ckpt.exists() and other.exists()
+
+
 # -- the book's arguments ---------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [
@@ -366,7 +393,7 @@ def test_two_concurrent_sweeps_train_each_model_once(store):
     (["--parameters", "n_probe=1.5"], "n_probe=1.5 is of type float; n_probe takes: int"),
     (["--parameters", "datasets=mnist"], "datasets='mnist' is of type str; datasets takes: list of str"),
     (["--parameters", "profile='paper'"], "set the profile with --profile"),
-])
+], ids=["profile-unknown", "seeds-text", "n-probe-float", "datasets-text", "profile-parameter"])
 def test_book_arguments_fail_before_any_work(monkeypatch, caplog, argv, message):
     def work(*args, **kw):
         raise AssertionError("the build started")
