@@ -86,3 +86,31 @@ def test_calibration_ignores_diverged_candidates():
     assert analysis.choose(t) == ((0.5, 0.2, 0.5), True)
     with pytest.raises(ValueError, match="every calibration candidate diverged"):
         analysis.choose(t.drop(index=(0.5, 0.2, 0.5)))
+
+
+def test_welch_interval_textbook_case():
+    # equal n and std: df = 2 (n - 1) = 8, t(0.975, 8) = 2.306, se = sqrt(2/5)
+    low, high = analysis.welch_interval(10.0, 1.0, 5, 9.0, 1.0, 5)
+    assert (high - low) / 2 == pytest.approx(2.306 * (2 / 5) ** 0.5, rel=1e-3)
+    assert (low + high) / 2 == pytest.approx(1.0)
+    assert all(v != v for v in analysis.welch_interval(10.0, float("nan"), 1, 9.0, 1.0, 5))
+
+
+def table1_records(dataset, eps_out, distribution, accs):
+    return [record([a], seed=s, dataset=dataset, eps_out=eps_out, distribution=distribution)
+            for s, a in enumerate(accs)]
+
+
+def test_comparison_interval_decides_agreement():
+    paper = analysis.paper_table1()
+    p = paper.loc[("mnist", 0.25), "scalar_mean"]
+    close = table1_records("mnist", 0.25, "scalar", [p - 0.1, p, p + 0.1])
+    far = table1_records("mnist", 0.25, "gamma", [p - 20.1, p - 20.0, p - 19.9])    # wide seeds do not excuse 20 points
+    single = table1_records("mnist", 0.25, "normal", [p])
+    comp = analysis.comparison(close + far + single).set_index(["dataset", "eps_out", "condition"])
+    row = comp.loc[("mnist", 0.25, "Scalar")]
+    assert row.seeds == 3 and row.difference == pytest.approx(0, abs=1e-9) and row.agrees == True  # noqa: E712
+    assert row.ci_low < 0 < row.ci_high
+    assert comp.loc[("mnist", 0.25, "Gamma")].agrees == False  # noqa: E712
+    assert comp.loc[("mnist", 0.25, "Normal")].agrees is None
+    assert comp.loc[("mnist", 0.15, "Scalar")].seeds == 0 and comp.loc[("mnist", 0.15, "Scalar")].agrees is None

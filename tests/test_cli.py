@@ -7,7 +7,8 @@ import pytest
 
 from conftest import SHARED_DATA
 
-SMALL = ["--n-hidden", "32", "--t-free", "10", "--t-nudge", "3", "--train-subset", "256",
+# Eight batches of 32: one batch of 256 leaves every model at chance.
+SMALL = ["--n-hidden", "32", "--t-free", "20", "--t-nudge", "4", "--train-subset", "256", "--batch-size", "32",
          "--epochs", "1", "--threads", "1", "--no-progress"]
 
 
@@ -27,7 +28,7 @@ def test_train_happy_path_ensemble(tmp_path):
     assert len(records) == 4
     assert {(r["config"]["distribution"], r["config"]["eps_out"]) for r in records} == \
         {("scalar", 0.2), ("scalar", 0.3), ("gamma", 0.2), ("gamma", 0.3)}
-    assert all(r["epochs"][0]["test_acc"] > 0.1 for r in records)
+    assert all(r["epochs"][0]["test_acc"] > 0.25 for r in records)     # chance is 0.1
     assert records[0]["environment"]["ensemble_size"] == 4
 
 
