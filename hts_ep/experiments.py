@@ -27,9 +27,13 @@ from .config import SHARED_FIELDS, Config
 from .train import NUMERICS_VERSION, check_device, check_device_name, check_record, check_writable_dir, train, write_json
 
 REPO = Path(__file__).resolve().parent.parent
-# Specs and profiles; HTS_EP_SPECS points elsewhere (a user's own study, the tests).
-SPEC_DIR = Path(os.environ.get("HTS_EP_SPECS", REPO / "experiments"))
-RESULTS = Path(os.environ.get("HTS_EP_RESULTS", REPO / "results"))
+# In a source checkout (an editable install): the repository's experiments/ and results/.
+# Installed from a wheel: the specs and profiles shipped as hts_ep/experiments_data/, and
+# results/ in the current folder. HTS_EP_SPECS and HTS_EP_RESULTS override either.
+CHECKOUT = (REPO / "pyproject.toml").is_file() and (REPO / "experiments" / "profiles.yaml").is_file()
+SPEC_DIR = Path(os.environ.get("HTS_EP_SPECS") or (REPO / "experiments" if CHECKOUT
+                                                   else Path(__file__).resolve().parent / "experiments_data"))
+RESULTS = Path(os.environ.get("HTS_EP_RESULTS") or (REPO / "results" if CHECKOUT else Path.cwd() / "results"))
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
 PROFILE_KEYS = {"description", "seeds", "epochs", "train_subset", "test_subset"}
 
