@@ -146,6 +146,39 @@ def profiles_markdown():
     return md_table(("profile", "seeds", "epochs", "training samples", "test samples", "purpose"), rows)
 
 
+def experiments_markdown():
+    """The page listing every experiment spec and profile, read from the spec folder
+    (experiments/ or $HTS_EP_SPECS) when the book is built: nothing in it is typed by hand."""
+    import math
+    from . import experiments
+    profiles = experiments.load_profiles()
+    lines = ["# Experiments and profiles", "",
+             "Every experiment the book runs, as declared in its spec file, and every profile that "
+             f"scales it; generated from `{rel(experiments.SPEC_DIR)}/` when this book was built. "
+             "A spec is a grid over `hts_ep.Config` fields (the product of its axes, times the "
+             "profile's seeds); fields it does not set keep the defaults of the provenance table "
+             "on the methods page.", "", "## Profiles", "", profiles_markdown()]
+    for name in experiments.spec_names():
+        try:
+            spec = experiments.load_spec(name)
+        except experiments.SpecError as error:
+            raise BookError(f"the experiments page cannot list spec {name!r}: {error}") from None
+        cells = math.prod(len(v) for v in spec.grid.values())
+        lines += ["", f"## `{name}`", ""]
+        if spec.description:
+            lines += [" ".join(spec.description.split()), ""]
+        lines += [f"File `{rel(Path(spec.path))}`; {cells} configurations per seed.", ""]
+        show = lambda v: ", ".join(  # noqa: E731
+            "(" + ", ".join(map(str, x)) + ")" if isinstance(x, list) else str(x) for x in v)
+        rows = [(f"`{axis}`", show(values)) for axis, values in spec.grid.items()]
+        rows += [(f"`{k}` (fixed)", show([v])) for k, v in spec.fixed.items()]
+        lines += [md_table(("axis", "values"), rows)]
+        lines += [md_table(("profile", "models", "run it"),
+                           [(f"`{p}`", cells * len(prof.get("seeds") or []),
+                             f"`hts-ep sweep {name} --profile {p}`") for p, prof in profiles.items()])]
+    return "\n".join(lines)
+
+
 def versions_markdown(profile, parameters):
     from importlib.metadata import PackageNotFoundError, version
     rows = [("python", platform.python_version()), ("platform", platform.platform())]
@@ -174,6 +207,7 @@ def write_generated(profile, parameters, generated=GENERATED):
     generated.mkdir(parents=True, exist_ok=True)
     (generated / "provenance.md").write_text(provenance_markdown())
     (generated / "profiles.md").write_text(profiles_markdown())
+    (generated / "experiments.md").write_text(experiments_markdown())
     (generated / "versions.md").write_text(versions_markdown(profile, parameters))
 
 
