@@ -124,7 +124,10 @@ def provenance_markdown():
     defaults = Config()
     rows = []
     for f in dataclasses.fields(Config):
-        cls, note = PROVENANCE.get(f.name, ("chosen", "not documented"))
+        if f.name not in PROVENANCE:
+            raise BookError(f"Config.{f.name} has no entry in hts_ep.config.PROVENANCE: say where its value "
+                            "comes from (stated, inferred or chosen) before the book can print it")
+        cls, note = PROVENANCE[f.name]
         rows.append((f"`{f.name}`", f"`{getattr(defaults, f.name)}`", f"**{cls}**", note))
     counts = {k: sum(r[2] == f"**{k}**" for r in rows) for k in ("stated", "inferred", "chosen")}
     text = ("Every field of `hts_ep.Config` with its default, generated from "

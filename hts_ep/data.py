@@ -148,6 +148,12 @@ def load(dataset, root=None, train=True, device="cpu"):
     return Split(split.x.to(device), split.y.to(device))
 
 
+def offline():
+    """HTS_EP_OFFLINE=1: never try to download (tests, air-gapped clusters); a missing data set is
+    then reported at once instead of after the download's time-out."""
+    return os.environ.get("HTS_EP_OFFLINE") == "1"
+
+
 def load_uncached(dataset, root=None, train=True):
     """The train or test split of `dataset` as a CPU Split, downloaded if need be."""
     if dataset not in DATASETS:
@@ -158,7 +164,7 @@ def load_uncached(dataset, root=None, train=True):
     root = data_root(root)
     try:
         ds = getattr(torchvision.datasets, folder)(
-            str(_writable_root(root, folder)), train=train, download=True)
+            str(_writable_root(root, folder)), train=train, download=not offline())
     except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ...
         raise DataMissingError(missing_message(dataset, root, error)) from error
     x = ds.data.reshape(len(ds.data), -1).to(torch.float32).div_(255)

@@ -61,29 +61,44 @@ def test_every_page_is_built(html):
         assert (html / f"{name}.html").exists(), name
 
 
+def side_by_side_rows(table_html):
+    """(data set, eps_out, [ours per condition], [paper per condition]) for each body row of the
+    side-by-side table, whose columns alternate (this build, paper) per condition."""
+    from bs4 import BeautifulSoup
+    rows, dataset = [], None
+    for tr in BeautifulSoup(table_html, "html.parser").find("tbody").find_all("tr"):
+        heads = [th.get_text(strip=True) for th in tr.find_all("th")]
+        cells = [td.get_text(strip=True) for td in tr.find_all("td")]
+        dataset = heads[0] if len(heads) == 2 else dataset
+        rows.append((dataset, heads[-1], cells[0::2], cells[1::2]))
+    return rows
+
+
 def test_table1_rows(html):
+    from hts_ep import data
     s = page(html, "book/generated/02-table1")
     tables = re.findall(r"<table.*?</table>", s, flags=re.S)
     assert len(tables) >= 2          # side by side, cell by cell
-    reproduced = published = tables[0]
-    assert ">this build<" in reproduced and ">paper<" in reproduced
-    for label in ("MNIST", "KMNIST", "Fashion-MNIST"):
-        assert f">{label}<" in reproduced and f">{label}<" in published
-    for eps in ("0.15", "0.20", "0.25", "0.30", "0.35"):
-        assert reproduced.count(f">{eps}<") == 3, eps          # one row per data set
-    for label in ("MNIST", "KMNIST", "Fashion-MNIST"):
-        assert reproduced.count(f">{label}<") == 1, label
+    assert ">this build<" in tables[0] and ">paper<" in tables[0]
     for cond in ("Normal", "Log-normal", "Gamma", "Scalar"):
-        assert f">{cond}<" in reproduced
-    # the paper's numbers, cell by cell, from the one file that holds them
+        assert f">{cond}<" in tables[0]
+    rows = side_by_side_rows(tables[0])
+    names = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "Fashion-MNIST"}
+    assert [(d, e) for d, e, _, _ in rows] == [(names[d], f"{e:.2f}") for d in names
+                                               for e in (0.15, 0.2, 0.25, 0.3, 0.35)]
+    # the paper's numbers, cell by cell, in the paper columns, from the one file that holds them
     paper = pd.read_csv(REPO / "hts_ep" / "paper_table1.csv", comment="#")
-    for _, row in paper.iterrows():
-        for cond in ("normal", "lognormal", "gamma", "scalar"):
-            assert f"{row[cond + '_mean']:.2f} ± {row[cond + '_std']:.2f}" in published
-    # MNIST was run at the smoke profile: real mean ± std cells in the reproduced table
-    assert len(re.findall(r"\d+\.\d\d ± \d+\.\d\d", reproduced)) >= 60 + 20
-    # data that is missing is a stated gap, never a zero
-    if "gap: data missing" in reproduced:
+    for (_, row), (_, _, ours, published) in zip(paper.iterrows(), rows):
+        assert published == [f"{row[c + '_mean']:.2f} ± {row[c + '_std']:.2f}"
+                             for c in ("normal", "lognormal", "gamma", "scalar")]
+        # ours: run (mean ± std, possibly with a divergence count), or a stated gap, never a zero
+        missing = data.unavailable(row["dataset"])
+        for cell in ours:
+            if missing:
+                assert cell == "gap: no data", (row["dataset"], cell)
+            else:
+                assert re.match(r"(\d+\.\d\d ± \d+\.\d\d|diverged)", cell), (row["dataset"], cell)
+    if any(data.unavailable(d) for d in names):
         assert "is a gap in this build" in s
 
 
@@ -126,10 +141,19 @@ def test_glued_numbers_resolved(html):
 
 def test_provenance_table_lists_every_field(html):
     from hts_ep import Config
+    from hts_ep.config import PROVENANCE
     import dataclasses
     methods = page(html, "book/methods")
     for f in dataclasses.fields(Config):
         assert f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{f.name}</span></code>" in methods
+        assert PROVENANCE[f.name][0] in ("stated", "inferred", "chosen")
+
+
+def test_a_field_without_provenance_stops_the_build(monkeypatch):
+    from hts_ep import config
+    monkeypatch.delitem(config.PROVENANCE, "beta")
+    with pytest.raises(book.BookError, match="Config.beta has no entry"):
+        book.provenance_markdown()
 
 
 def test_no_stderr_in_pages(html):

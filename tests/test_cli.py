@@ -52,9 +52,12 @@ def test_bad_input_is_one_clear_line(tmp_path, args, message):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_missing_dataset_names_files_and_place(tmp_path):
-    # KMNIST's training images are not in the shared data: the download is tried and fails here.
-    p = cli("train", "--dataset", "kmnist", "--data-root", str(SHARED_DATA), "--out", str(tmp_path / "x.json"),
+def test_missing_dataset_names_files_and_place(tmp_path, monkeypatch):
+    # Hermetic: a data root without KMNIST and no download, whatever this machine has or reaches.
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("HTS_EP_OFFLINE", "1")
+    p = cli("train", "--dataset", "kmnist", "--data-root", str(root), "--out", str(tmp_path / "x.json"),
             *SMALL)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "data set 'kmnist' is not available" in p.stderr

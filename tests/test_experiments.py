@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hts_ep import Config, experiments
+from hts_ep import Config, data, experiments
 from hts_ep.experiments import SpecError, key
 
 PROFILES = """
@@ -61,14 +61,22 @@ def specs(tmp_path, monkeypatch):
     return d, results
 
 
-def test_key_changes_with_every_parameter():
+def test_key_changes_with_every_parameter(monkeypatch):
+    import dataclasses
     base = Config()
+    other = {"dataset": "kmnist", "distribution": "gamma", "nudge_from": "end"}
     keys = {key(base)}
-    for name, value in [("eps_out", 0.3), ("seed", 1), ("mu", 0.21), ("dataset", "kmnist"), ("epochs", 49),
-                        ("eta1", 0.51), ("train_subset", 10), ("distribution", "gamma"), ("beta", 0.4)]:
-        keys.add(key(base.replace(**{name: value})))
-    assert len(keys) == 10
+    for f in dataclasses.fields(Config):
+        value = other.get(f.name)
+        if value is None:                 # a nearby valid number of the field's type
+            v = getattr(base, f.name)
+            value = v + 1 if isinstance(v, int) else round(v * 1.1, 6) if v else 0.1
+        keys.add(key(base.replace(**{f.name: value})))
+    assert len(keys) == len(dataclasses.fields(Config)) + 1       # every field moves the key
     assert key(Config()) == key(Config())
+    from hts_ep import experiments as ex
+    monkeypatch.setattr(ex, "NUMERICS_VERSION", ex.NUMERICS_VERSION + 1)
+    assert ex.key(base) not in keys                               # and so does the numerics version
 
 
 def test_reordering_a_spec_keeps_its_keys(specs):
@@ -101,11 +109,17 @@ def test_sweep_trains_only_missing_and_recovers_corruption(specs):
 
 
 @pytest.mark.data
-def test_missing_dataset_is_skipped_with_reason(specs, tmp_path):
+def test_missing_dataset_is_skipped_with_reason(specs, tmp_path, monkeypatch):
     d, _ = specs
+    # Hermetic: MNIST from the shared data, KMNIST absent, no download.
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "MNIST").symlink_to(data.data_root() / "MNIST")
+    monkeypatch.setenv("HTS_EP_DATA", str(root))
+    monkeypatch.setenv("HTS_EP_OFFLINE", "1")
     (d / "two.yaml").write_text(SPEC.format(name="two", dists="[scalar]", eps="[0.2]").replace(
         "dataset: [mnist]", "dataset: [mnist, kmnist]"))
-    p = experiments.sweep("two", "tiny", progress=False)   # KMNIST training images are absent here
+    p = experiments.sweep("two", "tiny", progress=False)
     assert "kmnist" in p.skipped and "train-images-idx3-ubyte.gz" in p.skipped["kmnist"]
     assert {c.dataset for c in p.missing} == {"mnist"} and len(p.missing) == 2
 
