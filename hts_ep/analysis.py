@@ -177,6 +177,9 @@ def stability(records, by=("dataset", "distribution", "eps_out", "mu")):
 CALIBRATION_TARGET = 98.43      # % : the paper's scalar MNIST baseline at eps_out = 0.25
 LATE_STD_TARGET = 0.15          # points: std of test accuracy over the last 10 epochs
 NEAR_BEST = 0.3                 # points: the fallback's accuracy window
+# Set after the first epoch of the Fashion-MNIST check had been seen (README):
+# a candidate this far below the best one on Fashion-MNIST has collapsed there.
+FASHION_MARGIN = 10.0
 RATES = ["eta1", "eta2", "beta"]
 
 
@@ -195,13 +198,25 @@ def calibration_table(records, target=CALIBRATION_TARGET, late_target=LATE_STD_T
     return t
 
 
-def choose(table, near_best=NEAR_BEST):
+def fashion_failures(records, margin=FASHION_MARGIN):
+    """Candidates (eta1, eta2, beta) whose Fashion-MNIST check fell behind: diverged, or a final
+    accuracy more than `margin` points below the best candidate's."""
+    f = finals(records)
+    if not len(f):
+        return set()
+    best = f.final_acc.max()
+    bad = f[f.diverged | (f.final_acc < best - margin)]
+    return {tuple(row) for row in bad[RATES].itertuples(index=False)}
+
+
+def choose(table, near_best=NEAR_BEST, excluded=()):
     """The calibration's rule: among candidates with a quiet late curve, the final accuracy nearest
     the target; if none is quiet, the quietest of those within `near_best` points of the best
-    final accuracy. Returns (candidate index, whether the late-std target was met)."""
-    ok = table[table.diverged == 0]
+    final accuracy. Candidates in `excluded` (e.g. fashion_failures) and diverged ones never win.
+    Returns (candidate index, whether the late-std target was met)."""
+    ok = table[(table.diverged == 0) & ~table.index.isin(list(excluded))]
     if not len(ok):
-        raise ValueError("every calibration candidate diverged")
+        raise ValueError("every calibration candidate diverged or was excluded")
     quiet = ok[ok.quiet]
     if len(quiet):
         return quiet.off_target.idxmin(), True

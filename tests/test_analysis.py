@@ -84,8 +84,19 @@ def test_calibration_ignores_diverged_candidates():
     recs = [record([98.43] * 10, eta1=1.0, diverged=10), record([97.0] * 10, eta1=0.5)]
     t = analysis.calibration_table(recs)
     assert analysis.choose(t) == ((0.5, 0.2, 0.5), True)
-    with pytest.raises(ValueError, match="every calibration candidate diverged"):
+    with pytest.raises(ValueError, match="every calibration candidate diverged or was excluded"):
         analysis.choose(t.drop(index=(0.5, 0.2, 0.5)))
+
+
+def test_fashion_check_excludes_a_collapsed_candidate():
+    mnist = [record([98.43] * 10, beta=0.1), record([98.0] * 10, beta=0.5)]
+    fashion = [record([80.0], beta=0.5, dataset="fashion-mnist"),
+               record([69.0], beta=0.1, dataset="fashion-mnist")]       # 11 points behind: collapsed
+    assert analysis.fashion_failures(fashion) == {(1.0, 0.2, 0.1)}
+    assert analysis.fashion_failures(fashion, margin=12) == set()
+    t = analysis.calibration_table(mnist)
+    assert analysis.choose(t)[0] == (1.0, 0.2, 0.1)
+    assert analysis.choose(t, excluded=analysis.fashion_failures(fashion))[0] == (1.0, 0.2, 0.5)
 
 
 def test_welch_interval_textbook_case():
