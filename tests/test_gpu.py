@@ -106,7 +106,7 @@ def test_training_through_the_kernel_equals_pytorch_path(triton_kernel, device, 
         x, y = inputs(fast, batch, seed)
         for u, v in zip(fast.train_step(x, y), plain.train_step(x, y)):
             assert (u - v).abs().max() < 1e-5
-    assert len(triton_kernel) == 4                      # free and nudged phase, two batches
+    assert len(triton_kernel) == 6                      # branch point, free end and nudged phase; two batches
     for name in ("W1", "b1", "W2", "b2"):
         assert (getattr(fast, name) - getattr(plain, name)).abs().max() < 1e-5
     assert not torch.equal(fast.W1, ensemble(48, device=device).W1)    # the weights did move
