@@ -237,6 +237,17 @@ def drift_share(ens, x, y):
             for name, e, b in zip(("W1", "b1", "W2", "b2"), end, branch)}
 
 
+def grid_axes(spec):
+    """The Config fields a spec's grid varies, in grid order ("a,b" axes split into a and b)."""
+    spec_obj = experiments.load_spec(spec) if isinstance(spec, str) else spec
+    return [name for axis in spec_obj.grid for name in axis.split(",")]
+
+
+def by_grid_point(records, spec):
+    """The stability metrics with one row per point of the spec's grid (seeds aggregated only)."""
+    return stability(records, by=tuple(grid_axes(spec)))
+
+
 def load(spec, profile, results_root=None, data_root=None, datasets=None, seeds=None):
     """Records of a spec (optionally some data sets / other seeds, as in `experiments.sweep`)
     and the reasons for data sets that cannot run here."""

@@ -132,7 +132,7 @@ def cmd_table(args):
         # A cell left with one run has no spread: say so rather than print "± nan".
         frame = frame.map(lambda v: v.replace("± nan", "(1 run, no spread)") if isinstance(v, str) else v)
     else:
-        frame = analysis.stability(recs)
+        frame = analysis.by_grid_point(recs, args.spec)     # every axis of the grid kept apart
     if args.format == "csv":
         print(frame.to_csv())
     else:

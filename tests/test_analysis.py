@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hts_ep import Config, Ensemble, analysis
+from hts_ep import Config, Ensemble, analysis, experiments
 
 
 def ensemble(t_free, distributions=("scalar", "normal"), **kw):
@@ -125,3 +125,13 @@ def test_comparison_interval_decides_agreement():
     assert comp.loc[("mnist", 0.25, "Gamma")].agrees == False  # noqa: E712
     assert comp.loc[("mnist", 0.25, "Normal")].agrees is None
     assert comp.loc[("mnist", 0.15, "Scalar")].seeds == 0 and comp.loc[("mnist", 0.15, "Scalar")].agrees is None
+
+
+def test_by_grid_point_keeps_every_axis_apart():
+    spec = experiments.load_spec("calibration")
+    assert analysis.grid_axes(spec) == ["dataset", "distribution", "eps_out", "eta1", "eta2", "beta"]
+    assert analysis.grid_axes("timing") == ["dataset", "nudge_from", "eps_out", "distribution", "sigma_eps"]
+    recs = [record([90.0 + s], seed=s, eta1=e1, beta=b) for e1 in (1.0, 0.5) for b in (0.5, 0.1) for s in (0, 1)]
+    rows = analysis.by_grid_point(recs, spec)
+    assert len(rows) == 4 and (rows.runs == 2).all()
+    assert rows.final_acc.tolist() == pytest.approx([90.5] * 4)
