@@ -107,6 +107,9 @@ def test_figures_exist_and_are_referenced(html):
         path = html / "book" / "generated" / f"{name}.html"
         srcs = re.findall(r'<img[^>]+src="([^"]+\.png)"', path.read_text())
         assert srcs, f"{name}: no figure"
+        for img in re.findall(r"<img[^>]+>", path.read_text()):
+            alt = re.search(r'alt="([^"]*)"', img)
+            assert alt and len(alt.group(1)) > 20, f"{name}: figure without alt text: {img[:120]}"
         for src in srcs:
             assert (path.parent / src).resolve().exists(), f"{name}: {src} missing"
     stab = re.findall(r'<img[^>]+src="([^"]+\.png)"', page(html, "book/generated/04-stability"))
