@@ -12,7 +12,7 @@
 4. `jupyter-book build -W --keep-going` renders the executed copies into
    _build/html (or --output/_build/html).
 
-The helpers at the bottom are imported by the notebooks.
+The notebooks' own figure helpers are in hts_ep.plots.
 """
 import argparse
 import ast
@@ -435,37 +435,6 @@ def main(argv=None):
         return 1
     log.info("book built in %.0f s: %s", time.perf_counter() - start, html / "index.html")
     return 0
-
-
-# -- helpers for the notebooks -----------------------------------------------------
-
-def text_progress():
-    """Plain-text progress bars (to stderr) instead of notebook widgets.
-
-    papermill's log then shows the sweep's progress, and the book drops
-    stderr, so no widget state or bar ends up in the pages.
-    """
-    import tqdm
-    import tqdm.auto
-    tqdm.auto.tqdm = tqdm.tqdm
-
-
-def select(records, datasets=None, seeds=None):
-    """The records of the given data sets and seeds (None: all)."""
-    return [r for r in records
-            if (datasets is None or r["config"]["dataset"] in datasets)
-            and (seeds is None or r["config"]["seed"] in seeds)]
-
-
-def style():
-    """One figure style for the book."""
-    import matplotlib.pyplot as plt
-    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.spines.top": False,
-                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-                         "font.size": 9, "legend.frameon": False})
-
-
-COLORS = {"scalar": "0.25", "normal": "tab:blue", "lognormal": "tab:orange", "gamma": "tab:green"}
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ its worker is retried by Dask elsewhere and resumes from that checkpoint.
 Records are addressed by key and written atomically, so a retried group
 leaves every record exactly once.
 """
-from .experiments import run_group
-
 # How often Dask may retry a group whose worker died (it resumes each time).
 RETRIES = 3
 
@@ -32,8 +30,9 @@ def connect(workers=None, scheduler=None, connect_timeout=10):
     return Client(cluster), cluster
 
 
-def run_groups(groups, profile, args, workers=None, scheduler=None, bar=None, connect_timeout=10):
-    """Run every group as one task; return the keys the tasks trained. A group that another
+def run_groups(run_group, groups, profile, args, workers=None, scheduler=None, bar=None, connect_timeout=10):
+    """Run every group as one task, `run_group(group, profile, **args)` (experiments.run_group:
+    passed in, so that this module does not import experiments back); return the keys trained. A group that another
     sweep is training waits on a worker for its locks (see Store.lock) and then trains
     only what that sweep left missing."""
     from distributed import as_completed

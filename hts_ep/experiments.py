@@ -420,7 +420,7 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     try:
         if workers or scheduler:
             from .distributed import run_groups
-            p.trained = run_groups(groups, profile, args, workers=workers, scheduler=scheduler,
+            p.trained = run_groups(run_group, groups, profile, args, workers=workers, scheduler=scheduler,
                                    bar=bar, connect_timeout=connect_timeout)
         else:
             # Groups another process is training are put off, not waited for at once:
