@@ -33,7 +33,7 @@ class Config:
     eps_max: float = 0.5        # chosen: ~1.5% / 1.0% clipped at eps_max (log-normal / gamma)
     gamma: float = 1.0          # inferred
     # chosen by the calibration (results/calibration/branch/, tests/test_calibration.py checks it)
-    beta: float = 0.5
+    beta: float = 0.2
     eta1: float = 1.0
     eta2: float = 0.2
     slope: float = 0.01         # chosen: PyTorch's leaky ReLU default
