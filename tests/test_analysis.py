@@ -51,7 +51,8 @@ def test_records_without_nudge_from_are_the_old_scheme():
 
 
 def record(acc_curve, seed=0, diverged=None, **rates):
-    config = Config(seed=seed, **rates).to_dict()
+    # fixed rates, not the package's defaults: the expected indices below name them
+    config = Config(seed=seed, **{"eta1": 1.0, "eta2": 0.2, "beta": 0.5, **rates}).to_dict()
     epochs = [{"epoch": i + 1, "test_acc": a / 100, "train_acc": a / 100, "residual_free": 0.0,
                "residual_nudge": 0.0} for i, a in enumerate(acc_curve)]
     return {"config": config, "epochs": epochs, "diverged_epoch": diverged}
