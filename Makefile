@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # These machines need the torch/torchvision pins; GPU users: make ... CONSTRAINTS=
 CONSTRAINTS ?= constraints.txt
-PROFILE ?= quick
+PROFILE ?= archive
 SHARED_DATA := $(abspath ../shared/data)
 export HTS_EP_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 

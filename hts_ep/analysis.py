@@ -4,6 +4,7 @@ Cells that have no runs appear as explicit gaps with their reason, never as
 zeros. Accuracies are in percent here.
 """
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,9 @@ import pandas as pd
 from . import data, experiments
 
 CONDITIONS = ["normal", "lognormal", "gamma", "scalar"]   # the paper's column order
+HTS = CONDITIONS[:3]
 LABELS = {"normal": "Normal", "lognormal": "Log-normal", "gamma": "Gamma", "scalar": "Scalar"}
+DATASET_LABELS = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "Fashion-MNIST"}
 AXES = ["dataset", "distribution", "eps_out", "mu", "sigma_eps", "eps_min", "eps_max", "eta1", "eta2", "beta",
         "nudge_from"]
 # Fields that records written before they existed lack, with the value those runs used.
@@ -72,11 +75,11 @@ def fmt(mean, std):
 
 
 def table1(records, datasets=("mnist", "kmnist", "fashion-mnist"), eps_outs=(0.15, 0.2, 0.25, 0.3, 0.35),
-           gaps=None):
+           gaps=None, gap_label="no data", missing="not run"):
     """Mean ± std over seeds per (data set, eps_out) row and condition column.
 
-    Returns (display, means, stds, counts): `display` holds strings, gaps
-    spelled out with `gaps[dataset]` (the reason) or "not run".
+    Returns (display, means, stds, counts): `display` holds strings; a cell without runs
+    reads "gap: `gap_label`" for a data set in `gaps` (dataset -> reason), else "gap: `missing`".
     """
     f = finals(records)
     index = pd.MultiIndex.from_product([datasets, eps_outs], names=["dataset", "eps_out"])
@@ -100,7 +103,7 @@ def table1(records, datasets=("mnist", "kmnist", "fashion-mnist"), eps_outs=(0.1
             elif n:
                 display.loc[idx, cond] = f"diverged ({n} of {n})"
             else:
-                display.loc[idx, cond] = "gap: " + ("data missing" if idx[0] in (gaps or {}) else "not run")
+                display.loc[idx, cond] = "gap: " + (gap_label if idx[0] in (gaps or {}) else missing)
     return display.rename(columns=LABELS), means, stds, counts
 
 
@@ -130,11 +133,11 @@ def welch_interval(m1, s1, n1, m2, s2, n2, level=0.95):
     return m1 - m2 - half, m1 - m2 + half
 
 
-def comparison(records, gaps=None, paper_seeds=PAPER_SEEDS):
+def comparison(records, gaps=None, paper_seeds=PAPER_SEEDS, **labels):
     """Ours beside the paper's, cell by cell: the difference of means, its 95% Welch interval
     (the paper's seed count assumed to be `paper_seeds`) and whether that interval holds 0
     (None where ours has fewer than 2 runs: no interval)."""
-    display, means, stds, counts = table1(records, gaps=gaps)
+    display, means, stds, counts = table1(records, gaps=gaps, **labels)
     display = display.rename(columns={v: k for k, v in LABELS.items()})
     paper = paper_table1()
     rows = []
@@ -152,6 +155,72 @@ def comparison(records, gaps=None, paper_seeds=PAPER_SEEDS):
                          "seeds": n, "difference": diff, "ci_low": low, "ci_high": high,
                          "agrees": None if low != low else bool(low <= 0 <= high)})
     return pd.DataFrame(rows)
+
+
+def t_interval(values, level=0.95):
+    """(mean, low, high) of `values` with Student's t interval; low and high nan for fewer than 2."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    from scipy.stats import t
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def hts_gain(records, level=0.95):
+    """HTS minus scalar final accuracy (points) per data set, with a `level` t interval over seeds.
+
+    For each seed: the mean over the three distributions minus the scalar run, at each output
+    step that has both, then the mean over those steps; diverged runs left out. One row per
+    data set: gain, ci_low, ci_high (nan for fewer than 2 seeds), seeds."""
+    f = finals(records)
+    rows = []
+    if len(f):
+        f = f[~f.diverged]
+        for ds, g in f.groupby("dataset", sort=False):
+            per_seed = []
+            for _, s in g.groupby("seed"):
+                hts = s[s.distribution.isin(HTS)].groupby("eps_out").final_acc.mean()
+                scalar = s[s.distribution == "scalar"].groupby("eps_out").final_acc.mean()
+                both = hts.index.intersection(scalar.index)
+                if len(both):
+                    per_seed.append(float((hts[both] - scalar[both]).mean()))
+            gain, low, high = t_interval(per_seed, level)
+            rows.append({"dataset": ds, "gain": gain, "ci_low": low, "ci_high": high, "seeds": len(per_seed)})
+    return pd.DataFrame(rows, columns=["dataset", "gain", "ci_low", "ci_high", "seeds"]).set_index("dataset")
+
+
+def paper_gain():
+    """The paper's HTS minus scalar gain per data set, the same average over its table's means."""
+    p = paper_table1()
+    return (p[[f"{c}_mean" for c in HTS]].mean(axis=1) - p["scalar_mean"]).groupby(level=0, sort=False).mean()
+
+
+def gain_verdict(row, paper):
+    """A sentence fragment on one data set's gain (a row of `hts_gain`) against the paper's."""
+    if row is None or row.seeds == 0 or row.gain != row.gain:
+        return "no runs"
+    if row.seeds < 2:
+        return f"{row.gain:+.2f} points from a single seed, which gives no interval"
+    sign = ("above zero" if row.ci_low > 0 else "below zero" if row.ci_high < 0 else "an interval that holds zero")
+    inside = "inside" if row.ci_low <= paper <= row.ci_high else "outside"
+    return (f"{row.gain:+.2f} points, 95% interval [{row.ci_low:+.2f}, {row.ci_high:+.2f}] over "
+            f"{row.seeds} seeds ({sign}; the paper's {paper:+.2f} lies {inside} it)")
+
+
+def seed_std_columns(records, datasets=("mnist", "kmnist", "fashion-mnist")):
+    """Seed std of the final accuracy per data set and condition, averaged over the output steps,
+    ours beside the paper's: columns (condition, "ours" / "paper")."""
+    stds = table1(records, datasets=datasets)[2]
+    ours = stds.groupby(level=0, sort=False).mean()
+    paper = paper_table1()
+    theirs = pd.DataFrame({c: paper[f"{c}_std"] for c in CONDITIONS}).groupby(level=0, sort=False).mean()
+    return pd.concat({c: pd.DataFrame({"ours": ours[c], "paper": theirs[c].reindex(ours.index)})
+                      for c in CONDITIONS}, axis=1)
 
 
 def stability(records, by=("dataset", "distribution", "eps_out", "mu")):
@@ -248,10 +317,88 @@ def by_grid_point(records, spec):
     return stability(records, by=tuple(grid_axes(spec)))
 
 
-def load(spec, profile, results_root=None, data_root=None, datasets=None, seeds=None):
-    """Records of a spec (optionally some data sets / other seeds, as in `experiments.sweep`)
-    and the reasons for data sets that cannot run here."""
+def spec_datasets(spec, datasets=None):
+    """The data sets of a spec's grid (or its fixed one), restricted to `datasets`."""
     spec_obj = experiments.load_spec(spec)
-    wanted = [ds for ds in spec_obj.grid.get("dataset", ["mnist"]) if datasets is None or ds in datasets]
-    gaps = {ds: reason for ds in wanted if (reason := data.unavailable(ds, data_root))}
-    return experiments.records(spec, profile, results_root, datasets, seeds), gaps
+    grid = spec_obj.grid.get("dataset") or [spec_obj.fixed.get("dataset", "mnist")]
+    return [ds for ds in grid if datasets is None or ds in datasets]
+
+
+def load(spec, profile, results_root=None, data_root=None, datasets=None, seeds=None, overrides=None):
+    """Records of a spec (optionally some data sets / other seeds / overrides, as in
+    `experiments.sweep`) and the reasons for data sets that cannot run here."""
+    gaps = {ds: reason for ds in spec_datasets(spec, datasets) if (reason := data.unavailable(ds, data_root))}
+    return experiments.records(spec, profile, results_root, datasets, seeds, overrides), gaps
+
+
+@dataclass
+class Results:
+    """The records a page shows for one experiment, and where they come from."""
+    spec: str
+    profile: str                # whose records these are
+    archived: bool              # read from the archive, never trained by this build
+    records: list
+    gaps: dict                  # dataset -> why it has no records
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def gap_label(self):
+        return "not archived" if self.archived else "no data"
+
+    @property
+    def missing(self):
+        return "not archived" if self.archived else "not run"
+
+    def source(self):
+        return source(self.records, self.profile, self.archived, self.overrides)
+
+
+def obtain(spec, profile, data_root=None, device=None, datasets=None, seeds=None, overrides=None,
+           results_root=None):
+    """The records of `spec` for a page under the book's `profile` (see `experiments.resolve`):
+    archived paper-profile records as they are, or the profile's, trained here where missing."""
+    overrides = experiments.check_overrides(overrides)
+    shown, may_train = experiments.resolve(spec, profile, results_root, datasets, seeds, overrides)
+    if may_train:
+        experiments.sweep(spec, shown, results_root=results_root, data_root=data_root, device=device,
+                          datasets=datasets, seeds=seeds, overrides=overrides)
+    recs, gaps = load(spec, shown, results_root, data_root, datasets, seeds, overrides)
+    if not may_train:       # the archive's own gaps: data sets it holds no record of
+        have = {r["config"]["dataset"] for r in recs}
+        gaps = {ds: f"not in the {shown}-profile archive" + (f"; {gaps[ds]}" if ds in gaps else "")
+                for ds in spec_datasets(spec, datasets) if ds not in have}
+    return Results(spec, shown, not may_train, recs, gaps, overrides)
+
+
+def device_of(record):
+    """The device a record was trained on, as its environment names it."""
+    env = record.get("environment") or {}
+    device, name = env.get("device") or "unknown device", env.get("device_name")
+    return f"{device} ({name})" if name else device
+
+
+def source(records, profile, archived=False, overrides=None):
+    """Where the numbers of `records` come from: profile, device(s) and date(s), in one sentence
+    (records written before they carried a date count as "unknown")."""
+    text = f"profile `{profile}`" + (", archived records not retrained by this build" if archived else "")
+    if not records:
+        return text + "; no runs."
+    dates = sorted({r["finished"][:10] for r in records if r.get("finished")})
+    undated = sum(1 for r in records if not r.get("finished"))
+    when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "unknown"
+    if dates and undated:
+        when += f" ({undated} of {len(records)} undated)"
+    text += (f"; {len(records)} runs on {', '.join(sorted({device_of(r) for r in records}))}, "
+             f"trained on {when}")
+    if overrides:
+        text += "; overrides " + ", ".join(f"`{k} = {v!r}`" for k, v in overrides.items())
+    return text + "."
+
+
+def overrides_note(overrides):
+    """Markdown stating a page's overrides (empty text when there are none)."""
+    if not overrides:
+        return ""
+    fields = ", ".join(f"`{k} = {v!r}`" for k, v in overrides.items())
+    return (f"```{{note}}\nThis page was built with overrides: {fields}. Every model on it has these "
+            "values instead of the experiment's (its runs are cached under their own keys).\n```")

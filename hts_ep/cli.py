@@ -2,12 +2,43 @@
 import argparse
 import dataclasses
 import itertools
+import logging
 import os
 import sys
 import time
 
 from .config import DATASETS, NUDGE_SCHEMES, SHARED_FIELDS, Config
 from .sampler import DISTRIBUTIONS
+
+
+log = logging.getLogger("hts_ep.cli")
+
+
+class StderrHandler(logging.StreamHandler):
+    """Log records to whatever sys.stderr is when they are emitted (a test may swap it)."""
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("hts-ep: %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+    def format(self, record):
+        text = super().format(record)
+        return text.replace("hts-ep: ", "hts-ep: warning: ", 1) if record.levelno == logging.WARNING else text
+
+
+def log_to_stderr():
+    """The package's progress and warnings (errors.py's rule) on the terminal, once."""
+    logger = logging.getLogger("hts_ep")
+    if not any(isinstance(h, StderrHandler) for h in logger.handlers):
+        logger.addHandler(StderrHandler())
+    logger.setLevel(logging.INFO)
 
 
 class UserError(Exception):
@@ -117,7 +148,7 @@ def cmd_sweep(args):
                         f"available here ({reasons})")
     if args.no_progress:            # else describe() has said so already
         for ds, reason in p.skipped.items():
-            print(f"hts-ep: warning: skipped {ds}: {reason}", file=sys.stderr)
+            log.warning("skipped %s: %s", ds, reason)
     others = len(p.missing) - len(p.trained)
     print(f"{args.spec}/{args.profile}: trained {len(p.trained)} models in "
           f"{time.perf_counter() - start:.0f} s; {len(p.cached)} were cached"
@@ -144,8 +175,8 @@ def cmd_table(args):
     # name each, and fail, so that neither a reader nor a script takes the table as whole.
     bad = experiments.problems(args.spec, args.profile)
     for path, reason in bad:
-        print(f"hts-ep: corrupted or incomplete record {path} ({reason}): left out of the table; "
-              f"`hts-ep sweep {args.spec} --profile {args.profile}` retrains it", file=sys.stderr)
+        log.warning("corrupted or incomplete record %s (%s): left out of the table; "
+                    "`hts-ep sweep %s --profile %s` retrains it", path, reason, args.spec, args.profile)
     return 1 if bad else 0
 
 
@@ -181,6 +212,7 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    log_to_stderr()
     from .data import DataMismatchError, DataMissingError
     from .distributed import SchedulerError
     from .experiments import SpecError

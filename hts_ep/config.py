@@ -131,6 +131,29 @@ PROVENANCE = {
 }
 
 
+# The model's structural choices that are not Config fields (docs/model.md), printed
+# beside PROVENANCE on the methods page.
+STRUCTURE = [
+    ("hidden activation", "leaky ReLU", "stated", "the paper names it"),
+    ("output activation", "logistic sigmoid", "stated", "the paper names it"),
+    ("data sets", "MNIST, KMNIST, Fashion-MNIST", "stated", "the paper's three benchmarks"),
+    ("hidden time steps", "one per hidden neuron; output layer scalar", "stated",
+     "heterogeneity in the hidden layer only"),
+    ("clipping", "to [eps_min, eps_max]", "stated", "the bounds' values are chosen (below)"),
+    ("form of the Euler step", "eps * (-s + activation(input))", "inferred",
+     "leaky-integrator form of the first author's earlier code"),
+    ("start of the free phase", "h = 0, o = 0", "inferred", "earlier code"),
+    ("update order", "synchronous (both layers read step t)", "inferred", "earlier code"),
+    ("learning rule", "pre(nudged) x (post(nudged) - post(free))", "inferred",
+     "predictive rule without prediction units, as in earlier code"),
+    ("time steps through training", "drawn once, kept fixed", "inferred", "not said otherwise"),
+    ("moment matching", "each family has mean mu and std sigma_eps before clipping", "chosen",
+     "the paper gives mean and std only"),
+    ("weight initialisation", "PyTorch nn.Linear default", "chosen", "not given"),
+    ("optimiser", "plain SGD, no momentum", "chosen", "not given"),
+]
+
+
 def check_ensemble(configs):
     """The models of one ensemble must share shapes and loop lengths."""
     if not configs:

@@ -15,8 +15,9 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 import os
-import sys
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ SPEC_DIR = Path(os.environ.get("HTS_EP_SPECS") or (REPO / "experiments" if CHECK
                                                    else Path(__file__).resolve().parent / "experiments_data"))
 RESULTS = Path(os.environ.get("HTS_EP_RESULTS") or (REPO / "results" if CHECKOUT else Path.cwd() / "results"))
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
+log = logging.getLogger(__name__)
 PROFILE_KEYS = {"description", "seeds", "epochs", "train_subset", "test_subset"}
 
 # Measured on the project's 2-core CPU (fused kernel): one model, one
@@ -219,7 +221,10 @@ class Store:
         return record
 
     def put(self, record):
+        # `finished`: when the record was written (UTC); records written before this field
+        # existed lack it, and the book shows their date as unknown.
         record = dict(record, profile=self.profile, key=key(Config(**record["config"])))
+        record.setdefault("finished", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         write_json(self.dir / f"{record['key']}.json", record)
 
     def checkpoint(self, configs):
@@ -352,17 +357,72 @@ class Plan:
         return total
 
 
-def grid_configs(spec, profile, datasets=None, seeds=None):
-    """The spec's configs under `profile`, optionally for some data sets and other seeds only."""
+# Config fields that `overrides` may not set: other parameters of the book choose them.
+NOT_OVERRIDABLE = {"seed": "seeds", "dataset": "datasets"}
+
+
+def check_overrides(overrides):
+    """`overrides` (Config fields to values; a YAML or Python mapping as text is read as one)
+    as a checked dict, or SpecError naming the parameter, the field and what it allows."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, str):
+        try:
+            overrides = yaml.safe_load(overrides) if overrides.strip() else {}
+        except yaml.YAMLError:
+            overrides = None
+        if not isinstance(overrides, dict):
+            raise SpecError("overrides: not a mapping of Config fields to values; allowed: e.g. "
+                            "{'sigma_eps': 0.05, 'beta': 0.2}")
+    if not isinstance(overrides, dict):
+        raise SpecError(f"overrides={overrides!r} is a {type(overrides).__name__}; allowed: a mapping of "
+                        "Config fields to values, e.g. {'sigma_eps': 0.05, 'beta': 0.2}")
+    for name in overrides:
+        if name in NOT_OVERRIDABLE:
+            raise SpecError(f"overrides: {name!r} is chosen by the parameter {NOT_OVERRIDABLE[name]!r}, "
+                            "not by overrides")
+        if name not in CONFIG_FIELDS:
+            raise SpecError(f"overrides: unknown Config field {name!r}; allowed: "
+                            f"{', '.join(sorted(CONFIG_FIELDS - set(NOT_OVERRIDABLE)))}")
+    try:
+        Config(**overrides)                 # the types and ranges Config checks
+    except ValueError as error:
+        raise SpecError(f"overrides: {error}") from None
+    return dict(overrides)
+
+
+def apply_overrides(configs, overrides, where="overrides"):
+    """`configs` with the fields of `overrides` replaced; configs that become equal are kept once
+    (an override of a grid axis collapses that axis to its one value)."""
+    overrides = check_overrides(overrides)
+    if not overrides:
+        return list(configs)
+    out, seen = [], set()
+    for c in configs:
+        try:
+            c = c.replace(**overrides)
+            data.check_config(c)
+        except ValueError as error:
+            raise SpecError(f"{where}: {error}") from None
+        if key(c) not in seen:
+            seen.add(key(c))
+            out.append(c)
+    return out
+
+
+def grid_configs(spec, profile, datasets=None, seeds=None, overrides=None):
+    """The spec's configs under `profile`, optionally for some data sets, other seeds only and
+    with some Config fields replaced (`overrides`)."""
     prof = dict(load_profile(profile))
     if seeds is not None:
         prof["seeds"] = list(seeds)
-    return [c for c in spec.configs(prof) if datasets is None or c.dataset in datasets]
+    configs = [c for c in spec.configs(prof) if datasets is None or c.dataset in datasets]
+    return apply_overrides(configs, overrides)
 
 
-def plan(spec_name, profile, results_root=None, data_root=None, datasets=None, seeds=None):
+def plan(spec_name, profile, results_root=None, data_root=None, datasets=None, seeds=None, overrides=None):
     spec = load_spec(spec_name)
-    configs = grid_configs(spec, profile, datasets, seeds)
+    configs = grid_configs(spec, profile, datasets, seeds, overrides)
     store = Store(profile, results_root)
     skipped = {}
     for ds in sorted({c.dataset for c in configs}):
@@ -388,16 +448,17 @@ def describe(p):
 
 def sweep(spec_name, profile, results_root=None, data_root=None, device=None, threads=None,
           max_group=20, workers=None, scheduler=None, progress=True, connect_timeout=10,
-          datasets=None, seeds=None):
+          datasets=None, seeds=None, overrides=None):
     """Train every missing record of the spec under the profile; return the plan that was run
     (its `trained`: the keys this call trained; others may have been trained meanwhile by
     another sweep into the same store).
 
     `datasets` restricts the sweep to some of the spec's data sets, `seeds`
-    replaces the profile's seeds (None: all of them, the profile's)."""
-    p = plan(spec_name, profile, results_root, data_root, datasets, seeds)
+    replaces the profile's seeds (None: all of them, the profile's), `overrides`
+    replaces Config fields in every model of the grid (new keys: trained and cached apart)."""
+    p = plan(spec_name, profile, results_root, data_root, datasets, seeds, overrides)
     if progress:
-        print(describe(p), flush=True)
+        log.info("%s", describe(p))
     Store(profile, results_root).tidy()
     if not p.missing:
         return p
@@ -434,9 +495,8 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
                 else:
                     p.trained += done
             for g in deferred:
-                print(f"waiting for another process that holds {len(g)} models of {spec_name}/{profile} "
-                      f"(locks in {Store(profile, args['results_root']).dir / 'locks'})",
-                      file=sys.stderr, flush=True)
+                log.info("waiting for another process that holds %d models of %s/%s (locks in %s)",
+                         len(g), spec_name, profile, Store(profile, args["results_root"]).dir / "locks")
                 step = (lambda records, n=len(g): bar.update(n)) if bar is not None else None
                 p.trained += run_group(g, profile, on_epoch=step, wait=True, **args)
     finally:
@@ -445,20 +505,60 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     return p
 
 
-def records(spec_name, profile, results_root=None, datasets=None, seeds=None):
+def records(spec_name, profile, results_root=None, datasets=None, seeds=None, overrides=None):
     """The complete records of the spec under the profile (missing ones left out)."""
     store = Store(profile, results_root)
     out = []
-    for c in grid_configs(load_spec(spec_name), profile, datasets, seeds):
+    for c in grid_configs(load_spec(spec_name), profile, datasets, seeds, overrides):
         r = store.get(c)
         if r is not None:
             out.append(r)
     return out
 
 
-def problems(spec_name, profile, results_root=None, datasets=None, seeds=None):
+def problems(spec_name, profile, results_root=None, datasets=None, seeds=None, overrides=None):
     """[(path, reason)] for the records of the spec that exist but are corrupted or incomplete."""
     store = Store(profile, results_root)
-    for c in grid_configs(load_spec(spec_name), profile, datasets, seeds):
+    for c in grid_configs(load_spec(spec_name), profile, datasets, seeds, overrides):
         store.get(c)
     return store.problems
+
+
+# -- which profile the book shows -------------------------------------------------
+
+# The book's default mode (`python -m hts_ep.book --profile archive`): for each experiment,
+# the paper profile's archived records (results/paper/) wherever it has any, never trained
+# here, else the quick profile, trained where missing. Not a profile of profiles.yaml.
+ARCHIVE = "archive"
+ARCHIVED, FALLBACK = "paper", "quick"
+
+
+def book_profiles():
+    """The names the book's --profile accepts: every profile, and ARCHIVE."""
+    return [*load_profiles(), ARCHIVE]
+
+
+def check_book_profile(profile):
+    """SpecError unless the book can be built under `profile`."""
+    if profile == ARCHIVE:
+        return
+    if profile not in load_profiles():
+        raise SpecError(f"unknown profile {profile!r}; allowed: {', '.join(map(str, book_profiles()))}")
+    load_profile(profile)
+
+
+def compute_profile(profile):
+    """The profile whose scale a notebook uses for what it computes itself (no records)."""
+    return FALLBACK if profile == ARCHIVE else profile
+
+
+def resolve(spec_name, profile, results_root=None, datasets=None, seeds=None, overrides=None):
+    """(profile whose records the book shows for the spec, whether missing ones may be trained).
+
+    Under ARCHIVE: the paper profile, read only, if the archive holds any record of the
+    spec as selected (data sets, seeds, overrides); otherwise the quick profile."""
+    if profile != ARCHIVE:
+        return profile, True
+    if records(spec_name, ARCHIVED, results_root, datasets, seeds, overrides):
+        return ARCHIVED, False
+    return FALLBACK, True

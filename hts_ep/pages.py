@@ -1,0 +1,123 @@
+"""The book's generated pages (book/generated/, gitignored): the provenance table
+from `hts_ep.config`, the experiments and profiles from their spec files, and the
+software versions of the build. Nothing on them is typed by hand."""
+import dataclasses
+import platform
+import subprocess
+from pathlib import Path
+
+from .errors import BookError
+from .mathjax import MATHJAX_VERSION
+
+REPO = Path(__file__).resolve().parent.parent
+GENERATED = REPO / "book" / "generated"
+
+
+def rel(path):
+    """A path relative to the repository where it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def md_table(header, rows):
+    esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def provenance_markdown():
+    from .config import PROVENANCE, STRUCTURE, Config
+    defaults = Config()
+    rows = []
+    for f in dataclasses.fields(Config):
+        if f.name not in PROVENANCE:
+            raise BookError(f"Config.{f.name} has no entry in hts_ep.config.PROVENANCE: say where its value "
+                            "comes from (stated, inferred or chosen) before the book can print it")
+        cls, note = PROVENANCE[f.name]
+        rows.append((f"`{f.name}`", f"`{getattr(defaults, f.name)}`", f"**{cls}**", note))
+    counts = {k: sum(r[2] == f"**{k}**" for r in rows) for k in ("stated", "inferred", "chosen")}
+    text = ("Every field of `hts_ep.Config` with its default, generated from "
+            "`hts_ep.config.PROVENANCE` when the book was built "
+            f"({counts['stated']} stated, {counts['inferred']} inferred, {counts['chosen']} chosen):\n\n")
+    text += md_table(("parameter", "default", "provenance", "note"), rows)
+    text += "\nThe model's structure, from the design card (`model.md`):\n\n"
+    text += md_table(("element", "choice", "provenance", "note"),
+                     [(a, b, f"**{c}**", d) for a, b, c, d in STRUCTURE])
+    return text
+
+
+def profiles_markdown():
+    from . import experiments
+    rows = []
+    for name, p in experiments.load_profiles().items():
+        rows.append((f"`{name}`", ", ".join(map(str, p["seeds"])), p["epochs"],
+                     p["train_subset"] or "all", p["test_subset"] or "all", p.get("description", "")))
+    return md_table(("profile", "seeds", "epochs", "training samples", "test samples", "purpose"), rows)
+
+
+def experiments_markdown():
+    """The page listing every experiment spec and profile, read from the spec folder
+    (experiments/ or $HTS_EP_SPECS) when the book is built: nothing in it is typed by hand."""
+    import math
+    from . import experiments
+    profiles = experiments.load_profiles()
+    lines = ["# Experiments and profiles", "",
+             "Every experiment the book runs, as declared in its spec file, and every profile that "
+             f"scales it; generated from `{rel(experiments.SPEC_DIR)}/` when this book was built. "
+             "A spec is a grid over `hts_ep.Config` fields (the product of its axes, times the "
+             "profile's seeds); fields it does not set keep the defaults of the provenance table "
+             "on the methods page.", "", "## Profiles", "", profiles_markdown()]
+    for name in experiments.spec_names():
+        try:
+            spec = experiments.load_spec(name)
+        except experiments.SpecError as error:
+            raise BookError(f"the experiments page cannot list spec {name!r}: {error}") from None
+        cells = math.prod(len(v) for v in spec.grid.values())
+        lines += ["", f"## `{name}`", ""]
+        if spec.description:
+            lines += [" ".join(spec.description.split()), ""]
+        lines += [f"File `{rel(Path(spec.path))}`; {cells} configurations per seed.", ""]
+        show = lambda v: ", ".join(  # noqa: E731
+            "(" + ", ".join(map(str, x)) + ")" if isinstance(x, list) else str(x) for x in v)
+        rows = [(f"`{axis}`", show(values)) for axis, values in spec.grid.items()]
+        rows += [(f"`{k}` (fixed)", show([v])) for k, v in spec.fixed.items()]
+        lines += [md_table(("axis", "values"), rows)]
+        lines += [md_table(("profile", "models", "run it"),
+                           [(f"`{p}`", cells * len(prof.get("seeds") or []),
+                             f"`hts-ep sweep {name} --profile {p}`") for p, prof in profiles.items()])]
+    return "\n".join(lines)
+
+
+def versions_markdown(profile, parameters):
+    from importlib.metadata import PackageNotFoundError, version
+    rows = [("python", platform.python_version()), ("platform", platform.platform())]
+    for pkg in ("hts-ep", "torch", "numpy", "pandas", "matplotlib", "papermill", "jupyter-book",
+                "myst-nb", "sphinx", "dask", "distributed"):
+        try:
+            rows.append((pkg, version(pkg)))
+        except PackageNotFoundError:
+            rows.append((pkg, "not installed"))
+    rows.append(("MathJax (local)", MATHJAX_VERSION))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
+                               text=True).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except OSError:
+        commit = "unknown"
+    rows.append(("git commit", commit))
+    params = ", ".join(f"`{k}={v!r}`" for k, v in parameters.items()) or "none"
+    return (f"This build: profile `{profile}`, notebook parameters {params}.\n\n"
+            + md_table(("software", "version"), rows))
+
+
+def write_generated(profile, parameters, generated=GENERATED):
+    generated.mkdir(parents=True, exist_ok=True)
+    (generated / "provenance.md").write_text(provenance_markdown())
+    (generated / "profiles.md").write_text(profiles_markdown())
+    (generated / "experiments.md").write_text(experiments_markdown())
+    (generated / "versions.md").write_text(versions_markdown(profile, parameters))
