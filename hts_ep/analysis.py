@@ -209,7 +209,7 @@ def gain_verdict(row, paper):
     sign = ("above zero" if row.ci_low > 0 else "below zero" if row.ci_high < 0 else "an interval that holds zero")
     inside = "inside" if row.ci_low <= paper <= row.ci_high else "outside"
     return (f"{row.gain:+.2f} points, 95% interval [{row.ci_low:+.2f}, {row.ci_high:+.2f}] over "
-            f"{row.seeds} seeds ({sign}; the paper's {paper:+.2f} lies {inside} it)")
+            f"{int(row.seeds)} seeds ({sign}; the paper's {paper:+.2f} lies {inside} it)")
 
 
 def seed_std_columns(records, datasets=("mnist", "kmnist", "fashion-mnist")):
@@ -363,6 +363,7 @@ def obtain(spec, profile, data_root=None, device=None, datasets=None, seeds=None
         experiments.sweep(spec, shown, results_root=results_root, data_root=data_root, device=device,
                           datasets=datasets, seeds=seeds, overrides=overrides)
     recs, gaps = load(spec, shown, results_root, data_root, datasets, seeds, overrides)
+    gaps = {ds: public(reason, data_root) for ds, reason in gaps.items()}
     if not may_train:       # the archive's own gaps: data sets it holds no record of
         have = {r["config"]["dataset"] for r in recs}
         gaps = {ds: f"not in the {shown}-profile archive" + (f"; {gaps[ds]}" if ds in gaps else "")
@@ -380,7 +381,7 @@ def device_of(record):
 def source(records, profile, archived=False, overrides=None):
     """Where the numbers of `records` come from: profile, device(s) and date(s), in one sentence
     (records written before they carried a date count as "unknown")."""
-    text = f"profile `{profile}`" + (", archived records not retrained by this build" if archived else "")
+    text = f"profile {profile}" + (", archived records not retrained by this build" if archived else "")
     if not records:
         return text + "; no runs."
     dates = sorted({r["finished"][:10] for r in records if r.get("finished")})
@@ -391,14 +392,33 @@ def source(records, profile, archived=False, overrides=None):
     text += (f"; {len(records)} runs on {', '.join(sorted({device_of(r) for r in records}))}, "
              f"trained on {when}")
     if overrides:
-        text += "; overrides " + ", ".join(f"`{k} = {v!r}`" for k, v in overrides.items())
+        text += "; overrides " + ", ".join(f"{k} = {v!r}" for k, v in overrides.items())
     return text + "."
 
 
-def overrides_note(overrides):
-    """Markdown stating a page's overrides (empty text when there are none)."""
+def computed_here(device, profile):
+    """Where a page's own measurement (no records) comes from: this build, its device and date."""
+    import datetime
+
+    import torch
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    return (f"computed by this build on {when}, on {device} ({torch.get_num_threads()} threads), "
+            f"at the scale of profile {profile}.")
+
+
+def overrides_note(overrides, varied=()):
+    """Markdown stating a page's overrides (empty text when there are none); `varied`: fields
+    the page sets per model itself, which the overrides do not change there."""
     if not overrides:
         return ""
     fields = ", ".join(f"`{k} = {v!r}`" for k, v in overrides.items())
+    kept = [k for k in overrides if k in varied]
     return (f"```{{note}}\nThis page was built with overrides: {fields}. Every model on it has these "
-            "values instead of the experiment's (its runs are cached under their own keys).\n```")
+            "values instead of the experiment's (its runs are cached under their own keys)"
+            + (f", except {', '.join(f'`{k}`' for k in kept)}, which this page varies itself" if kept else "")
+            + ".\n```")
+
+
+def public(reason, data_root=None):
+    """A gap's reason without the build machine's data path."""
+    return reason.replace(str(data.data_root(data_root)), "the data folder") if reason else reason
