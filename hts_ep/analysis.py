@@ -71,6 +71,8 @@ def finals(records):
 def fmt(mean, std):
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
+    if std is None or std != std:             # a single run has no spread: say so, never "± nan"
+        return f"{mean:.2f} (1 run, no spread)"
     return f"{mean:.2f} ± {std:.2f}"
 
 

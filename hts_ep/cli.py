@@ -160,8 +160,6 @@ def cmd_table(args):
     recs, gaps = analysis.load(args.spec, args.profile, data_root=args.data_root)
     if args.spec == "table1":
         frame = analysis.table1(recs, gaps=gaps)[0]
-        # A cell left with one run has no spread: say so rather than print "± nan".
-        frame = frame.map(lambda v: v.replace("± nan", "(1 run, no spread)") if isinstance(v, str) else v)
     else:
         frame = analysis.by_grid_point(recs, args.spec)     # every axis of the grid kept apart
     if args.format == "csv":

@@ -555,10 +555,16 @@ def compute_profile(profile):
 def resolve(spec_name, profile, results_root=None, datasets=None, seeds=None, overrides=None):
     """(profile whose records the book shows for the spec, whether missing ones may be trained).
 
-    Under ARCHIVE: the paper profile, read only, if the archive holds any record of the
-    spec as selected (data sets, seeds, overrides); otherwise the quick profile."""
+    Under ARCHIVE: the paper profile, read only, if the archive covers every point of the
+    spec's grid (at least one seed each) for at least one of its selected data sets; otherwise
+    the quick profile. A few records that other experiments share with this one (the same
+    configuration) therefore do not make it archived, and one page never mixes profiles."""
     if profile != ARCHIVE:
         return profile, True
-    if records(spec_name, ARCHIVED, results_root, datasets, seeds, overrides):
-        return ARCHIVED, False
-    return FALLBACK, True
+    store = Store(ARCHIVED, results_root)
+    points = {}                     # (dataset, configuration but its seed) -> any record of it?
+    for c in grid_configs(load_spec(spec_name), ARCHIVED, datasets, seeds, overrides):
+        point = (c.dataset, key(c.replace(seed=0)))
+        points[point] = points.get(point, False) or store.get(c) is not None
+    covered = {ds for ds, _ in points} - {ds for (ds, _), have in points.items() if not have}
+    return (ARCHIVED, False) if covered else (FALLBACK, True)
