@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, for a machine with CUDA, PyTorch and Triton
 # already installed (no data needed: the benchmark falls back to random
-# inputs). About 3 minutes on an H200, compilation included.
+# inputs). How long it takes on a GPU has not been measured yet.
 #
 #   bash benchmarks/gpu_check.sh [python]      # logs also go to $OUT if set
 #

@@ -20,3 +20,19 @@ def text_progress():
     import tqdm
     import tqdm.auto
     tqdm.auto.tqdm = tqdm.tqdm
+
+
+def publish(fig, name, legend_from=None, top=None):
+    """Lay out `fig`, glue it under `name` for the page's {glue:figure}, and close it.
+
+    `legend_from`: an axes whose handles make one legend for the whole figure, above `top`
+    (the fraction of the height left to the panels)."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+    if legend_from is not None:
+        handles, labels = legend_from.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=4, bbox_to_anchor=(0.5, 1.0), fontsize=7.5)
+    fig.tight_layout(rect=(0, 0, 1, top) if top else None)
+    glue(name, fig, display=False)
+    plt.close(fig)
+

@@ -25,10 +25,9 @@ PAGES = ["01-time-steps", "02-table1", "03-learning-curves", "04-stability", "05
 FIGURE_PAGES = ["01-time-steps", "03-learning-curves", "04-stability", "05-relaxation", "07-timing", "08-gradients"]
 
 
-@pytest.fixture(scope="module")
-def html(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("book")
-    # A copy of the book sources, so that the build never touches the working tree's book/generated/
+def build_smoke(tmp, *parameters):
+    """Build a copy of the book sources (never the working tree's book/generated/) at the smoke
+    profile into a store of its own under `tmp`; the HTML folder."""
     src = tmp / "src"
     src.mkdir()
     for name in ("_config.yml", "_toc.yml"):
@@ -36,12 +35,34 @@ def html(tmp_path_factory):
     shutil.copytree(REPO / "notebooks", src / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     shutil.copytree(REPO / "book", src / "book", ignore=shutil.ignore_patterns("generated", "_vendor"))
     env = dict(os.environ, HTS_EP_RESULTS=str(tmp / "results"), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "hts_ep.book", "--profile", "smoke", "--root", str(src)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    args = ["--parameters", *parameters] if parameters else []
+    done = subprocess.run([sys.executable, "-m", "hts_ep.book", "--profile", "smoke", "--root", str(src), *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, f"book build failed:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
     out = src / "_build" / "html"
     assert (out / "index.html").exists()
     return out
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory):
+    return build_smoke(tmp_path_factory.mktemp("book"))
+
+
+def test_builds_with_one_data_set_and_one_other_seed(tmp_path):
+    # every glue key exists whatever rows exist: one data set, a seed the smoke profile does not have
+    out = build_smoke(tmp_path, "datasets=['fashion-mnist']", "seeds=[3]")
+    rows = side_by_side_rows(re.findall(r"<table.*?</table>", page(out, "book/generated/02-table1"), flags=re.S)[0])
+    for dataset, _, ours, _ in rows:
+        for cell in ours:
+            if dataset == "Fashion-MNIST":
+                assert re.match(r"\d+\.\d\d \(1 run, no spread\)|diverged", cell), cell
+            else:
+                assert cell == "gap: not run", (dataset, cell)
+    seeds = {json.loads(f.read_text())["config"]["seed"] for f in (tmp_path / "results" / "smoke").glob("*.json")}
+    assert seeds == {3}
+    intro = " ".join(text_of(page(out, "book/intro")).split())
+    assert "from a single seed, which gives no interval" in intro
 
 
 def page(html, name):
@@ -140,6 +161,7 @@ def test_glued_numbers_resolved(html):
     intro = text_of(page(html, "book/intro"))
     assert "{glue" not in intro and "glue:text" not in intro
     assert re.search(r"profile:\s*1 epoch", " ".join(intro.split()))
+    assert re.search(r"Table 1.s runs: profile smoke; \d+ runs on cpu, trained on \d{4}-\d\d-\d\d", " ".join(intro.split()))
 
 
 def test_provenance_table_lists_every_field(html):

@@ -7,7 +7,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-PARAMETERS = {"profile", "datasets", "seeds", "device", "data_root"}
+# What every notebook that trains or reads records takes; `overrides` every notebook takes.
+PARAMETERS = {"profile", "seeds", "device", "data_root", "overrides"}
 
 
 def test_there_are_notebooks():
@@ -25,12 +26,30 @@ def test_no_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_parameters_cell(path):
-    from hts_ep.book import notebook_parameters
+    from hts_ep.runner import notebook_parameters
     nb = json.loads(path.read_text())
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
-    assert PARAMETERS <= notebook_parameters(path)
-    assert 'profile = "quick"' in "".join(tagged[0]["source"])
+    declared = notebook_parameters(path)
+    assert "overrides" in declared and "overrides = {}" in "".join(tagged[0]["source"])
+    if "profile" in declared:
+        assert PARAMETERS <= declared
+        assert 'profile = "quick"' in "".join(tagged[0]["source"])
+
+
+def names_read(source):
+    import ast
+    return {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_declared_parameter_is_used(path):
+    from hts_ep.runner import notebook_parameters
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    later = [c for c in cells if "parameters" not in c.get("metadata", {}).get("tags", [])]
+    read = set().union(*(names_read("".join(c["source"])) for c in later))
+    unused = notebook_parameters(path) - read
+    assert not unused, f"{path.name} declares parameters it never reads: {sorted(unused)}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
