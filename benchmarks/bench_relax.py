@@ -214,7 +214,7 @@ def bench(M, args, device):
         mem["plain", "predict"] = peak_bytes(
             lambda: states.update(plain=plain.phase(plain.drive(xt), *plain.zero_state(xt), plain.t_free)), device)
         d, o = ens.drive(xt), ens.zero_state(xt.shape[1])[1]
-        path = ("fused C++ kernel" if fused.supports(d, o) else "Triton kernel" if gpu.supports(d, o)
+        path = ("fused C++ kernel" if fused.supports(d, o, ens.slope) else "Triton kernel" if gpu.supports(d, o)
                 else "PyTorch path (relax_torch)")
     (h, o, _), (hp, op) = states["fast"], states["plain"]
     dh, do = (h - hp).abs().max().item(), (o - op).abs().max().item()

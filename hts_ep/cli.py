@@ -133,7 +133,10 @@ def cmd_sweep(args):
         raise UserError(f"--max-group={args.max_group} must be >= 1")
     check_threads(args.threads)
     if args.dry_run:
-        print(experiments.describe(experiments.plan(args.spec, args.profile, data_root=args.data_root)))
+        from .train import check_device
+        check_device(args.device)
+        print(experiments.describe(experiments.plan(args.spec, args.profile, data_root=args.data_root),
+                                   args.device, args.threads))
         return
     if not (args.workers or args.scheduler):
         set_threads(args.threads)

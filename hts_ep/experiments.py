@@ -39,13 +39,6 @@ CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
 log = logging.getLogger(__name__)
 PROFILE_KEYS = {"description", "seeds", "epochs", "train_subset", "test_subset"}
 
-# Measured on the project's 2-core CPU (fused kernel): one model, one
-# 256-sample batch of 137 steps with its update; one sample evaluated (125
-# steps). Used only for the dry run's estimate, which is therefore that
-# machine's time: `make bench` measures the speed of yours.
-SECONDS_PER_TRAIN_SAMPLE = 7.0 / 60000
-SECONDS_PER_TEST_SAMPLE = 1.0 / 10000
-
 
 class SpecError(ValueError):
     """A spec, profile or grid that cannot be run; the message says why."""
@@ -348,13 +341,10 @@ class Plan:
     problems: list
     trained: list = field(default_factory=list)     # keys this process trained (sweep)
 
-    def estimate_seconds(self):
-        total = 0.0
-        for c in self.missing:
-            n_train = c.train_subset or 60000
-            n_test = c.test_subset or 10000
-            total += c.epochs * (n_train * SECONDS_PER_TRAIN_SAMPLE + n_test * SECONDS_PER_TEST_SAMPLE)
-        return total
+    def estimate_seconds(self, device=None, threads=None):
+        """Seconds the missing models take on this machine (hts_ep.speed measures it once)."""
+        from . import speed
+        return speed.estimate_seconds(self.missing, device, threads)
 
 
 # Config fields that `overrides` may not set: other parameters of the book choose them.
@@ -436,9 +426,25 @@ def plan(spec_name, profile, results_root=None, data_root=None, datasets=None, s
     return Plan(spec, profile, cached, todo, skipped, store.problems)
 
 
-def describe(p):
-    lines = [f"{p.spec.name} / {p.profile}: {len(p.cached)} cached, {len(p.missing)} to train"
-             f" (estimated {p.estimate_seconds() / 60:.1f} min on one 2-core CPU)"]
+def describe(p, device=None, threads=None):
+    """The plan in words, with the time the missing models take, measured on this machine
+    (`device` and `threads` as the sweep will use them)."""
+    line = f"{p.spec.name} / {p.profile}: {len(p.cached)} cached, {len(p.missing)} to train"
+    if p.missing:
+        import torch
+        from .network import default_device
+        where = torch.device(device) if device is not None else default_device()
+        threads = threads or torch.get_num_threads()
+        try:
+            seconds = p.estimate_seconds(where, threads)
+        except (RuntimeError, AssertionError) as error:     # e.g. a device torch cannot use here
+            line += f" (no estimate: {str(error).splitlines()[0]})"
+        else:
+            unit = f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
+            line += (f" (estimated {unit} here: {where.type}"
+                     + (f", {threads} threads" if where.type == "cpu" else "")
+                     + ", from a measurement of this machine)")
+    lines = [line]
     for ds, reason in p.skipped.items():
         lines.append(f"skipped {ds}: {reason}")
     for path, reason in p.problems:
@@ -458,7 +464,7 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     replaces Config fields in every model of the grid (new keys: trained and cached apart)."""
     p = plan(spec_name, profile, results_root, data_root, datasets, seeds, overrides)
     if progress:
-        log.info("%s", describe(p))
+        log.info("%s", describe(p, device, threads))
     Store(profile, results_root).tidy()
     if not p.missing:
         return p

@@ -91,7 +91,7 @@ class Ensemble:
         kernel (gpu.py): same arithmetic, summed in another order;
         `trace`, a list, collects the residual of every step (PyTorch path only).
         """
-        if trace is None and fused.supports(drive, o):
+        if trace is None and fused.supports(drive, o, self.slope):
             return fused.relax(self, drive, h, o, steps, y)
         if trace is None and gpu.supports(drive, o):
             result = gpu.relax(self, drive, h, o, steps, y)

@@ -24,23 +24,61 @@ def inputs(ens, batch, seed=0):
 
 
 def both_paths(ens, d, h, o, steps, y=None):
-    assert fused.supports(d, o)
+    assert fused.supports(d, o, ens.slope)
     return ens.relax(d, h, o, steps, y=y), ens.relax_torch(d, h, o, steps, y=y)
 
 
 @needs_kernel
-@pytest.mark.parametrize("n_hidden", [16, 48, 160, 1024])  # tail blocks only, 8 + 2, 8 x 8 blocks of 16
-def test_kernel_equals_pytorch_path(n_hidden):
+# Hidden sizes: single vectors only, register blocks and a tail, two tiles of 512.
+# Batches: one partial group (3 samples in a register block, 2 alone), and 2 full
+# groups of 16 plus a partial one: every way the kernel splits a batch.
+@pytest.mark.parametrize("n_hidden,batch", [(16, 5), (48, 5), (160, 37), (1024, 5), (1024, 37)])
+def test_kernel_equals_pytorch_path(n_hidden, batch):
     ens = ensemble(n_hidden)
-    x, y = inputs(ens, 5)
+    x, y = inputs(ens, batch)
     d = ens.drive(x)
-    fast, ref = both_paths(ens, d, *ens.zero_state(5), 40)
+    fast, ref = both_paths(ens, d, *ens.zero_state(batch), 40)
     for u, v in zip(fast, ref):
         assert (u - v).abs().max() < 1e-5
     fast_n, ref_n = both_paths(ens, d, fast[0], fast[1], 7, y=y)
     for u, v in zip(fast_n, ref_n):
         assert (u - v).abs().max() < 1e-5
     assert (fast[2] > 0).all()          # a residual per model, of the last step
+
+
+def float64_free_phase(ens, d):
+    """A full free phase from zero, model.md's update written out in float64."""
+    W2, b2 = ens.W2.double(), ens.b2.double()
+    eps_h, eps_o, gamma = ens.eps_hidden.double(), ens.eps_out.double(), ens.gamma.double()
+    d = d.double()
+    h = torch.zeros(d.shape, dtype=torch.float64)
+    o = torch.zeros(*d.shape[:2], W2.shape[1], dtype=torch.float64)
+    for _ in range(ens.t_free):
+        z_h = d + gamma * o @ W2
+        z_o = h @ W2.transpose(1, 2) + b2.unsqueeze(1)
+        h, o = h + eps_h * (F.leaky_relu(z_h, ens.slope) - h), o + eps_o * (torch.sigmoid(z_o) - o)
+    return h, o
+
+
+@pytest.mark.parametrize("path", ["fused", "torch"])
+def test_full_free_phase_equals_float64_reference(path):
+    """The paper's network (784-1024-10), 125 free steps: every CPU path within 1e-5 of float64.
+    (The Triton kernel's own check is in test_gpu.py.)"""
+    if path == "fused" and not fused.available():
+        pytest.skip("fused CPU kernel could not be built here")
+    configs = [Config(distribution=dist, seed=s) for dist, s in [("gamma", 0), ("scalar", 1)]]
+    ens = Ensemble(configs, device="cpu")
+    x = torch.rand(2, 19, 784, generator=torch.Generator().manual_seed(0))
+    d = ens.drive(x)
+    h0, o0 = ens.zero_state(19)
+    if path == "fused":
+        assert fused.supports(d, o0, ens.slope)
+        h, o, _ = ens.relax(d, h0, o0, ens.t_free)
+    else:
+        h, o, _ = ens.relax_torch(d, h0, o0, ens.t_free)
+    H, O = float64_free_phase(ens, d)
+    assert H.abs().max() > 0.1          # states far from zero: a real check of 1e-5
+    assert (h.double() - H).abs().max() < 1e-5 and (o.double() - O).abs().max() < 1e-5
 
 
 @needs_kernel

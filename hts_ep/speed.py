@@ -1,0 +1,129 @@
+"""How fast this machine trains and evaluates: measured, cached, used for estimates.
+
+`hts-ep sweep --dry-run` says how long the missing models will take. The
+answer must be this machine's, not the one the project was developed on, so
+it comes from a short measurement: a few training batches and one evaluation
+batch of a small ensemble, on the device and with the threads the sweep would
+use. The result is cached in the user cache (`speed.json`), keyed by
+everything that changes it (CPU, device, threads, torch, kernel, network
+shape), so only the first dry run on a machine pays the few seconds it takes.
+"""
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+
+from . import data, fused, gpu
+from .network import Ensemble, default_device
+from .train import EVAL_BATCH
+
+log = logging.getLogger(__name__)
+MODELS = 4          # ensemble size measured: per-model cost is flat from here up (bench_relax.py)
+TRAIN_BATCHES = 3   # timed after one warm-up batch (kernel build or load, caches)
+
+
+def cache_path():
+    return data.cache_dir() / "speed.json"
+
+
+def cpu_name():
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                     if line.startswith("model name")), platform.processor())
+        flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+        return f"{name} [{hashlib.sha1(flags.encode()).hexdigest()[:8]}]"
+    return platform.processor() or platform.machine()
+
+
+def machine_key(config, device, threads):
+    """Everything the rates depend on, as one string."""
+    device = torch.device(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    shape = (config.n_in, config.n_hidden, config.n_out, config.t_free, config.t_nudge, config.batch_size)
+    kernel = (f"fused={fused.source_tag()}:{fused.available()}" if device.type == "cpu"
+              else f"triton={gpu.available()}")
+    return f"{device.type}|{where}|threads={threads}|torch={torch.__version__}|{kernel}|shape={shape}"
+
+
+def measure(config, device=None, models=MODELS):
+    """Seconds per model and sample: {"train": ..., "test": ...} for ensembles like `config`'s."""
+    device = torch.device(device) if device is not None else default_device()
+    ens = Ensemble([config.replace(seed=s) for s in range(models)], device=device)
+    g = torch.Generator().manual_seed(0)
+    B = config.batch_size
+    x = torch.rand(models, B, config.n_in, generator=g).to(device)
+    y = F.one_hot(torch.randint(0, config.n_out, (models, B), generator=g), config.n_out).float().to(device)
+    xt = torch.rand(EVAL_BATCH, config.n_in, generator=g).to(device).expand(models, -1, -1)
+
+    def timed(f, n):
+        """The fastest of n calls after a warm-up: what the machine can do, not its worst moment."""
+        f()
+        best = math.inf
+        for _ in range(n):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            f()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    train = timed(lambda: ens.train_step(x, y), TRAIN_BATCHES)
+    test = timed(lambda: ens.predict(xt), 2)
+    return {"train": train / (models * B), "test": test / (models * EVAL_BATCH)}
+
+
+def rates(config, device=None, threads=None):
+    """`measure`'s result for this machine, from the cache or measured now (and cached)."""
+    device = torch.device(device) if device is not None else default_device()
+    threads = threads or torch.get_num_threads()
+    key = machine_key(config, device, threads)
+    path = cache_path()
+    try:
+        cached = json.loads(path.read_text())
+        if not isinstance(cached, dict):
+            cached = {}
+    except (OSError, ValueError):            # none yet, or unreadable: measure again
+        cached = {}
+    entry = cached.get(key)
+    if isinstance(entry, dict) and all(isinstance(entry.get(k), float) and entry[k] > 0 for k in ("train", "test")):
+        return entry
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        entry = measure(config, device)
+        entry["measured_in_seconds"] = round(time.perf_counter() - start, 2)
+    finally:
+        torch.set_num_threads(saved)
+    log.info("measured this machine's speed for the estimate in %.1f s (cached in %s)",
+             entry["measured_in_seconds"], path)
+    cached[key] = entry
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(cached, indent=1))
+        os.replace(tmp, path)
+    except OSError as error:                 # a read-only cache costs a measurement per call, no more
+        log.warning("could not cache the speed measurement in %s: %s", path, error)
+    return entry
+
+
+def estimate_seconds(configs, device=None, threads=None):
+    """Training plus per-epoch evaluation of `configs`, in seconds on this machine."""
+    total = 0.0
+    for c in configs:
+        r = rates(c, device, threads)
+        n_train = c.train_subset or data.SIZES["train_subset"]
+        n_test = c.test_subset or data.SIZES["test_subset"]
+        total += c.epochs * (n_train * r["train"] + n_test * r["test"])
+    return total
