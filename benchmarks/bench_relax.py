@@ -14,9 +14,13 @@ random inputs in [0, 1]), it times
          models batched with bmm
 
 alternating plain and fast batch by batch (and which goes first), so drifts in
-machine load hit both alike. Before timing it checks that both reach the same
-states: max |h| and |o| differences after a full free phase must be <= 1e-4
-(float32), else it exits with status 1.
+machine load hit both alike, and between the batches the machine's own limit:
+one large fp32 matrix product (and a bf16 one where the CPU has AMX or
+AVX512-BF16). It reports the package's GFLOP/s as a fraction of that rate,
+for whole training steps and for the relaxation alone. It checks that both
+implementations agree: max |h| and |o| differences after a full free phase,
+and the weights after the timed training steps, must be <= 1e-4 (float32),
+else it exits with status 1.
 
 FLOP count per batch and model (B batch, H hidden, O outputs, n_in inputs):
   relaxation  steps x (2 B H O  [W2^T o]  +  2 B H O  [W2 h]  +  4 B H  [elementwise])
@@ -63,6 +67,7 @@ class Plain:
         self.eps_o, self.gamma, self.beta = ens.eps_out.clone(), ens.gamma.clone(), ens.beta.clone()
         self.eta1, self.eta2 = ens.eta1.clone(), ens.eta2.clone()
         self.slope, self.t_free, self.t_nudge = ens.slope, ens.t_free, ens.t_nudge
+        self.nudge_from = ens.nudge_from
 
     def drive(self, x):
         return torch.bmm(x, self.W1.transpose(1, 2)) + self.b1.unsqueeze(1)      # W1 x + b1
@@ -92,8 +97,13 @@ class Plain:
     @torch.no_grad()
     def train_step(self, x, y):
         d = self.drive(x)
-        h0, o0 = self.phase(d, *self.zero_state(x), self.t_free)
-        hb, ob = self.phase(d, h0, o0, self.t_nudge, y)
+        if self.nudge_from == "branch":     # both phases from the state at t_free - t_nudge
+            hk, ok = self.phase(d, *self.zero_state(x), self.t_free - self.t_nudge)
+            h0, o0 = self.phase(d, hk, ok, self.t_nudge)
+            hb, ob = self.phase(d, hk, ok, self.t_nudge, y)
+        else:                               # "end": the nudge from the end of the free phase
+            h0, o0 = self.phase(d, *self.zero_state(x), self.t_free)
+            hb, ob = self.phase(d, h0, o0, self.t_nudge, y)
         k1 = self.eta1 / (self.beta * x.shape[1])
         k2 = self.eta2 / (self.beta * x.shape[1])
         dh = k1 * (hb - h0)
@@ -182,6 +192,50 @@ def ensemble_configs(M):
             for m in range(M)]
 
 
+def cpu_flags():
+    if not os.path.exists("/proc/cpuinfo"):
+        return set()
+    with open("/proc/cpuinfo") as f:
+        line = next((l for l in f if l.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+class MachineLimit:
+    """The machine's own rate: one large matrix product (fp32; bf16 too where the CPU has
+    AMX or AVX512-BF16), timed between the benchmark's batches so that it sees the same load."""
+
+    def __init__(self, device):
+        self.device = device
+        n = 4096 if device.type == "cuda" else 2048
+        self.n = n
+        self.dtypes = [torch.float32]
+        flags = cpu_flags()
+        if device.type == "cuda" or flags & {"amx_bf16", "avx512_bf16"}:
+            self.dtypes.append(torch.bfloat16)
+        g = torch.Generator().manual_seed(0)
+        self.pairs = {dt: (torch.rand(n, n, generator=g).to(device, dt), torch.rand(n, n, generator=g).to(device, dt))
+                      for dt in self.dtypes}
+        self.times = {dt: [] for dt in self.dtypes}
+        for dt in self.dtypes:                      # warm-up (library dispatch, caches)
+            a, b = self.pairs[dt]
+            a @ b
+
+    def sample(self):
+        for dt in self.dtypes:
+            a, b = self.pairs[dt]
+            self.times[dt].append(timed(lambda: a @ b, self.device))
+
+    def gflops(self, dtype=torch.float32):
+        """The best of the samples: what the machine reaches, the kernel's ceiling."""
+        return 2 * self.n ** 3 / min(self.times[dtype]) / 1e9
+
+    def describe(self):
+        flags = cpu_flags()
+        isa = ", ".join(sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})) or "n/a"
+        return "; ".join(f"{str(dt).replace('torch.', '')} {self.n}x{self.n} product {self.gflops(dt):.1f} GFLOP/s"
+                         for dt in self.dtypes) + (f" (CPU features: {isa})" if self.device.type == "cpu" else "")
+
+
 def fmt_bytes(n):
     return f"{n / 2**20:7.1f} MiB"
 
@@ -239,9 +293,13 @@ def bench(M, args, device):
     mem["fast", "train"] = peak_bytes(lambda: ens.train_step(x, y), device)
     mem["plain", "train"] = peak_bytes(lambda: plain.train_step(x, y), device)
 
-    # 2. interleaved timing of batches 1..N: wall and process CPU time
+    # 2. interleaved timing of batches 1..N: wall and process CPU time; the machine's
+    #    matrix-product rate sampled between them; the relaxation of a training batch
+    #    (137 steps from zero) alone, to separate it from the drive and update products
     times = {(impl, kind): [] for impl in ("plain", "fast") for kind in ("train", "predict")}
     cpu = {key: [] for key in times}
+    relax_times = []
+    limit = MachineLimit(device)
     runs = {("plain", "train"): lambda b: plain.train_step(b[0], b[1]),
             ("fast", "train"): lambda b: ens.train_step(b[0], b[1]),
             ("plain", "predict"): lambda b: plain.predict(b[2]),
@@ -253,6 +311,11 @@ def bench(M, args, device):
                 c0 = time.process_time()
                 times[impl, kind].append(timed(lambda: runs[impl, kind](b), device))
                 cpu[impl, kind].append(time.process_time() - c0)
+        limit.sample()
+        with torch.no_grad():
+            d_b = ens.drive(b[0])
+            relax_times.append(timed(lambda: ens.relax(d_b, *ens.zero_state(args.batch), c.t_free + c.t_nudge),
+                                     device))
 
     # both trained on the same batches: how far apart are the weights now?
     dW1 = (ens.W1 - plain.W1).abs().max().item()
@@ -290,7 +353,24 @@ def bench(M, args, device):
           f"measured train-step peak on top {fmt_bytes(mem['fast', 'train'] / M).strip()} (fast), "
           f"{fmt_bytes(mem['plain', 'train'] / M).strip()} (plain){extra}; "
           f"hts_ep.fused.per_model_bytes(config, {args.batch}) = {fmt_bytes(per_model).strip()} (all of it)")
-    print(f"after {len(data)} identical training steps: max|W1 fast - plain| = {dW1:.2e}, max|W2| diff = {dW2:.2e}")
+    weights_ok = math.isfinite(dW1) and math.isfinite(dW2) and max(dW1, dW2) <= TOLERANCE
+    ok &= weights_ok
+    print(f"after {len(data)} identical training steps: max|W1 fast - plain| = {dW1:.2e}, max|W2| diff = {dW2:.2e} "
+          f"(tolerance {TOLERANCE:g}) {'OK' if weights_ok else 'FAILED'}")
+    mm = limit.gflops()
+    relax_fl = M * (c.t_free + c.t_nudge) * (4 * args.batch * c.n_hidden * c.n_out + 4 * args.batch * c.n_hidden)
+    relax_gf = relax_fl / min(relax_times) / 1e9
+    print(f"machine limit, measured between the batches above (best of {len(limit.times[torch.float32])}): "
+          f"{limit.describe()}")
+    # Best against best: the product's rate is its fastest sample, so the kernel's is too
+    # (medians mix in the moments another process took a core).
+    best = {kind: M * flops(c, args.batch, kind == "train") / min(times["fast", kind]) / 1e9
+            for kind in ("train", "predict")}
+    print(f"fraction of the fp32 product rate (fastest batch each): train step {best['train'] / mm:.2f} "
+          f"({best['train']:.1f} GFLOP/s), predict {best['predict'] / mm:.2f}, relaxation alone "
+          f"{relax_gf / mm:.2f} ({relax_gf:.1f} GFLOP/s; a training step adds the drive and update "
+          f"products, done by torch)")
+    rows["limit"] = dict(fp32=mm, relax_gflops=relax_gf, train_gflops=best["train"])
     print(f"first call, fast: {first['predict']:.2f} s (predict), {first['train']:.2f} s (train) "
           f"against {rows['predict', 'fast']['ms'] / 1e3:.2f} / {rows['train', 'fast']['ms'] / 1e3:.2f} s "
           f"steady; the difference is one-time cost (Triton compilation unless cached from an earlier "
@@ -299,8 +379,11 @@ def bench(M, args, device):
     # (it evaluates in batches of 1000; counted here at the benchmark's batch size).
     model_epoch = (EPOCH_BATCHES * rows["train", "fast"]["ms"]
                    + TEST_IMAGES / args.batch * rows["predict", "fast"]["ms"]) / 1e3 / M
-    print(f"projection: {model_epoch:.3f} s per model-epoch with evaluation at M = {M}; the paper profile "
-          f"({PAPER_MODEL_EPOCHS:,} model-epochs) would take {PAPER_MODEL_EPOCHS * model_epoch / 3600:.2f} h "
+    fastest = (EPOCH_BATCHES * min(times["fast", "train"])
+               + TEST_IMAGES / args.batch * min(times["fast", "predict"])) / M
+    print(f"projection: {model_epoch:.3f} s per model-epoch with evaluation at M = {M} (median batches; "
+          f"{fastest:.3f} s from the fastest); the paper profile ({PAPER_MODEL_EPOCHS:,} model-epochs) would "
+          f"take {PAPER_MODEL_EPOCHS * model_epoch / 3600:.2f} h ({PAPER_MODEL_EPOCHS * fastest / 3600:.2f} h) "
           f"on this device at this ensemble size")
     return ok, rows
 
@@ -340,7 +423,7 @@ def main(argv=None):
     print(f"\nload average at end {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
           f"total {time.perf_counter() - start:.0f} s")
     if not ok:
-        print(f"FAILED: the package's states differ from the plain implementation by more than {TOLERANCE:g}")
+        print(f"FAILED: the package's states or weights differ from the plain implementation by more than {TOLERANCE:g}")
         return 1
     return 0
 
