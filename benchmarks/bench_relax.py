@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 if "HTS_EP_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
     os.environ["HTS_EP_DATA"] = str(REPO.parent / "shared" / "data")    # as the Makefile does
-from hts_ep import Config, Ensemble, fused, gpu  # noqa: E402
+from hts_ep import Config, Ensemble, experiments, fused, gpu  # noqa: E402
 
 EPOCH_BATCHES = 235          # ceil(60000 / 256): one MNIST/KMNIST/Fashion-MNIST training epoch
 TEST_IMAGES = 10000          # evaluated after every epoch
@@ -321,7 +321,7 @@ def bench(M, args, device):
     dW1 = (ens.W1 - plain.W1).abs().max().item()
     dW2 = (ens.W2 - plain.W2).abs().max().item()
 
-    per_model = fused.per_model_bytes(c, args.batch)
+    per_model = experiments.per_model_bytes(c, args.batch)
     weights = sum(p[0].numel() * p.element_size() for p in (ens.W1, ens.b1, ens.W2, ens.b2, ens.eps_hidden))
     print(f"{'':14s}{'ms/batch':>10s}{'cpu-ms':>9s}{'s/epoch*':>10s}{'model-ep/s':>11s}{'GFLOP/s':>9s}"
           f"{'fast/plain':>11s}{'peak mem':>12s}{'peak/model':>12s}")
@@ -352,7 +352,7 @@ def bench(M, args, device):
     print(f"memory per model: weights {fmt_bytes(weights).strip()}, batch x and y {fmt_bytes(inputs).strip()}, "
           f"measured train-step peak on top {fmt_bytes(mem['fast', 'train'] / M).strip()} (fast), "
           f"{fmt_bytes(mem['plain', 'train'] / M).strip()} (plain){extra}; "
-          f"hts_ep.fused.per_model_bytes(config, {args.batch}) = {fmt_bytes(per_model).strip()} (all of it)")
+          f"hts_ep.experiments.per_model_bytes(config, {args.batch}) = {fmt_bytes(per_model).strip()} (all of it)")
     weights_ok = math.isfinite(dW1) and math.isfinite(dW2) and max(dW1, dW2) <= TOLERANCE
     ok &= weights_ok
     print(f"after {len(data)} identical training steps: max|W1 fast - plain| = {dW1:.2e}, max|W2| diff = {dW2:.2e} "

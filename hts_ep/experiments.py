@@ -274,6 +274,27 @@ class Store:
 
 # -- grouping and running -------------------------------------------------------
 
+def per_model_bytes(config, batch):
+    """Memory one model of an ensemble needs, in bytes, for a batch of `batch` samples.
+
+    Weights and time steps (W1, b1, W2, b2, eps_hidden: 4 (H n_in + O H + 2 H + O)),
+    plus the training step's live tensors at its peak, per model: its gathered
+    input x (B n_in), one-hot y (B O) and 7 [B, H] float32 tensors. The fused
+    and Triton paths peak at 5 (drive, kept state, free and nudged states,
+    hb - h0), the PyTorch path (HTS_EP_KERNEL=torch) at 6 (two states of the
+    running step plus the step's temporary), and one more is margin. Measured peaks
+    (benchmarks/bench_relax.py) stay below this. The fused kernel's own scratch
+    (padded copies of W2 and of 16 samples per thread) is under 1 MiB in all. Not counted: data sets held
+    on the device (shared by all models), the allocator's caching slack on
+    CUDA, and evaluation batches larger than `batch` (train.evaluate uses 1000:
+    pass the larger of the two).
+    """
+    H, n_in, O, B = config.n_hidden, config.n_in, config.n_out, batch
+    weights = 4 * (H * n_in + O * H + 2 * H + O)
+    activations = 4 * B * (n_in + O + 7 * H + 4 * O)
+    return weights + activations
+
+
 def memory_budget(device=None):
     """Bytes one ensemble may use: half the free GPU memory, or a quarter of the RAM (chosen)."""
     import torch
@@ -286,7 +307,6 @@ def memory_budget(device=None):
 def group(configs, max_group, budget=None):
     """Ensembles of configs that share data set and shapes, at most `max_group`
     models each and no more than the measured per-model footprint lets fit in `budget`."""
-    from .fused import per_model_bytes
     from .train import EVAL_BATCH
     buckets = {}
     for c in configs:

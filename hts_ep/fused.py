@@ -1,21 +1,29 @@
-"""Fused CPU relaxation: all steps of one sample in cache, one C++ loop.
+"""Fused CPU relaxation: every step of a phase in one C++ loop, in cache.
 
 Relaxation is independent per sample, so instead of sweeping the whole
 [M, B, H] state through memory once per step and per elementwise op (what
-eager PyTorch does), this kernel takes one (model, sample) pair at a time
-and runs every step of the phase on its 1024 hidden states, which stay in
-cache with W2 (40 KB) and the sample's drive. The arithmetic is the same
-synchronous Euler update as `Ensemble.relax`; only the order of the sums in
-W2^T o and W2 h differs (float32 rounding, ~1e-7 on the states). The inner
-loop handles 8 blocks of 16 neurons at a time so that their sums form
-independent dependency chains (see `step` in SOURCE); benchmarks/bench_relax.py
-times it against a plain PyTorch implementation.
+eager PyTorch does), a thread takes 16 samples of one model and runs every
+step of the phase on them. Each step goes over the hidden neurons in tiles of
+512: for 3 samples at a time (4 with AVX-512) it updates the tile,
+h += eps (-h + phi(d + gamma W2^T o)), then adds the tile's share of W2 h
+while the tile and its 20 KiB of W2 are in L1. Every vector of W2 loaded into
+a register serves those 3 or 4 samples at once, and rows are copied with one
+cache line of padding, so that the rows of W2, the drive and the state, 4 KiB
+apart otherwise, do not compete for the same L1 sets. The arithmetic is the
+synchronous Euler update of `Ensemble.relax`, with the sums in the order of
+the one-sample-at-a-time kernel it replaced (bit for bit the same states, so
+records made before keep their NUMERICS_VERSION); against the PyTorch path
+only the order of the sums in W2^T o and W2 h differs (float32 rounding, ~1e-7
+on the states).
+benchmarks/bench_relax.py times it against a plain PyTorch implementation and
+against the machine's own matrix-product rate.
 
 Built once per machine with torch's C++ extension loader (needs a C++
-compiler and ninja) and cached on disk under $TORCH_EXTENSIONS_DIR, so later
-processes load it in a fraction of a second. Set HTS_EP_KERNEL=torch to
-use the plain PyTorch path instead (see config.KERNELS); if the build fails,
-that path is used with a warning.
+compiler and ninja) for the CPU it runs on (-march=native: AVX2 or AVX-512
+vectors, keyed by the CPU's feature flags) and cached on disk under
+$TORCH_EXTENSIONS_DIR, so later processes load it in a fraction of a second.
+Set HTS_EP_KERNEL=torch to use the plain PyTorch path instead (see
+config.KERNELS); if the build fails, that path is used with a warning.
 """
 import hashlib
 import os
@@ -342,23 +350,3 @@ def relax(ens, drive, h, o, steps, y=None):
                              ens.gamma.reshape(M).contiguous(), ens.beta.reshape(M).contiguous(),
                              y, steps, ens.slope)
     return h, o, residual.amax(1)
-
-
-def per_model_bytes(config, batch):
-    """Memory one model of an ensemble needs, in bytes, for a batch of `batch` samples.
-
-    Weights and time steps (W1, b1, W2, b2, eps_hidden: 4 (H n_in + O H + 2 H + O)),
-    plus the training step's live tensors at its peak, per model: its gathered
-    input x (B n_in), one-hot y (B O) and 7 [B, H] float32 tensors. The fused
-    and Triton paths peak at 5 (drive, zero state, free and nudged states,
-    hb - h0), the PyTorch path (HTS_EP_KERNEL=torch) at 6 (two states of the
-    running step plus the step's temporary), and one more is margin. Measured peaks
-    (benchmarks/bench_relax.py) stay below this. Not counted: data sets held
-    on the device (shared by all models), the allocator's caching slack on
-    CUDA, and evaluation batches larger than `batch` (train.evaluate uses 1000:
-    pass the larger of the two).
-    """
-    H, n_in, O, B = config.n_hidden, config.n_in, config.n_out, batch
-    weights = 4 * (H * n_in + O * H + 2 * H + O)
-    activations = 4 * B * (n_in + O + 7 * H + 4 * O)
-    return weights + activations

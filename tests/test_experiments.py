@@ -239,7 +239,7 @@ def test_dask_local_cluster_survives_a_killed_worker(specs):
 
 def test_groups_share_shapes_and_fit_memory():
     from hts_ep.experiments import group
-    from hts_ep.fused import per_model_bytes
+    from hts_ep.experiments import per_model_bytes
     configs = [Config(seed=s, eps_out=e) for s in range(3) for e in (0.2, 0.3)] + \
               [Config(dataset="fashion-mnist", seed=s) for s in range(3)]
     groups = group(configs, max_group=4, budget=10**12)
@@ -257,3 +257,10 @@ def test_sweep_restricted_to_datasets_and_seeds(specs):
     assert len(experiments.records("small", "tiny", seeds=[5])) == 4
     assert experiments.records("small", "tiny") == []            # the profile's seeds 0, 1: not run
     assert experiments.plan("small", "tiny", datasets=["fashion-mnist"]).missing == []
+
+
+def test_per_model_bytes_covers_weights_and_batch():
+    c = Config()
+    weights = 4 * (1024 * 784 + 10 * 1024 + 2 * 1024 + 10)
+    b256, b1000 = experiments.per_model_bytes(c, 256), experiments.per_model_bytes(c, 1000)
+    assert weights + 5 * 256 * 1024 * 4 < b256 < b1000 < 40 * 2**20

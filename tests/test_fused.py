@@ -111,10 +111,3 @@ def test_non_finite_state_shows_in_residual():
     assert torch.isnan(fast[2][1]) and torch.isnan(ref[2][1])
     assert torch.isfinite(fast[2][[0, 2]]).all()
     assert torch.allclose(fast[0][[0, 2]], ref[0][[0, 2]], atol=1e-5)
-
-
-def test_per_model_bytes_covers_weights_and_batch():
-    c = Config()
-    weights = 4 * (1024 * 784 + 10 * 1024 + 2 * 1024 + 10)
-    b256, b1000 = fused.per_model_bytes(c, 256), fused.per_model_bytes(c, 1000)
-    assert weights + 5 * 256 * 1024 * 4 < b256 < b1000 < 40 * 2**20
