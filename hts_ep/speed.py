@@ -18,6 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock, Timeout
 
 from . import data, fused, gpu
 from .network import Ensemble, default_device
@@ -82,21 +83,34 @@ def measure(config, device=None, models=MODELS):
     return {"train": train / (models * B), "test": test / (models * EVAL_BATCH)}
 
 
+def _read(path):
+    try:
+        cached = json.loads(path.read_text())
+        return cached if isinstance(cached, dict) else {}
+    except (OSError, ValueError):            # none yet, or unreadable: measure again
+        return {}
+
+
+def _usable(entry):
+    return isinstance(entry, dict) and all(isinstance(entry.get(k), float) and entry[k] > 0
+                                           for k in ("train", "test"))
+
+
 def rates(config, device=None, threads=None):
-    """`measure`'s result for this machine, from the cache or measured now (and cached)."""
+    """`measure`'s result for this machine, from the cache or measured now.
+
+    A measurement taken while other work keeps the CPU busy (load average
+    above half the cores) says more about that work than about the machine:
+    it is used for this estimate, with a warning, but not cached."""
     device = torch.device(device) if device is not None else default_device()
     threads = threads or torch.get_num_threads()
     key = machine_key(config, device, threads)
     path = cache_path()
-    try:
-        cached = json.loads(path.read_text())
-        if not isinstance(cached, dict):
-            cached = {}
-    except (OSError, ValueError):            # none yet, or unreadable: measure again
-        cached = {}
-    entry = cached.get(key)
-    if isinstance(entry, dict) and all(isinstance(entry.get(k), float) and entry[k] > 0 for k in ("train", "test")):
+    entry = _read(path).get(key)
+    if _usable(entry):
         return entry
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    busy = device.type == "cpu" and load > 0.5 * (os.cpu_count() or 1)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -105,15 +119,22 @@ def rates(config, device=None, threads=None):
         entry["measured_in_seconds"] = round(time.perf_counter() - start, 2)
     finally:
         torch.set_num_threads(saved)
+    if busy:
+        log.warning("this machine is busy (load average %.1f on %d cores): the estimate measured now is "
+                    "pessimistic and is not cached", load, os.cpu_count() or 1)
+        return entry
     log.info("measured this machine's speed for the estimate in %.1f s (cached in %s)",
              entry["measured_in_seconds"], path)
-    cached[key] = entry
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(cached, indent=1))
-        os.replace(tmp, path)
-    except OSError as error:                 # a read-only cache costs a measurement per call, no more
+        # Another process may be adding its own measurement: read, add and replace under a lock.
+        with FileLock(str(path) + ".lock", timeout=30):
+            cached = _read(path)
+            cached[key] = entry
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(cached, indent=1))
+            os.replace(tmp, path)
+    except (OSError, Timeout) as error:      # a read-only cache costs a measurement per call, no more
         log.warning("could not cache the speed measurement in %s: %s", path, error)
     return entry
 
