@@ -449,7 +449,9 @@ def plan(spec_name, profile, results_root=None, data_root=None, datasets=None, s
 def describe(p, device=None, threads=None):
     """The plan in words, with the time the missing models take, measured on this machine
     (`device` and `threads` as the sweep will use them)."""
-    line = f"{p.spec.name} / {p.profile}: {len(p.cached)} cached, {len(p.missing)} to train"
+    # The paper profile's store is the archive committed in the repository (results/paper/).
+    stored = "archived" if p.profile == "paper" else "cached"
+    line = f"{p.spec.name} / {p.profile}: {len(p.cached)} {stored}, {len(p.missing)} to train"
     if p.missing:
         import torch
         from .network import default_device

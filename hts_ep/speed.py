@@ -25,6 +25,7 @@ from .network import Ensemble, default_device
 from .train import EVAL_BATCH
 
 log = logging.getLogger(__name__)
+_this_process = {}  # key -> rates measured by this process (also the ones too noisy to cache)
 MODELS = 4          # ensemble size measured: per-model cost is flat from here up (bench_relax.py)
 TRAIN_BATCHES = 3   # timed after one warm-up batch (kernel build or load, caches)
 
@@ -105,6 +106,8 @@ def rates(config, device=None, threads=None):
     device = torch.device(device) if device is not None else default_device()
     threads = threads or torch.get_num_threads()
     key = machine_key(config, device, threads)
+    if key in _this_process:
+        return _this_process[key]
     path = cache_path()
     entry = _read(path).get(key)
     if _usable(entry):
@@ -119,6 +122,7 @@ def rates(config, device=None, threads=None):
         entry["measured_in_seconds"] = round(time.perf_counter() - start, 2)
     finally:
         torch.set_num_threads(saved)
+    _this_process[key] = entry
     if busy:
         log.warning("this machine is busy (load average %.1f on %d cores): the estimate measured now is "
                     "pessimistic and is not cached", load, os.cpu_count() or 1)

@@ -12,6 +12,7 @@ def cache(tmp_path, monkeypatch):
     fused.available()       # built or loaded first: torch keeps its builds under XDG_CACHE_HOME too
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(speed.os, "getloadavg", lambda: (0.0, 0.0, 0.0))     # an idle machine
+    monkeypatch.setattr(speed, "_this_process", {})
     return tmp_path / "hts-ep" / "speed.json"
 
 
@@ -60,5 +61,9 @@ def test_threads_are_restored(cache):
 
 def test_measurement_on_a_busy_machine_is_not_cached(cache, monkeypatch, caplog):
     monkeypatch.setattr(speed.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
-    assert speed.rates(SMALL, "cpu", 1)["train"] > 0
+    calls = []
+    measure = speed.measure
+    monkeypatch.setattr(speed, "measure", lambda *a, **k: calls.append(1) or measure(*a, **k))
+    assert speed.estimate_seconds([SMALL.replace(seed=s) for s in range(5)], "cpu", 1) > 0
     assert not cache.exists() and "busy" in caplog.text
+    assert len(calls) == 1              # measured once for the whole plan, not once per model
