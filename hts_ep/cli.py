@@ -103,7 +103,7 @@ def set_threads(threads):
 
 
 def cmd_train(args):
-    from .train import check_device, check_writable, epoch_summary, train, write_json
+    from .train import check_device, check_writable, train, write_json
     # Every check before any work: a bad value found after hours of training costs the hours.
     configs = configs_from_args(args)
     check_threads(args.threads)
@@ -112,10 +112,8 @@ def cmd_train(args):
     if args.checkpoint is not None:
         check_writable(args.checkpoint, "--checkpoint")
     set_threads(args.threads)
-    # Without bars, still one line per epoch: long runs in logs need a heartbeat.
-    quiet_log = (lambda records: print(epoch_summary(records), flush=True)) if args.no_progress else None
     records = train(configs, data_root=args.data_root, device=args.device,
-                    progress=not args.no_progress, checkpoint=args.checkpoint, on_epoch=quiet_log)
+                    progress=not args.no_progress, checkpoint=args.checkpoint)
     write_json(args.out, {"records": records})
     for r in records:
         c, last = r["config"], r["epochs"][-1]

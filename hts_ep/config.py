@@ -30,7 +30,7 @@ class Config:
     # neurons slower than ~0.03 still drift after 125 steps and that drift entered
     # hb - h0; the eps_min experiment shows both bounds under both schemes.
     eps_min: float = 0.01
-    eps_max: float = 0.5        # chosen: ~1.5% / 1.0% clipped at eps_max (log-normal / gamma)
+    eps_max: float = 0.5        # chosen: a small clipped spike at eps_max (Figure 1 measures its share)
     gamma: float = 1.0          # inferred
     # chosen by the calibration (results/calibration/branch/, tests/test_calibration.py checks it)
     beta: float = 0.2

@@ -7,11 +7,11 @@ progress; a model whose state or weights turn non-finite is recorded as
 diverged and retired, and the rest of the ensemble trains on.
 """
 import json
+import logging
 import math
 import os
 import pickle
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +25,7 @@ from .network import Ensemble, default_device
 
 # Bump when a change alters the numbers training produces: it is part of
 # every cache key, so stale results are never mistaken for current ones.
+log = logging.getLogger(__name__)
 NUMERICS_VERSION = 2   # 2: the nudged phase branches off the free run (Config.nudge_from)
 # Test-time batch: relaxation is per sample, so this changes speed and memory, not results.
 EVAL_BATCH = 1000
@@ -275,7 +276,7 @@ def load_checkpoint(path, configs, ens):
             reason = "it holds more than tensors and plain data, and was not unpickled (it could run code)"
         else:
             reason = " ".join(str(error).split())[:300]
-        print(f"warning: ignoring checkpoint {path}: {reason}; starting over", file=sys.stderr, flush=True)
+        log.warning("ignoring checkpoint %s: %s; starting over", path, reason)
         return None
     return state
 
@@ -309,8 +310,8 @@ def train(configs, data_root=None, device=None, progress=True, checkpoint=None,
     if state is not None:
         ens.load_state_dict(state["ensemble"])
         records = state["records"]
-        print(f"resuming {len(configs)} models from checkpoint {checkpoint} at epoch "
-              f"{len(records[0]['epochs']) + 1}", flush=True)
+        log.info("resuming %d models from checkpoint %s at epoch %d", len(configs), checkpoint,
+                 len(records[0]["epochs"]) + 1)
     first_epoch = len(records[0]["epochs"]) + 1
 
     n_batches = -(-len(train_split.y) // c0.batch_size)
@@ -344,8 +345,8 @@ def train(configs, data_root=None, device=None, progress=True, checkpoint=None,
             payload = {"configs": [c.to_dict() for c in configs], "ensemble": ens.state_dict(),
                        "records": json.loads(json.dumps(json_safe(records), allow_nan=False))}
             atomic_write(checkpoint, lambda f: torch.save(payload, f))
-        if progress:
-            print(epoch_summary(records), flush=True)
+        # The heartbeat of long runs, in logs too (a progress bar leaves nothing there).
+        log.info("%s", epoch_summary(records))
         if on_epoch is not None:
             on_epoch(records)
     return records

@@ -190,7 +190,7 @@ def test_resume_after_sigkill_mid_epoch(specs):
     assert not list((results / "long").glob("*.json"))
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "resuming 1 models from checkpoint" in out.stdout
+    assert "resuming 1 models from checkpoint" in out.stderr        # logged
     rec = experiments.records("one", "long")
     assert len(rec) == 1 and len(rec[0]["epochs"]) == 4
     # identical to a run that was never interrupted
