@@ -2,19 +2,22 @@
 
 Relaxation is independent per sample, so instead of sweeping the whole
 [M, B, H] state through memory once per step and per elementwise op (what
-eager PyTorch does), a thread takes 16 samples of one model and runs every
+eager PyTorch does), a thread takes 24 samples of one model and runs every
 step of the phase on them. Each step goes over the hidden neurons in tiles of
 512: for 3 samples at a time (4 with AVX-512) it updates the tile,
 h += eps (-h + phi(d + gamma W2^T o)), then adds the tile's share of W2 h
 while the tile and its 20 KiB of W2 are in L1. Every vector of W2 loaded into
 a register serves those 3 or 4 samples at once, and rows are copied with one
 cache line of padding, so that the rows of W2, the drive and the state, 4 KiB
-apart otherwise, do not compete for the same L1 sets. The arithmetic is the
-synchronous Euler update of `Ensemble.relax`, with the sums in the order of
-the one-sample-at-a-time kernel it replaced (bit for bit the same states, so
-records made before keep their NUMERICS_VERSION); against the PyTorch path
-only the order of the sums in W2^T o and W2 h differs (float32 rounding, ~1e-7
-on the states).
+apart otherwise, do not compete for the same L1 sets. The output layer's
+update runs vectorised over the group's samples, its sigmoid through a 4-wide
+copy of glibc's expf. A training batch's three relaxations (network.py's
+"branch" scheme) run in one pass, each group copied in once.
+The arithmetic is the synchronous Euler update of `Ensemble.relax`, with the
+sums in the order of the one-sample-at-a-time kernel it replaced (bit for bit
+the same states, so records made before keep their NUMERICS_VERSION); against
+the PyTorch path only the order of the sums in W2^T o and W2 h differs (float32
+rounding, ~1e-7 on the states).
 benchmarks/bench_relax.py times it against a plain PyTorch implementation and
 against the machine's own matrix-product rate.
 
@@ -41,6 +44,7 @@ SOURCE = r"""
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -55,7 +59,7 @@ SOURCE = r"""
 #if defined(__AVX512F__)
 constexpr int V = 16, ZS = 4, ZU = 4, ZK1 = 5, ZK2 = 5, ZK3 = 0;
 #else
-constexpr int V = 8, ZS = 3, ZU = 4, ZK1 = 4, ZK2 = 4, ZK3 = 2;
+constexpr int V = 8, ZS = 3, ZU = 4, ZK1 = 3, ZK2 = 3, ZK3 = 4;
 #endif
 constexpr int O = 10;
 // Rows of W2, of the drive and of the state are H floats apart; for H = 1024
@@ -64,7 +68,13 @@ constexpr int O = 10;
 // Copies padded by one cache line per row spread them over the sets: the
 // largest single gain measured (1.3x).
 constexpr int64_t PAD = 64 / sizeof(float);
-constexpr int GROUP = 16;      // samples of one model per work item (W2 read once for all)
+// Samples of one model per work item (W2 read once for all of them): a
+// multiple of ZS, so that only a batch's last group has a sample on its own
+// (the single-sample path runs at about 0.6 of a register block's rate; 16,
+// with one such sample per group, measured 4% slower than 24). The group's
+// drive and state, 2 x 24 x 4 KiB, stay in a 512 KiB L2.
+constexpr int GROUP = 24;
+static_assert(GROUP % ZS == 0, "groups are whole register blocks");
 constexpr int64_t TILE = 512;  // neurons per tile: W2's tile (20 KiB) stays in L1 for the group
 typedef float vec __attribute__((vector_size(V * 4), aligned(4)));
 typedef int ivec __attribute__((vector_size(V * 4), aligned(4)));
@@ -79,7 +89,12 @@ struct Residual { vec r; ivec nan; };   // max|h[t+1] - h[t]| per lane, and whet
 
 // Keeps a loaded vector in a register: without it the compiler folds the load
 // into every FMA that uses it (one load per FMA: the sweep becomes load-bound).
+// (Only where one vector is one register: AVX and AVX-512.)
+#if defined(__AVX__)
 #define IN_REGISTER(x) asm("" : "+x"(x))
+#else
+#define IN_REGISTER(x) ((void)0)
+#endif
 
 // Hidden update of S samples (rows P floats apart) on neurons [j0, j1), U vectors at a time:
 //   h[t+1] = h[t] + eps (-h[t] + phi(d + W2^T c)),   c = gamma o[t]   (per sample)
@@ -97,7 +112,10 @@ static inline __attribute__((always_inline)) void hidden_tile(
     for (int k = 0; k < O; ++k) {
       vec cb[S];
       #pragma GCC unroll 8
-      for (int s = 0; s < S; ++s) cb[s] = vec{} + c[s][k];
+      // c holds 0 + gamma o (rounded like the broadcast of earlier kernels), so
+      // this is a bare broadcast from memory: the add of a zero vector here cost
+      // a scalar add and a register broadcast per FMA row, 9% of the step.
+      for (int s = 0; s < S; ++s) cb[s] = c[s][k] - vec{};
       #pragma GCC unroll 8
       for (int u = 0; u < U; ++u) {
         vec w = *(const vec*)(W + k * P + j + u * V);
@@ -180,44 +198,112 @@ static inline void sweep(const float* d, float* hs, const float* W, const float*
       if (jm < j1) tile_step<ZS, 1, ZK1, ZK2, ZK3, RES>(d + s * P, hs + s * P, W, eps, P, jm, j1, c + s, acc + s, slope, res + s);
     }
     for (; s < n; ++s) {     // the group's last n % ZS samples, one at a time
-      tile_step<1, 2 * ZU, 5, 5, 0, RES>(d + s * P, hs + s * P, W, eps, P, j0, jr, c + s, acc + s, slope, res + s);
-      if (jr < j1) tile_step<1, 1, 5, 5, 0, RES>(d + s * P, hs + s * P, W, eps, P, jr, j1, c + s, acc + s, slope, res + s);
+      tile_step<1, 2 * ZU, 10, 0, 0, RES>(d + s * P, hs + s * P, W, eps, P, j0, jr, c + s, acc + s, slope, res + s);
+      if (jr < j1) tile_step<1, 1, 10, 0, 0, RES>(d + s * P, hs + s * P, W, eps, P, jr, j1, c + s, acc + s, slope, res + s);
     }
   }
+}
+
+// exp(x) for 4 floats at a time, bit for bit glibc's expf (2.27 and later;
+// its FMA build where the target has FMA): x N/ln2 = k + r, exp(x) =
+// 2^(k/N) 2^(r/N), the first from a 32-entry table, the second a cubic, all
+// in double. Written as single expressions so that the compiler forms the
+// same fused multiply-adds as glibc's FMA build; exp_mismatches (below, and
+// tests/test_fused.py) compares it with std::exp. Vectorising the output
+// layer's sigmoid this way keeps the states bit for bit those of std::exp.
+typedef double dvec4 __attribute__((vector_size(32), aligned(8)));
+typedef float fvec4 __attribute__((vector_size(16), aligned(4)));
+typedef int32_t ivec4 __attribute__((vector_size(16), aligned(4)));
+typedef int64_t lvec4 __attribute__((vector_size(32), aligned(8)));
+static const uint64_t EXP2_TABLE[32] = {  // 2^(i/32) as a double, minus i << 47
+  0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull, 0x3fef72b83c7d517bull, 0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull, 0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull, 0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull, 0x3feea47eb03a5585ull, 0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull, 0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull, 0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull, 0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full, 0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull};
+constexpr double INV_LN2_N = 0x1.71547652b82fep+5, EXP_SHIFT = 0x1.8p+52;
+constexpr double EXP_C0 = 0x1.c6af84b912394p-20, EXP_C1 = 0x1.ebfce50fac4f3p-13, EXP_C2 = 0x1.62e42ff0c52d6p-6;
+
+static inline void exp4(const float* x, float* y) {
+  const fvec4 xv = *(const fvec4*)x;
+  const ivec4 top = (((ivec4)xv) >> 20) & 0x7ff;
+  if (top[0] > 0x42a || top[1] > 0x42a || top[2] > 0x42a || top[3] > 0x42a) {   // |x| >= 88, inf, NaN
+    for (int i = 0; i < 4; ++i) y[i] = std::exp(x[i]);
+    return;
+  }
+  const dvec4 xd = __builtin_convertvector(xv, dvec4);
+  dvec4 kd = xd * INV_LN2_N + EXP_SHIFT;              // round(x N/ln2) in the low bits
+  const lvec4 ki = (lvec4)kd;
+  kd -= EXP_SHIFT;
+  const dvec4 r = xd * INV_LN2_N - kd;
+  lvec4 t;
+  for (int i = 0; i < 4; ++i) t[i] = EXP2_TABLE[ki[i] & 31];
+  t += ki << 47;
+  const dvec4 z = r * EXP_C0 + EXP_C1, r2 = r * r;
+  dvec4 p = r * EXP_C2 + 1.0;
+  p = z * r2 + p;
+  *(fvec4*)y = __builtin_convertvector(p * (dvec4)t, fvec4);
+}
+
+// z[q] = b[q] + (a[q][0] + a[q][1] + ... + a[q][V-1]) for V consecutive q,
+// summed lane by lane in lane order (the order of a scalar loop over the
+// lanes, so the same float rounding). With 8 lanes the vectors are first
+// transposed in registers (the usual unpack, shuffle, 128-bit permute).
+static inline void lane_sums(const vec* a, const float* b, float* z) {
+#if !defined(__AVX512F__)
+  static_assert(V == 8);
+  const ivec LO = {0, 8, 1, 9, 4, 12, 5, 13}, HI = {2, 10, 3, 11, 6, 14, 7, 15};
+  const ivec S0 = {0, 1, 8, 9, 4, 5, 12, 13}, S1 = {2, 3, 10, 11, 6, 7, 14, 15};
+  const ivec P0 = {0, 1, 2, 3, 8, 9, 10, 11}, P1 = {4, 5, 6, 7, 12, 13, 14, 15};
+  vec t[8], u[8], col[8];
+  for (int i = 0; i < 8; i += 2) { t[i] = __builtin_shuffle(a[i], a[i + 1], LO); t[i + 1] = __builtin_shuffle(a[i], a[i + 1], HI); }
+  for (int i = 0; i < 8; i += 4)
+    for (int h = 0; h < 2; ++h) {
+      u[i + 2 * h] = __builtin_shuffle(t[i + h], t[i + 2 + h], S0);
+      u[i + 2 * h + 1] = __builtin_shuffle(t[i + h], t[i + 2 + h], S1);
+    }
+  for (int c = 0; c < 4; ++c) { col[c] = __builtin_shuffle(u[c], u[c + 4], P0); col[c + 4] = __builtin_shuffle(u[c], u[c + 4], P1); }
+  vec sum = vec{};
+  for (int i = 0; i < 8; ++i) sum += col[i];
+  *(vec*)z = *(const vec*)b + sum;
+#else
+  for (int q = 0; q < V; ++q) z[q] = b[q] + lane_sum(a[q]);
+#endif
 }
 
 // n <= GROUP samples of one model through `steps` Euler steps. The output layer
 // (O scalars per sample) is updated from o[t] and z_o[t] = W2 h[t] + b2 after
 // the sweep has produced W2 h[t+1]: the synchronous update of network.py.
+// The output layer's quantities are flat arrays over q = s O + k, padded to
+// whole vectors, so that its update, sigmoid and lane sums run vectorised
+// (measured: 7% of a step as scalar code).
 static void relax_group(const float* d, float* hs, float* ob, const float* W, const float* b2,
                         const float* eps, int64_t P, int64_t H, int n, int64_t steps, float eo, float g,
                         float be, const float* ys, float slope, float* residual) {
-  float os[GROUP][O], zo[GROUP][O], c[GROUP][O];
-  vec acc[GROUP][O];
+  constexpr int NQ = (GROUP * O + V - 1) / V * V;
+  alignas(64) float os[NQ] = {}, zo[NQ] = {}, c[NQ] = {}, bq[NQ] = {}, ex[NQ] = {}, nz[NQ] = {}, yq[NQ] = {};
+  alignas(64) vec acc[NQ];
   Residual res[GROUP];
+  const int nq = n * O, nv = (nq + V - 1) / V * V;
+  for (int q = 0; q < NQ; ++q) acc[q] = vec{};
+  for (int q = 0; q < nq; ++q) { os[q] = ob[q]; bq[q] = b2[q % O]; if (ys) yq[q] = ys[q]; }
   for (int s = 0; s < n; ++s) {
-    for (int k = 0; k < O; ++k) acc[s][k] = vec{};
     res[s] = Residual{vec{}, ivec{}};
     for (int64_t j0 = 0; j0 < H; j0 += TILE)                              // W2 h[0]
-      output_tile<1, 5>(hs + s * P, W, P, j0, j0 + TILE < H ? j0 + TILE : H, 0, acc + s),
-      output_tile<1, 5>(hs + s * P, W, P, j0, j0 + TILE < H ? j0 + TILE : H, 5, acc + s);
-    for (int k = 0; k < O; ++k) { os[s][k] = ob[s * O + k]; zo[s][k] = b2[k] + lane_sum(acc[s][k]); }
+      output_tile<1, 10>(hs + s * P, W, P, j0, j0 + TILE < H ? j0 + TILE : H, 0, (vec (*)[O])(acc + s * O));
   }
+  for (int q = 0; q < nv; q += V) lane_sums(acc + q, bq + q, zo + q);
   for (int64_t t = 0; t < steps; ++t) {
-    for (int s = 0; s < n; ++s)
-      for (int k = 0; k < O; ++k) { c[s][k] = g * os[s][k]; acc[s][k] = vec{}; }
-    if (t + 1 < steps) sweep<false>(d, hs, W, eps, P, H, n, c, acc, slope, res);
-    else sweep<true>(d, hs, W, eps, P, H, n, c, acc, slope, res);
-    for (int s = 0; s < n; ++s)
-      for (int k = 0; k < O; ++k) {        // o += eps_out (-o + sigma(z_o) [+ beta (y - o)])
-        float dout = 1.f / (1.f + std::exp(-zo[s][k])) - os[s][k];
-        if (ys) dout += be * (ys[s * O + k] - os[s][k]);
-        os[s][k] += eo * dout;
-        zo[s][k] = b2[k] + lane_sum(acc[s][k]);   // z_o[t+1] = W2 h[t+1] + b2
-      }
+    for (int q = 0; q < nq; ++q) { c[q] = 0.f + g * os[q]; acc[q] = vec{}; }   // 0 +: see hidden_tile
+    if (t + 1 < steps) sweep<false>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, res);
+    else sweep<true>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, res);
+    for (int q = 0; q < nv; ++q) nz[q] = -zo[q];
+    for (int q = 0; q < nv; q += 4) exp4(nz + q, ex + q);
+    for (int q = 0; q < nv; ++q) {           // o += eps_out (-o + sigma(z_o) [+ beta (y - o)])
+      float dout = 1.f / (1.f + ex[q]) - os[q];
+      if (ys) dout += be * (yq[q] - os[q]);
+      os[q] += eo * dout;
+    }
+    for (int q = 0; q < nv; q += V) lane_sums(acc + q, bq + q, zo + q);   // z_o[t+1] = W2 h[t+1] + b2
   }
+  for (int q = 0; q < nq; ++q) ob[q] = os[q];
   for (int s = 0; s < n; ++s) {
-    for (int k = 0; k < O; ++k) ob[s * O + k] = os[s][k];
     float m = 0.f;
     bool nan = false;
     for (int i = 0; i < V; ++i) { m = res[s].r[i] > m ? res[s].r[i] : m; nan |= res[s].nan[i] != 0; }
@@ -230,19 +316,27 @@ static std::unique_ptr<float, Free> padded(int64_t floats) {
   return std::unique_ptr<float, Free>((float*)std::aligned_alloc(64, ((floats * 4 + 63) / 64) * 64));
 }
 
-// drive, h: [M, B, H]; o: [M, B, O]. Returns (h, o) after `steps` steps (new
-// tensors; the inputs are not modified) and max|h[T]-h[T-1]| per (m, b).
-std::vector<torch::Tensor> relax(torch::Tensor drive, torch::Tensor h_in, torch::Tensor o_in,
-                                 torch::Tensor W2, torch::Tensor b2, torch::Tensor eps_hidden,
-                                 torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
-                                 torch::Tensor y, int64_t steps, double slope) {
+// drive, h: [M, B, H]; o: [M, B, O]; y: [M, B, O] or empty (no nudge).
+//   relax:  `steps` steps; returns (h, o, r), r = max|h[T]-h[T-1]| per (m, b).
+//   branch: `steps` free steps, then from that state t_nudge free steps and
+//           t_nudge nudged steps (network.py's "branch" scheme); returns
+//           (h0, o0, r0, hb, ob, rb). One call instead of three: each group's
+//           drive and state are copied in once and stay in cache throughout.
+// New tensors; the inputs are not modified.
+static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, torch::Tensor o_in,
+                                      torch::Tensor W2, torch::Tensor b2, torch::Tensor eps_hidden,
+                                      torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
+                                      torch::Tensor y, int64_t steps, int64_t t_nudge, double slope, bool branch) {
   const int64_t M = h_in.size(0), B = h_in.size(1), H = h_in.size(2);
   TORCH_CHECK(o_in.size(2) == O && H % V == 0, "the fused kernel needs 10 outputs and a hidden size divisible by ", V);
   TORCH_CHECK(slope >= 0 && slope <= 1, "the fused kernel needs 0 <= slope <= 1");
+  TORCH_CHECK(steps >= 0 && t_nudge >= 0, "step counts must be >= 0");
   const int64_t P = H + PAD;
   const bool nudged = y.numel() > 0;
   auto h = torch::empty_like(h_in), o = o_in.clone();
   auto residual = torch::zeros({M, B}, h_in.options());
+  torch::Tensor hb, ob, rb;
+  if (branch) hb = torch::empty_like(h_in), ob = torch::empty_like(o_in), rb = torch::zeros({M, B}, h_in.options());
   // W2 with padded rows, all models (M x 40 KB: copied once per call).
   auto Wp = padded(M * O * P);
   const float* W = W2.data_ptr<float>();
@@ -252,12 +346,15 @@ std::vector<torch::Tensor> relax(torch::Tensor drive, torch::Tensor h_in, torch:
   const float *pg = gamma.data_ptr<float>(), *pbeta = beta.data_ptr<float>();
   const float *py = nudged ? y.data_ptr<float>() : nullptr;
   float *ph = h.data_ptr<float>(), *po = o.data_ptr<float>(), *pr = residual.data_ptr<float>();
+  float *phb = branch ? hb.data_ptr<float>() : nullptr, *pob = branch ? ob.data_ptr<float>() : nullptr;
+  float *prb = branch ? rb.data_ptr<float>() : nullptr;
   // Work items: groups of up to GROUP samples of one model, claimed
   // dynamically, so a thread the OS preempts delays only its current group.
   const int64_t per_model = (B + GROUP - 1) / GROUP, items = M * per_model;
   std::atomic<int64_t> next{0};
   auto work = [&]() {
-    auto dp = padded(GROUP * P), hp = padded(GROUP * P);   // this group's drive and state, padded rows
+    // this group's drive and state (and the nudged branch's), padded rows
+    auto dp = padded(GROUP * P), hp = padded(GROUP * P), hq = padded(branch ? GROUP * P : 0);
     for (int64_t it; (it = next.fetch_add(1, std::memory_order_relaxed)) < items; ) {
       const int64_t m = it / per_model, b0 = (it % per_model) * GROUP;
       const int n = (int)std::min<int64_t>(GROUP, B - b0);
@@ -266,18 +363,70 @@ std::vector<torch::Tensor> relax(torch::Tensor drive, torch::Tensor h_in, torch:
         std::memcpy(dp.get() + s * P, pd + (i0 + s) * H, H * 4);
         std::memcpy(hp.get() + s * P, phi + (i0 + s) * H, H * 4);
       }
-      relax_group(dp.get(), hp.get(), po + i0 * O, Wp.get() + m * O * P, pb + m * O, pe + m * H, P, H, n,
-                  steps, peo[m], pg[m], pbeta[m], nudged ? py + i0 * O : nullptr, (float)slope, pr + i0);
+      const float *Wm = Wp.get() + m * O * P, *bm = pb + m * O, *em = pe + m * H, *ym = nudged ? py + i0 * O : nullptr;
+      if (!branch) {
+        relax_group(dp.get(), hp.get(), po + i0 * O, Wm, bm, em, P, H, n, steps, peo[m], pg[m], pbeta[m], ym,
+                    (float)slope, pr + i0);
+      } else {
+        relax_group(dp.get(), hp.get(), po + i0 * O, Wm, bm, em, P, H, n, steps, peo[m], pg[m], pbeta[m], nullptr,
+                    (float)slope, pr + i0);
+        std::memcpy(hq.get(), hp.get(), n * P * 4);
+        std::memcpy(pob + i0 * O, po + i0 * O, n * O * 4);
+        relax_group(dp.get(), hp.get(), po + i0 * O, Wm, bm, em, P, H, n, t_nudge, peo[m], pg[m], pbeta[m], nullptr,
+                    (float)slope, pr + i0);
+        relax_group(dp.get(), hq.get(), pob + i0 * O, Wm, bm, em, P, H, n, t_nudge, peo[m], pg[m], pbeta[m], ym,
+                    (float)slope, prb + i0);
+        for (int s = 0; s < n; ++s) std::memcpy(phb + (i0 + s) * H, hq.get() + s * P, H * 4);
+      }
       for (int s = 0; s < n; ++s) std::memcpy(ph + (i0 + s) * H, hp.get() + s * P, H * 4);
     }
   };
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), items);
   if (threads <= 1) work();
   else at::parallel_for(0, threads, 1, [&](int64_t, int64_t) { work(); });
+  if (branch) return {h, o, residual, hb, ob, rb};
   return {h, o, residual};
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("relax", &relax); }
+std::vector<torch::Tensor> relax(torch::Tensor drive, torch::Tensor h_in, torch::Tensor o_in,
+                                 torch::Tensor W2, torch::Tensor b2, torch::Tensor eps_hidden,
+                                 torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
+                                 torch::Tensor y, int64_t steps, double slope) {
+  return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, y, steps, 0, slope, false);
+}
+
+std::vector<torch::Tensor> branch(torch::Tensor drive, torch::Tensor h_in, torch::Tensor o_in,
+                                  torch::Tensor W2, torch::Tensor b2, torch::Tensor eps_hidden,
+                                  torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
+                                  torch::Tensor y, int64_t t_branch, int64_t t_nudge, double slope) {
+  return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, y, t_branch, t_nudge, slope, true);
+}
+
+// How many floats x, among the bit patterns lo, lo + stride, ... below hi,
+// get a different exp4(x) from std::exp(x) (any bit; NaN for NaN agrees).
+int64_t exp_mismatches(int64_t lo, int64_t hi, int64_t stride) {
+  TORCH_CHECK(0 <= lo && lo < hi && hi <= (int64_t(1) << 32) && stride > 0, "bad bit-pattern range");
+  int64_t bad = 0;
+  alignas(16) float x[4], y[4];
+  for (int64_t b = lo; b < hi; b += 4 * stride) {
+    for (int i = 0; i < 4; ++i) { uint32_t u = (uint32_t)std::min<int64_t>(b + i * stride, hi - 1); std::memcpy(x + i, &u, 4); }
+    exp4(x, y);
+    for (int i = 0; i < 4; ++i) {
+      const float e = std::exp(x[i]);
+      uint32_t u, v;
+      std::memcpy(&u, &e, 4);
+      std::memcpy(&v, y + i, 4);
+      bad += u != v && !(e != e && y[i] != y[i]);
+    }
+  }
+  return bad;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("relax", &relax);
+  m.def("branch", &branch);
+  m.def("exp_mismatches", &exp_mismatches);
+}
 """
 
 _module = None
@@ -341,12 +490,26 @@ def supports(drive, o, slope):
             and drive.shape[-1] % 16 == 0 and 0 <= slope <= 1 and available())
 
 
+def _weights(ens):
+    M = len(ens)
+    return (ens.W2.contiguous(), ens.b2.contiguous(), ens.eps_hidden.reshape(M, -1).contiguous(),
+            ens.eps_out.reshape(M).contiguous(), ens.gamma.reshape(M).contiguous(), ens.beta.reshape(M).contiguous())
+
+
 def relax(ens, drive, h, o, steps, y=None):
     """Same contract as `Ensemble.relax`, on CPU float32 tensors."""
     y = torch.empty(0) if y is None else y.contiguous()
-    M = len(ens)
-    h, o, residual = _module.relax(drive.contiguous(), h.contiguous(), o.contiguous(), ens.W2.contiguous(), ens.b2.contiguous(),
-                             ens.eps_hidden.reshape(M, -1).contiguous(), ens.eps_out.reshape(M).contiguous(),
-                             ens.gamma.reshape(M).contiguous(), ens.beta.reshape(M).contiguous(),
-                             y, steps, ens.slope)
+    h, o, residual = _module.relax(drive.contiguous(), h.contiguous(), o.contiguous(), *_weights(ens), y, steps,
+                                   ens.slope)
     return h, o, residual.amax(1)
+
+
+def branch(ens, drive, h, o, t_branch, t_nudge, y=None):
+    """The "branch" scheme's two phases in one pass: `t_branch` free steps from
+    (h, o), then from there `t_nudge` free steps and `t_nudge` steps nudged
+    towards y. Returns ((h0, o0, residual), (hb, ob, residual)), bit for bit
+    what three `relax` calls give."""
+    y = torch.empty(0) if y is None else y.contiguous()
+    h0, o0, r0, hb, ob, rb = _module.branch(drive.contiguous(), h.contiguous(), o.contiguous(), *_weights(ens), y,
+                                            t_branch, t_nudge, ens.slope)
+    return (h0, o0, r0.amax(1)), (hb, ob, rb.amax(1))

@@ -30,8 +30,8 @@ def both_paths(ens, d, h, o, steps, y=None):
 
 @needs_kernel
 # Hidden sizes: single vectors only, register blocks and a tail, two tiles of 512.
-# Batches: one partial group (3 samples in a register block, 2 alone), and 2 full
-# groups of 16 plus a partial one: every way the kernel splits a batch.
+# Batches: one partial group (3 samples in a register block, 2 alone), and a full
+# group of 24 plus a partial one (4 blocks, 1 alone): every way the kernel splits a batch.
 @pytest.mark.parametrize("n_hidden,batch", [(16, 5), (48, 5), (160, 37), (1024, 5), (1024, 37)])
 def test_kernel_equals_pytorch_path(n_hidden, batch):
     ens = ensemble(n_hidden)
@@ -111,3 +111,47 @@ def test_non_finite_state_shows_in_residual():
     assert torch.isnan(fast[2][1]) and torch.isnan(ref[2][1])
     assert torch.isfinite(fast[2][[0, 2]]).all()
     assert torch.allclose(fast[0][[0, 2]], ref[0][[0, 2]], atol=1e-5)
+
+
+@needs_kernel
+def test_vector_exp_is_libm_expf_bit_for_bit():
+    """The kernel's 4-wide exp (the output sigmoid) against std::exp, bit for bit:
+    every 97th float with |x| < 88 (its vector path), and every 10007th of all
+    bit patterns (|x| >= 88, infinities and NaNs go through std::exp itself)."""
+    check = fused._module.exp_mismatches
+    assert check(0, 0x42B00000, 97) == 0                  # 0 <= x < 88
+    assert check(0x80000000, 0xC2B00000, 97) == 0         # -88 < x <= -0
+    assert check(0, 1 << 32, 10007) == 0
+
+
+@needs_kernel
+def test_saturated_output_sigmoid_equals_pytorch_path():
+    """|z_o| beyond 88, where exp overflows or flushes to zero: the kernel's
+    scalar fallback inside the vector sigmoid."""
+    ens = ensemble(48)
+    ens.b2[0] = 200.0
+    ens.b2[1] = -200.0
+    x, y = inputs(ens, 7)
+    d = ens.drive(x)
+    fast, ref = both_paths(ens, d, *ens.zero_state(7), 12, y=y)
+    for u, v in zip(fast, ref):
+        assert torch.isfinite(u).all() and (u - v).abs().max() < 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize("n_hidden,batch", [(48, 5), (1024, 37)])
+def test_branch_in_one_pass_is_three_relaxations_bit_for_bit(n_hidden, batch):
+    """fused.branch (what Ensemble.phases uses) against the three relax calls it replaces."""
+    ens = ensemble(n_hidden)
+    x, y = inputs(ens, batch)
+    d = ens.drive(x)
+    h, o = ens.zero_state(batch)
+    t_branch, t_nudge = ens.t_free - ens.t_nudge, ens.t_nudge
+    hk, ok, _ = fused.relax(ens, d, h, o, t_branch)
+    expected = (fused.relax(ens, d, hk, ok, t_nudge), fused.relax(ens, d, hk, ok, t_nudge, y))
+    for y_arg, want in ((y, expected), (None, (expected[0], expected[0]))):
+        got = fused.branch(ens, d, h, o, t_branch, t_nudge, y_arg)
+        for phase, ref in zip(got, want):
+            for u, v in zip(phase, ref):
+                assert torch.equal(u, v)
+    assert ens.phases(d, y)[1][1].equal(expected[1][1])
