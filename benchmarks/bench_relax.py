@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 if "HTS_EP_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
     os.environ["HTS_EP_DATA"] = str(REPO.parent / "shared" / "data")    # as the Makefile does
-from hts_ep import Config, Ensemble, experiments, fused, gpu  # noqa: E402
+from hts_ep import Config, Ensemble, experiments, fused, gpu, machine  # noqa: E402
 
 EPOCH_BATCHES = 235          # ceil(60000 / 256): one MNIST/KMNIST/Fashion-MNIST training epoch
 TEST_IMAGES = 10000          # evaluated after every epoch
@@ -192,14 +192,6 @@ def ensemble_configs(M):
             for m in range(M)]
 
 
-def cpu_flags():
-    if not os.path.exists("/proc/cpuinfo"):
-        return set()
-    with open("/proc/cpuinfo") as f:
-        line = next((l for l in f if l.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
-
-
 class MachineLimit:
     """The machine's own rate: one large matrix product (fp32; bf16 too where the CPU has
     AMX or AVX512-BF16), timed between the benchmark's batches so that it sees the same load."""
@@ -209,7 +201,7 @@ class MachineLimit:
         n = 4096 if device.type == "cuda" else 2048
         self.n = n
         self.dtypes = [torch.float32]
-        flags = cpu_flags()
+        flags = machine.cpu_flags()
         if device.type == "cuda" or flags & {"amx_bf16", "avx512_bf16"}:
             self.dtypes.append(torch.bfloat16)
         g = torch.Generator().manual_seed(0)
@@ -230,7 +222,7 @@ class MachineLimit:
         return 2 * self.n ** 3 / min(self.times[dtype]) / 1e9
 
     def describe(self):
-        flags = cpu_flags()
+        flags = machine.cpu_flags()
         isa = ", ".join(sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})) or "n/a"
         return "; ".join(f"{str(dt).replace('torch.', '')} {self.n}x{self.n} product {self.gflops(dt):.1f} GFLOP/s"
                          for dt in self.dtypes) + (f" (CPU features: {isa})" if self.device.type == "cpu" else "")
@@ -400,9 +392,7 @@ def main(argv=None):
         p.error("--batches and --threads must be >= 1")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "cpu")
-        if os.path.exists("/proc/cpuinfo") else "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else machine.cpu()[0]
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} cores; load average at start {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

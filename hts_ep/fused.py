@@ -30,12 +30,12 @@ config.KERNELS); if the build fails, that path is used with a warning.
 """
 import hashlib
 import os
-import platform
 import time
 import warnings
 
 import torch
 
+from . import machine
 from .config import kernel_choice
 
 SOURCE = r"""
@@ -437,22 +437,15 @@ _build_seconds = None
 CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 
 
-def _cpu():
-    """The build target: -march=native code must not be loaded on another CPU."""
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            return platform.processor() + f.read().split("flags", 1)[-1][:2000]
-    return platform.processor()
-
-
 def source_tag():
-    """Names the kernel build: source, CPU, torch and flags (also keys hts_ep.speed's cache).
+    """Names the kernel build: source, CPU (name and feature flags), torch and flags (also keys
+    hts_ep.speed's cache).
 
     torch's location too: the build's include paths point into it, and two
     environments sharing one build folder would rebuild it in turn."""
     if kernel_choice() != "auto":
         return f"kernel={kernel_choice()}"
-    return hashlib.sha1((SOURCE + _cpu() + torch.__version__ + torch.__file__ + " ".join(CFLAGS)).encode()
+    return hashlib.sha1((SOURCE + machine.cpu_name() + torch.__version__ + torch.__file__ + " ".join(CFLAGS)).encode()
                         ).hexdigest()[:10]
 
 

@@ -8,19 +8,17 @@ use. The result is cached in the user cache (`speed.json`), keyed by
 everything that changes it (CPU, device, threads, torch, kernel, network
 shape), so only the first dry run on a machine pays the few seconds it takes.
 """
-import hashlib
 import json
 import logging
 import math
 import os
-import platform
 import time
 
 import torch
 import torch.nn.functional as F
 from filelock import FileLock, Timeout
 
-from . import data, fused, gpu
+from . import data, fused, gpu, machine
 from .network import Ensemble, default_device
 from .train import EVAL_BATCH
 
@@ -34,21 +32,10 @@ def cache_path():
     return data.cache_dir() / "speed.json"
 
 
-def cpu_name():
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                     if line.startswith("model name")), platform.processor())
-        flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
-        return f"{name} [{hashlib.sha1(flags.encode()).hexdigest()[:8]}]"
-    return platform.processor() or platform.machine()
-
-
 def machine_key(config, device, threads):
     """Everything the rates depend on, as one string."""
     device = torch.device(device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else machine.cpu_name()
     shape = (config.n_in, config.n_hidden, config.n_out, config.t_free, config.t_nudge, config.batch_size)
     kernel = (f"fused={fused.source_tag()}:{fused.available()}" if device.type == "cpu"
               else f"triton={gpu.available()}")
