@@ -212,10 +212,13 @@ class MachineLimit:
             a, b = self.pairs[dt]
             a @ b
 
-    def sample(self):
+    def sample(self, repeats=3):
+        """Three products per sample: on a shared machine one product often lands on a slow
+        moment, and a low ceiling would flatter the kernel's fraction."""
         for dt in self.dtypes:
             a, b = self.pairs[dt]
-            self.times[dt].append(timed(lambda: a @ b, self.device))
+            for _ in range(repeats):
+                self.times[dt].append(timed(lambda: a @ b, self.device))
 
     def gflops(self, dtype=torch.float32):
         """The best of the samples: what the machine reaches, the kernel's ceiling."""
