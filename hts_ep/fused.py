@@ -245,20 +245,28 @@ static inline void exp4(const float* x, float* y) {
 // summed lane by lane in lane order (the order of a scalar loop over the
 // lanes, so the same float rounding). With 8 lanes the vectors are first
 // transposed in registers (the usual unpack, shuffle, 128-bit permute).
+#if defined(__clang__)
+#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, ivec{__VA_ARGS__})
+#endif
 static inline void lane_sums(const vec* a, const float* b, float* z) {
 #if !defined(__AVX512F__)
   static_assert(V == 8);
-  const ivec LO = {0, 8, 1, 9, 4, 12, 5, 13}, HI = {2, 10, 3, 11, 6, 14, 7, 15};
-  const ivec S0 = {0, 1, 8, 9, 4, 5, 12, 13}, S1 = {2, 3, 10, 11, 6, 7, 14, 15};
-  const ivec P0 = {0, 1, 2, 3, 8, 9, 10, 11}, P1 = {4, 5, 6, 7, 12, 13, 14, 15};
   vec t[8], u[8], col[8];
-  for (int i = 0; i < 8; i += 2) { t[i] = __builtin_shuffle(a[i], a[i + 1], LO); t[i + 1] = __builtin_shuffle(a[i], a[i + 1], HI); }
+  for (int i = 0; i < 8; i += 2) {           // unpack low / high pairs
+    t[i] = SHUFFLE(a[i], a[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = SHUFFLE(a[i], a[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
   for (int i = 0; i < 8; i += 4)
-    for (int h = 0; h < 2; ++h) {
-      u[i + 2 * h] = __builtin_shuffle(t[i + h], t[i + 2 + h], S0);
-      u[i + 2 * h + 1] = __builtin_shuffle(t[i + h], t[i + 2 + h], S1);
+    for (int h = 0; h < 2; ++h) {            // pairs of pairs
+      u[i + 2 * h] = SHUFFLE(t[i + h], t[i + 2 + h], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + 2 * h + 1] = SHUFFLE(t[i + h], t[i + 2 + h], 2, 3, 10, 11, 6, 7, 14, 15);
     }
-  for (int c = 0; c < 4; ++c) { col[c] = __builtin_shuffle(u[c], u[c + 4], P0); col[c + 4] = __builtin_shuffle(u[c], u[c + 4], P1); }
+  for (int c = 0; c < 4; ++c) {              // 128-bit halves
+    col[c] = SHUFFLE(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    col[c + 4] = SHUFFLE(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
   vec sum = vec{};
   for (int i = 0; i < 8; ++i) sum += col[i];
   *(vec*)z = *(const vec*)b + sum;
