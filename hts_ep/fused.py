@@ -330,17 +330,21 @@ static std::unique_ptr<float, Free> padded(int64_t floats) {
 //           t_nudge nudged steps (network.py's "branch" scheme); returns
 //           (h0, o0, r0, hb, ob, rb). One call instead of three: each group's
 //           drive and state are copied in once and stay in cache throughout.
+//           With a scale [M], h0 is replaced by (hb - h0) scale[m]: the weight
+//           update's factor, formed in cache instead of in a pass over memory.
 // New tensors; the inputs are not modified.
 static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, torch::Tensor o_in,
                                       torch::Tensor W2, torch::Tensor b2, torch::Tensor eps_hidden,
                                       torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
-                                      torch::Tensor y, int64_t steps, int64_t t_nudge, double slope, bool branch) {
+                                      torch::Tensor y, int64_t steps, int64_t t_nudge, double slope, bool branch,
+                                      torch::Tensor scale) {
   const int64_t M = h_in.size(0), B = h_in.size(1), H = h_in.size(2);
   TORCH_CHECK(o_in.size(2) == O && H % V == 0, "the fused kernel needs 10 outputs and a hidden size divisible by ", V);
   TORCH_CHECK(slope >= 0 && slope <= 1, "the fused kernel needs 0 <= slope <= 1");
   TORCH_CHECK(steps >= 0 && t_nudge >= 0, "step counts must be >= 0");
   const int64_t P = H + PAD;
-  const bool nudged = y.numel() > 0;
+  const bool nudged = y.numel() > 0, scaled = scale.numel() > 0;
+  TORCH_CHECK(!scaled || (branch && scale.numel() == M), "a scale needs the branch scheme and one value per model");
   auto h = torch::empty_like(h_in), o = o_in.clone();
   auto residual = torch::zeros({M, B}, h_in.options());
   torch::Tensor hb, ob, rb;
@@ -356,6 +360,7 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
   float *ph = h.data_ptr<float>(), *po = o.data_ptr<float>(), *pr = residual.data_ptr<float>();
   float *phb = branch ? hb.data_ptr<float>() : nullptr, *pob = branch ? ob.data_ptr<float>() : nullptr;
   float *prb = branch ? rb.data_ptr<float>() : nullptr;
+  const float* psc = scaled ? scale.data_ptr<float>() : nullptr;
   // Work items: groups of up to GROUP samples of one model, claimed
   // dynamically, so a thread the OS preempts delays only its current group.
   const int64_t per_model = (B + GROUP - 1) / GROUP, items = M * per_model;
@@ -386,7 +391,16 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
                     (float)slope, prb + i0);
         for (int s = 0; s < n; ++s) std::memcpy(phb + (i0 + s) * H, hq.get() + s * P, H * 4);
       }
-      for (int s = 0; s < n; ++s) std::memcpy(ph + (i0 + s) * H, hp.get() + s * P, H * 4);
+      if (scaled) {
+        const float sc = psc[m];
+        for (int s = 0; s < n; ++s) {
+          const float *a = hq.get() + s * P, *b = hp.get() + s * P;
+          float* out = ph + (i0 + s) * H;
+          for (int64_t j = 0; j < H; ++j) out[j] = (a[j] - b[j]) * sc;    // (hb - h0) scale
+        }
+      } else {
+        for (int s = 0; s < n; ++s) std::memcpy(ph + (i0 + s) * H, hp.get() + s * P, H * 4);
+      }
     }
   };
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), items);
@@ -400,14 +414,15 @@ std::vector<torch::Tensor> relax(torch::Tensor drive, torch::Tensor h_in, torch:
                                  torch::Tensor W2, torch::Tensor b2, torch::Tensor eps_hidden,
                                  torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
                                  torch::Tensor y, int64_t steps, double slope) {
-  return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, y, steps, 0, slope, false);
+  return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, y, steps, 0, slope, false, torch::Tensor());
 }
 
 std::vector<torch::Tensor> branch(torch::Tensor drive, torch::Tensor h_in, torch::Tensor o_in,
                                   torch::Tensor W2, torch::Tensor b2, torch::Tensor eps_hidden,
                                   torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
-                                  torch::Tensor y, int64_t t_branch, int64_t t_nudge, double slope) {
-  return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, y, t_branch, t_nudge, slope, true);
+                                  torch::Tensor y, int64_t t_branch, int64_t t_nudge, double slope,
+                                  torch::Tensor scale) {
+  return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, y, t_branch, t_nudge, slope, true, scale);
 }
 
 // How many floats x, among the bit patterns lo, lo + stride, ... below hi,
@@ -505,12 +520,14 @@ def relax(ens, drive, h, o, steps, y=None):
     return h, o, residual.amax(1)
 
 
-def branch(ens, drive, h, o, t_branch, t_nudge, y=None):
+def branch(ens, drive, h, o, t_branch, t_nudge, y=None, dh_scale=None):
     """The "branch" scheme's two phases in one pass: `t_branch` free steps from
     (h, o), then from there `t_nudge` free steps and `t_nudge` steps nudged
     towards y. Returns ((h0, o0, residual), (hb, ob, residual)), bit for bit
-    what three `relax` calls give."""
+    what three `relax` calls give. With `dh_scale` (one value per model), h0
+    is replaced by (hb - h0) * dh_scale, as `Ensemble.train_step` needs it."""
     y = torch.empty(0) if y is None else y.contiguous()
+    scale = torch.empty(0) if dh_scale is None else dh_scale.reshape(len(ens)).to(torch.float32).contiguous()
     h0, o0, r0, hb, ob, rb = _module.branch(drive.contiguous(), h.contiguous(), o.contiguous(), *_weights(ens), y,
-                                            t_branch, t_nudge, ens.slope)
+                                            t_branch, t_nudge, ens.slope, scale)
     return (h0, o0, r0.amax(1)), (hb, ob, rb.amax(1))

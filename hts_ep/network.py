@@ -142,8 +142,17 @@ class Ensemble:
         phase without its target force (a check that the update measures
         only the nudge: under "branch" it is then exactly zero).
         """
-        (h0, o0, res_free), (hb, ob, res_nudge) = self.phases(self.drive(x), y)
-        self.update(x, h0, o0, hb, ob)
+        drive = self.drive(x)
+        scale = self.eta1 / (self.beta * x.shape[1])       # eta1 / (beta B), per model
+        h, o = self.zero_state(x.shape[1])
+        if self.nudge_from == "branch" and fused.supports(drive, o, self.slope):
+            # the kernel forms dh = scale (hb - h0) while both states are in cache
+            (dh, o0, res_free), (hb, ob, res_nudge) = fused.branch(
+                self, drive, h, o, self.t_free - self.t_nudge, self.t_nudge, y, dh_scale=scale)
+        else:
+            (h0, o0, res_free), (hb, ob, res_nudge) = self.phases(drive, y)
+            dh = (hb - h0).mul_(scale)
+        self.update(x, dh, o0, hb, ob)
         return o0, res_free, res_nudge
 
     def phases(self, drive, y, nudge_from=None):
@@ -177,9 +186,9 @@ class Ensemble:
         do = (ob - o0) * (self.eta2 / (self.beta * B))
         return dh.transpose(1, 2) @ x, dh.sum(1), do.transpose(1, 2) @ hb, do.sum(1)
 
-    def update(self, x, h0, o0, hb, ob):
+    def update(self, x, dh, o0, hb, ob):
+        """Apply one batch's update; dh = eta1 / (beta B) (hb - h0), already formed."""
         B = x.shape[1]
-        dh = (hb - h0).mul_(self.eta1 / (self.beta * B))   # eta1 / (beta B) (hb - h0)
         do = (ob - o0).mul_(self.eta2 / (self.beta * B))   # eta2 / (beta B) (ob - o0)
         self.W1.baddbmm_(dh.transpose(1, 2), x)            # W1 += dh^T x
         self.b1.add_(dh.sum(1))

@@ -155,3 +155,22 @@ def test_branch_in_one_pass_is_three_relaxations_bit_for_bit(n_hidden, batch):
             for u, v in zip(phase, ref):
                 assert torch.equal(u, v)
     assert ens.phases(d, y)[1][1].equal(expected[1][1])
+    scale = ens.eta1 / (ens.beta * batch)              # train_step's form: dh instead of h0
+    (dh, o0, r0), nudged = fused.branch(ens, d, h, o, t_branch, t_nudge, y, dh_scale=scale)
+    assert torch.equal(dh, (expected[1][0] - expected[0][0]).mul_(scale))
+    assert torch.equal(o0, expected[0][1]) and torch.equal(r0, expected[0][2])
+    assert all(torch.equal(u, v) for u, v in zip(nudged, expected[1]))
+
+
+@needs_kernel
+def test_train_step_through_kernel_equals_pytorch_path(monkeypatch):
+    """The fused train_step (dh formed in the kernel) against the PyTorch path, same batches."""
+    fast, ref = ensemble(160), ensemble(160)
+    for step in range(3):
+        x, y = inputs(fast, 37, seed=step)
+        fast.train_step(x, y)
+        with monkeypatch.context() as m:
+            m.setenv("HTS_EP_KERNEL", "torch")
+            ref.train_step(x, y)
+    for name in ("W1", "b1", "W2", "b2"):
+        assert (getattr(fast, name) - getattr(ref, name)).abs().max() < 1e-6
