@@ -284,7 +284,8 @@ def per_model_bytes(config, batch):
     hb - h0), the PyTorch path (HTS_EP_KERNEL=torch) at 6 (two states of the
     running step plus the step's temporary), and one more is margin. Measured peaks
     (benchmarks/bench_relax.py) stay below this. The fused kernel's own scratch
-    (padded copies of W2 and of 16 samples per thread) is under 1 MiB in all. Not counted: data sets held
+    (padded copies of W2, and per thread of up to 3 x 24 sample rows) is under
+    1 MiB per thread. Not counted: data sets held
     on the device (shared by all models), the allocator's caching slack on
     CUDA, and evaluation batches larger than `batch` (train.evaluate uses 1000:
     pass the larger of the two).

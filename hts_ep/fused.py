@@ -29,7 +29,6 @@ Set HTS_EP_KERNEL=torch to use the plain PyTorch path instead (see
 config.KERNELS); if the build fails, that path is used with a warning.
 """
 import hashlib
-import os
 import time
 import warnings
 
@@ -72,7 +71,8 @@ constexpr int64_t PAD = 64 / sizeof(float);
 // multiple of ZS, so that only a batch's last group has a sample on its own
 // (the single-sample path runs at about 0.6 of a register block's rate; 16,
 // with one such sample per group, measured 4% slower than 24). The group's
-// drive and state, 2 x 24 x 4 KiB, stay in a 512 KiB L2.
+// drive and state (and the nudged branch's state), 2 or 3 x 24 x 4 KiB, stay
+// in a 512 KiB L2.
 constexpr int GROUP = 24;
 static_assert(GROUP % ZS == 0, "groups are whole register blocks");
 constexpr int64_t TILE = 512;  // neurons per tile: W2's tile (20 KiB) stays in L1 for the group
@@ -110,11 +110,11 @@ static inline __attribute__((always_inline)) void hidden_tile(
       for (int u = 0; u < U; ++u) z[s][u] = *(const vec*)(d + s * P + j + u * V);       // W1 x + b1
     #pragma GCC unroll 10
     for (int k = 0; k < O; ++k) {
+      // c holds 0 + gamma o (rounded like the broadcast of earlier kernels), so
+      // this is a bare broadcast from memory: adding the zero vector here cost a
+      // scalar add and a register broadcast per FMA row (9% of a step).
       vec cb[S];
       #pragma GCC unroll 8
-      // c holds 0 + gamma o (rounded like the broadcast of earlier kernels), so
-      // this is a bare broadcast from memory: the add of a zero vector here cost
-      // a scalar add and a register broadcast per FMA row, 9% of the step.
       for (int s = 0; s < S; ++s) cb[s] = c[s][k] - vec{};
       #pragma GCC unroll 8
       for (int u = 0; u < U; ++u) {
@@ -204,17 +204,25 @@ static inline void sweep(const float* d, float* hs, const float* W, const float*
   }
 }
 
-// exp(x) for 4 floats at a time, bit for bit glibc's expf (2.27 and later;
-// its FMA build where the target has FMA): x N/ln2 = k + r, exp(x) =
-// 2^(k/N) 2^(r/N), the first from a 32-entry table, the second a cubic, all
-// in double. Written as single expressions so that the compiler forms the
-// same fused multiply-adds as glibc's FMA build; exp_mismatches (below, and
-// tests/test_fused.py) compares it with std::exp. Vectorising the output
-// layer's sigmoid this way keeps the states bit for bit those of std::exp.
+// exp(x) for 4 floats at a time, bit for bit glibc's expf, so that
+// vectorising the output layer's sigmoid keeps the states of std::exp: x N/ln2
+// = k + r, exp(x) = 2^(k/N) 2^(r/N), the first from a 32-entry table, the
+// second a cubic, all in double. Written as single expressions so that the
+// compiler forms the fused multiply-adds of glibc's FMA build, which glibc
+// (2.27 and later) picks on x86-64 CPUs with FMA and AVX2; elsewhere (other
+// architectures round differently, other C libraries differ) it is std::exp
+// one float at a time. exp_mismatches (below, and tests/test_fused.py)
+// compares the two.
+#if defined(__x86_64__) && defined(__FMA__) && defined(__AVX2__) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 27))
+#define VECTOR_EXPF 1
+#else
+#define VECTOR_EXPF 0
+#endif
 typedef double dvec4 __attribute__((vector_size(32), aligned(8)));
 typedef float fvec4 __attribute__((vector_size(16), aligned(4)));
 typedef int32_t ivec4 __attribute__((vector_size(16), aligned(4)));
-typedef int64_t lvec4 __attribute__((vector_size(32), aligned(8)));
+typedef uint64_t lvec4 __attribute__((vector_size(32), aligned(8)));
 static const uint64_t EXP2_TABLE[32] = {  // 2^(i/32) as a double, minus i << 47
   0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull, 0x3fef72b83c7d517bull, 0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull, 0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull, 0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull, 0x3feea47eb03a5585ull, 0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull, 0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull, 0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull, 0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full, 0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull};
 constexpr double INV_LN2_N = 0x1.71547652b82fep+5, EXP_SHIFT = 0x1.8p+52;
@@ -223,7 +231,7 @@ constexpr double EXP_C0 = 0x1.c6af84b912394p-20, EXP_C1 = 0x1.ebfce50fac4f3p-13,
 static inline void exp4(const float* x, float* y) {
   const fvec4 xv = *(const fvec4*)x;
   const ivec4 top = (((ivec4)xv) >> 20) & 0x7ff;
-  if (top[0] > 0x42a || top[1] > 0x42a || top[2] > 0x42a || top[3] > 0x42a) {   // |x| >= 88, inf, NaN
+  if (!VECTOR_EXPF || top[0] > 0x42a || top[1] > 0x42a || top[2] > 0x42a || top[3] > 0x42a) {   // |x| >= 88, inf, NaN
     for (int i = 0; i < 4; ++i) y[i] = std::exp(x[i]);
     return;
   }
@@ -254,16 +262,16 @@ static inline void lane_sums(const vec* a, const float* b, float* z) {
 #if !defined(__AVX512F__)
   static_assert(V == 8);
   vec t[8], u[8], col[8];
-  for (int i = 0; i < 8; i += 2) {           // unpack low / high pairs
+  for (int i = 0; i < 8; i += 2) {
     t[i] = SHUFFLE(a[i], a[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
     t[i + 1] = SHUFFLE(a[i], a[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
   }
   for (int i = 0; i < 8; i += 4)
-    for (int h = 0; h < 2; ++h) {            // pairs of pairs
+    for (int h = 0; h < 2; ++h) {
       u[i + 2 * h] = SHUFFLE(t[i + h], t[i + 2 + h], 0, 1, 8, 9, 4, 5, 12, 13);
       u[i + 2 * h + 1] = SHUFFLE(t[i + h], t[i + 2 + h], 2, 3, 10, 11, 6, 7, 14, 15);
     }
-  for (int c = 0; c < 4; ++c) {              // 128-bit halves
+  for (int c = 0; c < 4; ++c) {
     col[c] = SHUFFLE(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11);
     col[c + 4] = SHUFFLE(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
@@ -343,7 +351,7 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
   TORCH_CHECK(slope >= 0 && slope <= 1, "the fused kernel needs 0 <= slope <= 1");
   TORCH_CHECK(steps >= 0 && t_nudge >= 0, "step counts must be >= 0");
   const int64_t P = H + PAD;
-  const bool nudged = y.numel() > 0, scaled = scale.numel() > 0;
+  const bool nudged = y.numel() > 0, scaled = scale.defined() && scale.numel() > 0;
   TORCH_CHECK(!scaled || (branch && scale.numel() == M), "a scale needs the branch scheme and one value per model");
   auto h = torch::empty_like(h_in), o = o_in.clone();
   auto residual = torch::zeros({M, B}, h_in.options());
@@ -396,7 +404,7 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
         for (int s = 0; s < n; ++s) {
           const float *a = hq.get() + s * P, *b = hp.get() + s * P;
           float* out = ph + (i0 + s) * H;
-          for (int64_t j = 0; j < H; ++j) out[j] = (a[j] - b[j]) * sc;    // (hb - h0) scale
+          for (int64_t j = 0; j < H; ++j) out[j] = (a[j] - b[j]) * sc;
         }
       } else {
         for (int s = 0; s < n; ++s) std::memcpy(ph + (i0 + s) * H, hp.get() + s * P, H * 4);

@@ -144,11 +144,11 @@ class Ensemble:
         """
         drive = self.drive(x)
         scale = self.eta1 / (self.beta * x.shape[1])       # eta1 / (beta B), per model
-        h, o = self.zero_state(x.shape[1])
-        if self.nudge_from == "branch" and fused.supports(drive, o, self.slope):
+        if self.nudge_from == "branch" and fused.supports(drive, self.b2, self.slope):   # b2: [M, n_out]
             # the kernel forms dh = scale (hb - h0) while both states are in cache
             (dh, o0, res_free), (hb, ob, res_nudge) = fused.branch(
-                self, drive, h, o, self.t_free - self.t_nudge, self.t_nudge, y, dh_scale=scale)
+                self, drive, *self.zero_state(x.shape[1]), self.t_free - self.t_nudge, self.t_nudge, y,
+                dh_scale=scale)
         else:
             (h0, o0, res_free), (hb, ob, res_nudge) = self.phases(drive, y)
             dh = (hb - h0).mul_(scale)
@@ -161,7 +161,9 @@ class Ensemble:
         branch: t_free - t_nudge free steps, then from that state t_nudge free
                 steps (h0, o0) and t_nudge nudged steps (hb, ob);
         end:    t_free free steps (h0, o0), then t_nudge nudged steps from there (hb, ob).
-        Both relax t_free + t_nudge steps per batch.
+        Both relax t_free + t_nudge steps per batch. Under "branch" the fused CPU
+        kernel runs all three relaxations in one call (fused.branch), not through
+        `self.relax`: replacing `relax` on an instance does not reach that path.
         """
         scheme = nudge_from or self.nudge_from
         h, o = self.zero_state(drive.shape[1])

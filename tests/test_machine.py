@@ -41,3 +41,14 @@ def test_feature_flags_change_the_name(monkeypatch, tmp_path):
         assert machine.cpu() == ("Some CPU", frozenset(flags.split()))
         names.append(machine.cpu_name())
     assert names[0] != names[1]
+
+
+def test_arm_cpuinfo_and_only_the_first_block(monkeypatch, tmp_path):
+    """Arm lists "Features" and numbers the core ("CPU part") instead of naming it; only CPU 0 counts."""
+    info = tmp_path / "cpuinfo"
+    block = "processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd sve\nCPU part\t: 0xd4f\n"
+    info.write_text("\n".join(block.format(i=i) for i in range(4)) + "\nHardware\t: some board\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
+    monkeypatch.setattr(machine.os.path, "exists", lambda p: True)
+    assert machine.cpu() == ("0xd4f", frozenset({"fp", "asimd", "sve"}))
