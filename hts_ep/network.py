@@ -144,31 +144,27 @@ class Ensemble:
         """
         drive = self.drive(x)
         scale = self.eta1 / (self.beta * x.shape[1])       # eta1 / (beta B), per model
-        if self.nudge_from == "branch" and fused.supports(drive, self.b2, self.slope):   # b2: [M, n_out]
-            # the kernel forms dh = scale (hb - h0) while both states are in cache
-            (dh, o0, res_free), (hb, ob, res_nudge) = fused.branch(
-                self, drive, *self.zero_state(x.shape[1]), self.t_free - self.t_nudge, self.t_nudge, y,
-                dh_scale=scale)
-        else:
-            (h0, o0, res_free), (hb, ob, res_nudge) = self.phases(drive, y)
-            dh = (hb - h0).mul_(scale)
+        (dh, o0, res_free), (hb, ob, res_nudge) = self.phases(drive, y, dh_scale=scale)
         self.update(x, dh, o0, hb, ob)
         return o0, res_free, res_nudge
 
-    def phases(self, drive, y, nudge_from=None):
+    def phases(self, drive, y, nudge_from=None, dh_scale=None):
         """The free and the nudged end states, each (h, o, residual), as the learning rule compares them.
 
         branch: t_free - t_nudge free steps, then from that state t_nudge free
                 steps (h0, o0) and t_nudge nudged steps (hb, ob);
         end:    t_free free steps (h0, o0), then t_nudge nudged steps from there (hb, ob).
-        Both relax t_free + t_nudge steps per batch. Under "branch" the fused CPU
-        kernel runs all three relaxations in one call (fused.branch), not through
-        `self.relax`: replacing `relax` on an instance does not reach that path.
+        Both relax t_free + t_nudge steps per batch. With `dh_scale` ([M, 1, 1]),
+        the free state's h0 is replaced by dh = dh_scale (hb - h0), the factor of
+        the weight update (the fused kernel forms it while both states are in cache).
+        Under "branch" the fused CPU kernel runs all three relaxations in one call
+        (fused.branch), not through `self.relax`: replacing `relax` on an instance
+        does not reach that path.
         """
         scheme = nudge_from or self.nudge_from
         h, o = self.zero_state(drive.shape[1])
         if scheme == "branch" and fused.supports(drive, o, self.slope):   # the three relaxations in one pass
-            return fused.branch(self, drive, h, o, self.t_free - self.t_nudge, self.t_nudge, y)
+            return fused.branch(self, drive, h, o, self.t_free - self.t_nudge, self.t_nudge, y, dh_scale=dh_scale)
         if scheme == "branch":
             hk, ok, _ = self.relax(drive, h, o, self.t_free - self.t_nudge)
             free = self.relax(drive, hk, ok, self.t_nudge)
@@ -176,6 +172,8 @@ class Ensemble:
         else:
             free = self.relax(drive, h, o, self.t_free)
             nudged = self.relax(drive, free[0], free[1], self.t_nudge, y=y)
+        if dh_scale is not None:
+            free = ((nudged[0] - free[0]).mul_(dh_scale), *free[1:])
         return free, nudged
 
     @torch.no_grad()

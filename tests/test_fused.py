@@ -182,3 +182,21 @@ def test_train_step_through_kernel_equals_pytorch_path(monkeypatch):
     assert len(calls) == 3 and all(c is not None for c in calls)    # one kernel call per batch, dh formed there
     for name in ("W1", "b1", "W2", "b2"):
         assert (getattr(fast, name) - getattr(ref, name)).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("scheme", ["branch", "end"])
+@pytest.mark.parametrize("kernel", ["auto", "torch"])
+def test_phases_with_dh_scale_give_the_update_factor(scheme, kernel, monkeypatch):
+    """phases(..., dh_scale) replaces h0 by dh_scale (hb - h0) on every path and scheme."""
+    if kernel == "auto" and not fused.available():
+        pytest.skip("fused kernel not built here")
+    monkeypatch.setenv("HTS_EP_KERNEL", kernel)
+    ens = ensemble(48)
+    x, y = inputs(ens, 7)
+    d = ens.drive(x)
+    scale = ens.eta1 / (ens.beta * 7)
+    (h0, o0, r0), nudged = ens.phases(d, y, scheme)
+    (dh, o0s, r0s), nudged_s = ens.phases(d, y, scheme, dh_scale=scale)
+    assert torch.equal(dh, (nudged[0] - h0).mul_(scale)) and dh.abs().max() > 0
+    assert torch.equal(o0s, o0) and torch.equal(r0s, r0)
+    assert all(torch.equal(u, v) for u, v in zip(nudged_s, nudged))
