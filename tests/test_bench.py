@@ -29,6 +29,21 @@ def test_reports_limit_fraction_and_projection(bench, capsys):
     assert "projection:" in out and "FAILED" not in out
 
 
+def test_paired_fraction_divides_each_batch_by_the_product_timed_next_to_it(bench, capsys, monkeypatch):
+    """Each batch's ratio uses the product sampled right after it: pinned here to read
+    1000 GFLOP/s after every training batch and 1 GFLOP/s after the others."""
+    rates = iter([1e3, 1.0, 1.0] * 100)          # per batch: after train, after predict, after relax
+    sample = bench.MachineLimit.sample
+    monkeypatch.setattr(bench.MachineLimit, "sample", lambda self, repeats=3: (sample(self, 1), next(rates))[1])
+    assert bench.main(ARGS[:3] + ["2"] + ARGS[4:]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if "paired" in l)
+    assert "median of 2" in line
+    train = [float(v) for v in line.split("train: ")[1].rstrip(")").split()]
+    predict = float(line.split("predict ")[1].split(",")[0])
+    assert len(train) == 2 and all(v < 0.1 for v in train)     # a few GFLOP/s over 1000
+    assert predict > 0.5                                       # a few GFLOP/s over 1
+
+
 def test_fails_when_the_package_drifts_from_the_plain_model(bench, capsys, monkeypatch):
     relax = Ensemble.relax
     monkeypatch.setattr(Ensemble, "relax", lambda self, d, h, o, steps, y=None, trace=None:
