@@ -246,6 +246,21 @@ class Store:
             held.append(lock)
         return held
 
+    def started(self):
+        """{key: epochs done} for the models that an unfinished group's checkpoint holds:
+        what a resumed sweep does not train again. Unreadable checkpoints are left out
+        (training reports them when it meets them)."""
+        import torch
+        done = {}
+        for ckpt in sorted((self.dir / "checkpoints").glob("*.ckpt")):
+            try:
+                state = torch.load(ckpt, weights_only=True, mmap=True)
+                for c, rec in zip(state["configs"], state["records"]):
+                    done[key(Config(**c))] = len(rec["epochs"])
+            except Exception:
+                continue
+        return done
+
     def tidy(self):
         """Remove checkpoints whose models all have complete records: left behind by a
         process that died between writing its last record and removing its checkpoint
@@ -361,11 +376,13 @@ class Plan:
     skipped: dict                   # dataset -> reason it cannot run here
     problems: list
     trained: list = field(default_factory=list)     # keys this process trained (sweep)
+    started: dict = field(default_factory=dict)     # key -> epochs a checkpoint holds (missing models)
 
     def estimate_seconds(self, device=None, threads=None):
-        """Seconds the missing models take on this machine (hts_ep.speed measures it once)."""
+        """Seconds the missing models take on this machine (hts_ep.speed measures it once),
+        less the epochs their checkpoints hold."""
         from . import speed
-        return speed.estimate_seconds(self.missing, device, threads)
+        return speed.estimate_seconds(self.missing, device, threads, done=self.started)
 
 
 # Config fields that `overrides` may not set: other parameters of the book choose them.
@@ -444,7 +461,8 @@ def plan(spec_name, profile, results_root=None, data_root=None, datasets=None, s
     for c in configs:
         (cached if store.get(c) is not None else todo).append(c)
     todo = [c for c in todo if c.dataset not in skipped]
-    return Plan(spec, profile, cached, todo, skipped, store.problems)
+    started = {k: n for k, n in store.started().items() if k in {key(c) for c in todo}} if todo else {}
+    return Plan(spec, profile, cached, todo, skipped, store.problems, started=started)
 
 
 def describe(p, device=None, threads=None):
@@ -453,6 +471,10 @@ def describe(p, device=None, threads=None):
     # The paper profile's store is the archive committed in the repository (results/paper/).
     stored = "archived" if p.profile == "paper" else "cached"
     line = f"{p.spec.name} / {p.profile}: {len(p.cached)} {stored}, {len(p.missing)} to train"
+    if p.started:
+        epochs = sorted(set(p.started.values()))
+        at = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]} to {epochs[-1]}"
+        line += f", {len(p.started)} of them part-trained (checkpoints at {at}, resumed from there)"
     if p.missing:
         import torch
         from .network import default_device
@@ -461,10 +483,10 @@ def describe(p, device=None, threads=None):
         try:
             seconds = p.estimate_seconds(where, threads)
         except (RuntimeError, AssertionError) as error:     # e.g. a device torch cannot use here
-            line += f" (no estimate: {str(error).splitlines()[0]})"
+            line += f"; no estimate: {str(error).splitlines()[0]}"
         else:
             unit = f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
-            line += (f" (estimated {unit} here: {where.type}"
+            line += (f"; estimated {unit} here ({where.type}"
                      + (f", {threads} threads" if where.type == "cpu" else "")
                      + ", from a measurement of this machine)")
     lines = [line]

@@ -130,12 +130,15 @@ def rates(config, device=None, threads=None):
     return entry
 
 
-def estimate_seconds(configs, device=None, threads=None):
-    """Training plus per-epoch evaluation of `configs`, in seconds on this machine."""
+def estimate_seconds(configs, device=None, threads=None, done=None):
+    """Training plus per-epoch evaluation of `configs`, in seconds on this machine;
+    `done` maps a config's key to the epochs a checkpoint already holds."""
+    from .experiments import key
     total = 0.0
     for c in configs:
         r = rates(c, device, threads)
         n_train = c.train_subset or data.SIZES["train_subset"]
         n_test = c.test_subset or data.SIZES["test_subset"]
-        total += c.epochs * (n_train * r["train"] + n_test * r["test"])
+        epochs = c.epochs - min((done or {}).get(key(c), 0), c.epochs)
+        total += epochs * (n_train * r["train"] + n_test * r["test"])
     return total

@@ -264,3 +264,25 @@ def test_per_model_bytes_covers_weights_and_batch():
     weights = 4 * (1024 * 784 + 10 * 1024 + 2 * 1024 + 10)
     b256, b1000 = experiments.per_model_bytes(c, 256), experiments.per_model_bytes(c, 1000)
     assert weights + 5 * 256 * 1024 * 4 < b256 < b1000 < 40 * 2**20
+
+
+@pytest.mark.data
+def test_dry_run_counts_part_trained_models(specs, monkeypatch):
+    """A group's checkpoint (an interrupted sweep): the plan says which models it holds and how
+    far, and the estimate leaves out the epochs it already has."""
+    import torch
+    from hts_ep import speed
+    configs = experiments.grid_configs(experiments.load_spec("small"), "tiny")
+    group = [c.replace(epochs=3) for c in configs[:2]]
+    monkeypatch.setattr(experiments, "grid_configs", lambda *a, **k: group + configs[2:])
+    path = experiments.Store("tiny").checkpoint(group)
+    path.parent.mkdir(parents=True)
+    torch.save({"configs": [c.to_dict() for c in group], "records": [{"epochs": [{"epoch": 1}]}] * 2}, path)
+    p = experiments.plan("small", "tiny")
+    assert p.started == {key(c): 1 for c in group}
+    monkeypatch.setattr(speed, "rates", lambda c, device=None, threads=None: {"train": 1e-3, "test": 0.0})
+    # 256 training images an epoch: 6 models x 1 epoch, and 2 models x (3 - 1) epochs
+    assert p.estimate_seconds("cpu", 1) == pytest.approx((6 + 2 * 2) * 0.256)
+    assert "8 to train, 2 of them part-trained (checkpoints at epoch 1, resumed" in experiments.describe(p, "cpu", 1)
+    path.write_bytes(b"not a checkpoint")             # unreadable: counted as not started
+    assert experiments.plan("small", "tiny").started == {}

@@ -51,6 +51,11 @@ def test_estimate_follows_epochs_and_samples(cache, monkeypatch):
     assert speed.estimate_seconds([one.replace(epochs=3), one]) == pytest.approx(4 * (1.0 + 0.05))
     full = SMALL.replace(epochs=2, train_subset=0, test_subset=0)      # 0: the whole data set
     assert speed.estimate_seconds([full]) == pytest.approx(2 * (60000 * 1e-3 + 10000 * 1e-4))
+    # epochs a checkpoint holds are not counted again, and never below zero
+    from hts_ep.experiments import key
+    three = one.replace(epochs=3)
+    assert speed.estimate_seconds([three, one], done={key(three): 2}) == pytest.approx(2 * 1.05)
+    assert speed.estimate_seconds([three], done={key(three): 7}) == 0
 
 
 def test_threads_are_restored(cache):
