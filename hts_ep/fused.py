@@ -289,9 +289,20 @@ static inline void lane_sums(const vec* a, const float* b, float* z) {
 // The output layer's quantities are flat arrays over q = s O + k, padded to
 // whole vectors, so that its update, sigmoid and lane sums run vectorised
 // (measured: 7% of a step as scalar code).
-static void relax_group(const float* d, float* hs, float* ob, const float* W, const float* b2,
-                        const float* eps, int64_t P, int64_t H, int n, int64_t steps, float eo, float g,
-                        float be, const float* ys, float slope, float* residual) {
+struct Model {                 // one model as the kernel reads it
+  const float *W, *b2, *eps;   // W2 [O rows, P floats apart], b2 [O], eps_hidden [H]
+  int64_t P, H;
+  float eo, g, be, slope;      // eps_out, gamma, beta, leaky-ReLU slope
+};
+
+// d, hs: the group's drive and hidden state (rows P floats apart); ob: its
+// outputs [n, O], updated in place; ys: one-hot targets [n, O] (nudged) or
+// null (free); residual: max|h[T] - h[T-1]| per sample, written.
+static void relax_group(const Model& model, const float* d, float* hs, float* ob, int n, int64_t steps,
+                        const float* ys, float* residual) {
+  const float *W = model.W, *b2 = model.b2, *eps = model.eps;
+  const int64_t P = model.P, H = model.H;
+  const float eo = model.eo, g = model.g, be = model.be, slope = model.slope;
   constexpr int NQ = (GROUP * O + V - 1) / V * V;
   alignas(64) float os[NQ] = {}, zo[NQ] = {}, c[NQ] = {}, bq[NQ] = {}, ex[NQ] = {}, nz[NQ] = {}, yq[NQ] = {};
   alignas(64) vec acc[NQ];
@@ -384,19 +395,16 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
         std::memcpy(dp.get() + s * P, pd + (i0 + s) * H, H * 4);
         std::memcpy(hp.get() + s * P, phi + (i0 + s) * H, H * 4);
       }
-      const float *Wm = Wp.get() + m * O * P, *bm = pb + m * O, *em = pe + m * H, *ym = nudged ? py + i0 * O : nullptr;
+      const Model model{Wp.get() + m * O * P, pb + m * O, pe + m * H, P, H, peo[m], pg[m], pbeta[m], (float)slope};
+      const float* ym = nudged ? py + i0 * O : nullptr;
       if (!branch) {
-        relax_group(dp.get(), hp.get(), po + i0 * O, Wm, bm, em, P, H, n, steps, peo[m], pg[m], pbeta[m], ym,
-                    (float)slope, pr + i0);
+        relax_group(model, dp.get(), hp.get(), po + i0 * O, n, steps, ym, pr + i0);
       } else {
-        relax_group(dp.get(), hp.get(), po + i0 * O, Wm, bm, em, P, H, n, steps, peo[m], pg[m], pbeta[m], nullptr,
-                    (float)slope, pr + i0);
+        relax_group(model, dp.get(), hp.get(), po + i0 * O, n, steps, nullptr, pr + i0);   // to the branch point
         std::memcpy(hq.get(), hp.get(), n * P * 4);
         std::memcpy(pob + i0 * O, po + i0 * O, n * O * 4);
-        relax_group(dp.get(), hp.get(), po + i0 * O, Wm, bm, em, P, H, n, t_nudge, peo[m], pg[m], pbeta[m], nullptr,
-                    (float)slope, pr + i0);
-        relax_group(dp.get(), hq.get(), pob + i0 * O, Wm, bm, em, P, H, n, t_nudge, peo[m], pg[m], pbeta[m], ym,
-                    (float)slope, prb + i0);
+        relax_group(model, dp.get(), hp.get(), po + i0 * O, n, t_nudge, nullptr, pr + i0);   // free: h0, o0
+        relax_group(model, dp.get(), hq.get(), pob + i0 * O, n, t_nudge, ym, prb + i0);      // nudged: hb, ob
         for (int s = 0; s < n; ++s) std::memcpy(phb + (i0 + s) * H, hq.get() + s * P, H * 4);
       }
       if (scaled) {
