@@ -380,6 +380,21 @@ def device_of(record):
     return f"{device} ({name})" if name else device
 
 
+def compute_hours(records):
+    """{device: wall-clock hours} the records took to train, evaluation included: the sum of
+    their epochs' seconds, each divided by the size of the ensemble it was trained in (an
+    epoch's time is the whole ensemble's, written into each of its models' records). Records
+    without epoch times count zero; their device is left out if none has any."""
+    hours = {}
+    for r in records:
+        env = r.get("environment") or {}
+        size = env.get("ensemble_size") or 1
+        seconds = sum(e.get("seconds") or 0 for e in r.get("epochs", []))
+        if seconds:
+            hours[device_of(r)] = hours.get(device_of(r), 0.0) + seconds / size / 3600
+    return dict(sorted(hours.items()))
+
+
 def source(records, profile, archived=False, overrides=None):
     """Where the numbers of `records` come from: profile, device(s) and date(s), in one sentence
     (records written before they carried a date count as "unknown")."""
@@ -393,6 +408,12 @@ def source(records, profile, archived=False, overrides=None):
         when += f" ({undated} of {len(records)} undated)"
     text += (f"; {len(records)} runs on {', '.join(sorted({device_of(r) for r in records}))}, "
              f"trained on {when}")
+    hours = compute_hours(records)
+    span = {dev: f"{h:.1f} h" if h >= 1 else f"{60 * h:.0f} min" for dev, h in hours.items()}
+    if len(span) == 1:
+        text += f"; training took {next(iter(span.values()))}"
+    elif span:
+        text += "; training took " + " and ".join(f"{t} on {dev}" for dev, t in span.items())
     if overrides:
         text += "; overrides " + ", ".join(f"{k} = {v!r}" for k, v in overrides.items())
     return text + "."

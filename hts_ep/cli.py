@@ -167,6 +167,7 @@ def cmd_table(args):
         print(frame.to_csv())
     else:
         print(f"{args.spec}, profile {args.profile}: {len(recs)} records (test accuracy %, mean ± std over seeds)")
+        print(f"source: {analysis.source(recs, args.profile)}")
         print(frame.to_markdown())
         for ds, reason in gaps.items():
             print(f"\ngap {ds}: {reason}")

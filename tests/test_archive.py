@@ -172,3 +172,18 @@ def test_plain_papermill_takes_overrides(tmp_path):
     done, _ = papermill(tmp_path, "-y", "overrides: {sigma_eps: wide}")
     assert done.returncode != 0
     assert "overrides: sigma_eps='wide' must be a finite number" in done.stderr + done.stdout
+
+
+def test_source_states_the_training_time_once_per_ensemble():
+    """An epoch's seconds are the whole ensemble's, written into each model's record:
+    summed over records they are divided by the ensemble size, per device."""
+    def rec(device, size, seconds):
+        return {"environment": {"device": device, "ensemble_size": size}, "finished": "2026-11-30T00:00:00Z",
+                "epochs": [{"seconds": s} for s in seconds]}
+    pair = [rec("cpu", 2, [1800, 1800]), rec("cpu", 2, [1800, 1800])]       # one ensemble of 2: 1 h
+    assert analysis.compute_hours(pair) == {"cpu": pytest.approx(1.0)}
+    assert "training took 1.0 h." in analysis.source(pair, "paper")
+    both = pair + [rec("cuda", 1, [60, 60])]
+    assert analysis.compute_hours(both) == {"cpu": pytest.approx(1.0), "cuda": pytest.approx(2 / 60)}
+    assert "training took 1.0 h on cpu and 2 min on cuda." in analysis.source(both, "paper")
+    assert "training took" not in analysis.source([rec("cpu", 1, [])], "paper")   # no epoch times: not claimed
