@@ -14,15 +14,16 @@ random inputs in [0, 1]), it times
          models batched with bmm
 
 alternating plain and fast batch by batch (and which goes first), so drifts in
-machine load hit both alike, and right after every timed package batch the
-machine's own limit: one large fp32 matrix product (and a bf16 one where the
-CPU has AMX or AVX512-BF16). It reports the package's GFLOP/s as a fraction of
-that rate, for whole training steps and for the relaxation alone, two ways:
-fastest batch against fastest product, and paired (each batch against the
-product timed next to it, the median over batches). On a shared machine the
-rate jumps between levels for seconds at a time; the paired ratio cancels the
-level, the best-against-best one depends on which level the few kernel
-batches happened to meet. It checks that both
+machine load hit both alike, and right after every timed batch (of either,
+so both start from the same cache state) the machine's own limit: one large
+fp32 matrix product (and a bf16 one where the CPU has AMX or AVX512-BF16). It
+reports the package's GFLOP/s as a fraction of that rate, for whole training
+steps and for the relaxation alone, two ways: paired (each package batch
+against the product timed right after it, the median over batches) and
+fastest batch against fastest product. On a shared machine the rate jumps
+between levels for seconds at a time; the paired ratio largely cancels the
+level, while the best-against-best one sets a few kernel batches against
+many more products, and so leans low. It checks that both
 implementations agree: max |h| and |o| differences after a full free phase,
 and the weights after the timed training steps, must be <= 1e-4 (float32),
 else it exits with status 1.
@@ -307,10 +308,10 @@ def bench(M, args, device):
     cpu = {key: [] for key in times}
     relax_times = []
     limit = MachineLimit(device)
-    # (kernel rate, product rate sampled right after it): on a shared machine the
+    # kernel rate / product rate sampled right after it: on a shared machine the
     # rate moves between two or three levels for seconds at a time; a ratio taken
-    # within one such moment cancels the level, where best-of-3 kernel batches
-    # against best-of-many products favours the product.
+    # within one such moment largely cancels the level, where the fastest of a few
+    # kernel batches against the fastest of many more products favours the product.
     paired = {"train": [], "predict": [], "relax": []}
     runs = {("plain", "train"): lambda b: plain.train_step(b[0], b[1]),
             ("fast", "train"): lambda b: ens.train_step(b[0], b[1]),
@@ -323,9 +324,10 @@ def bench(M, args, device):
                 c0 = time.process_time()
                 times[impl, kind].append(timed(lambda: runs[impl, kind](b), device))
                 cpu[impl, kind].append(time.process_time() - c0)
+                product = limit.sample()        # after plain batches too: the same cache state for both
                 if impl == "fast":
                     rate = M * flops(c, args.batch, kind == "train") / times[impl, kind][-1] / 1e9
-                    paired[kind].append(rate / limit.sample())
+                    paired[kind].append(rate / product)
         with torch.no_grad():
             d_b = ens.drive(b[0])
             relax_times.append(timed(lambda: ens.relax(d_b, *ens.zero_state(args.batch), c.t_free + c.t_nudge),
@@ -387,7 +389,7 @@ def bench(M, args, device):
     med = {kind: statistics.median(v) for kind, v in paired.items()}
     print(f"fraction of the fp32 product rate, paired (each batch against the product timed right after it, "
           f"median of {len(paired['train'])}): train step {med['train']:.2f}, predict {med['predict']:.2f}, "
-          f"relaxation alone {med['relax']:.2f} (per batch, train: "
+          f"relaxation alone {med['relax']:.3f} (per batch, train: "
           f"{' '.join(f'{v:.2f}' for v in paired['train'])})")
     rows["limit"] = dict(fp32=mm, relax_gflops=relax_gf, train_gflops=best["train"], paired=med)
     print(f"first call, fast: {first['predict']:.2f} s (predict), {first['train']:.2f} s (train) "

@@ -380,8 +380,14 @@ def device_of(record):
     return f"{device} ({name})" if name else device
 
 
+def duration(hours):
+    """Hours in words: '5.3 h', '12 min', '<1 min'."""
+    minutes = 60 * hours
+    return f"{hours:.1f} h" if minutes >= 59.5 else f"{minutes:.0f} min" if minutes >= 0.5 else "<1 min"
+
+
 def compute_hours(records):
-    """{device: wall-clock hours} the records took to train, evaluation included: the sum of
+    """{device: hours} the records took to train, evaluation included: the sum of
     their epochs' seconds, each divided by the size of the ensemble it was trained in (an
     epoch's time is the whole ensemble's, written into each of its models' records). Records
     without epoch times count zero; their device is left out if none has any."""
@@ -396,8 +402,8 @@ def compute_hours(records):
 
 
 def source(records, profile, archived=False, overrides=None):
-    """Where the numbers of `records` come from: profile, device(s) and date(s), in one sentence
-    (records written before they carried a date count as "unknown")."""
+    """Where the numbers of `records` come from: profile, device(s), date(s) and training time,
+    in one sentence (records written before they carried a date count as "unknown")."""
     text = f"profile {profile}" + (", archived records not retrained by this build" if archived else "")
     if not records:
         return text + "; no runs."
@@ -406,14 +412,15 @@ def source(records, profile, archived=False, overrides=None):
     when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "unknown"
     if dates and undated:
         when += f" ({undated} of {len(records)} undated)"
-    text += (f"; {len(records)} runs on {', '.join(sorted({device_of(r) for r in records}))}, "
+    text += (f"; {len(records)} run{'s' if len(records) != 1 else ''} on "
+             f"{', '.join(sorted({device_of(r) for r in records}))}, "
              f"trained on {when}")
     hours = compute_hours(records)
-    span = {dev: f"{h:.1f} h" if h >= 1 else f"{60 * h:.0f} min" for dev, h in hours.items()}
-    if len(span) == 1:
-        text += f"; training took {next(iter(span.values()))}"
-    elif span:
-        text += "; training took " + " and ".join(f"{t} on {dev}" for dev, t in span.items())
+    span = {dev: duration(h) for dev, h in hours.items()}
+    devices = {device_of(r) for r in records}
+    if span:
+        text += "; training time " + ", ".join(t + (f" on {dev}" if len(devices) > 1 else "")
+                                               for dev, t in span.items()) + " (summed over its ensembles)"
     if overrides:
         text += "; overrides " + ", ".join(f"{k} = {v!r}" for k, v in overrides.items())
     return text + "."

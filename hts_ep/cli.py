@@ -133,8 +133,9 @@ def cmd_sweep(args):
     if args.dry_run:
         from .train import check_device
         check_device(args.device)
-        print(experiments.describe(experiments.plan(args.spec, args.profile, data_root=args.data_root),
-                                   args.device, args.threads))
+        p = experiments.plan(args.spec, args.profile, data_root=args.data_root, max_group=args.max_group,
+                             device=args.device)
+        print(experiments.describe(p, args.device, args.threads))
         return
     if not (args.workers or args.scheduler):
         set_threads(args.threads)
@@ -167,7 +168,7 @@ def cmd_table(args):
         print(frame.to_csv())
     else:
         print(f"{args.spec}, profile {args.profile}: {len(recs)} records (test accuracy %, mean ± std over seeds)")
-        print(f"source: {analysis.source(recs, args.profile)}")
+        print(f"source: {analysis.source(recs, args.profile, archived=args.profile == 'paper')}")
         print(frame.to_markdown())
         for ds, reason in gaps.items():
             print(f"\ngap {ds}: {reason}")

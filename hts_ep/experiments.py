@@ -246,19 +246,27 @@ class Store:
             held.append(lock)
         return held
 
-    def started(self):
-        """{key: epochs done} for the models that an unfinished group's checkpoint holds:
-        what a resumed sweep does not train again. Unreadable checkpoints are left out
-        (training reports them when it meets them)."""
+    def resumable(self, groups):
+        """{key: epochs done} for the models of `groups` (as the sweep forms them) whose group
+        has a checkpoint here: what a sweep resumes instead of starting over. Read without
+        the tensors (mmap), so only its configurations and epoch counts are checked; one that
+        training then rejects (see train.check_checkpoint) is trained from the start."""
         import torch
         done = {}
-        for ckpt in sorted((self.dir / "checkpoints").glob("*.ckpt")):
-            try:
-                state = torch.load(ckpt, weights_only=True, mmap=True)
-                for c, rec in zip(state["configs"], state["records"]):
-                    done[key(Config(**c))] = len(rec["epochs"])
-            except Exception:
+        for g in groups:
+            path = self.checkpoint(g)
+            if not path.exists():
                 continue
+            try:
+                state = torch.load(path, weights_only=True, mmap=True)
+                epochs = {len(r["epochs"]) for r in state["records"]}
+                if state["configs"] != [c.to_dict() for c in g] or len(state["records"]) != len(g) \
+                        or len(epochs) != 1:
+                    continue
+            except Exception:       # unreadable or not ours: training reports it when it meets it
+                continue
+            n = epochs.pop()
+            done.update({key(c): n for c in g})
         return done
 
     def tidy(self):
@@ -376,7 +384,8 @@ class Plan:
     skipped: dict                   # dataset -> reason it cannot run here
     problems: list
     trained: list = field(default_factory=list)     # keys this process trained (sweep)
-    started: dict = field(default_factory=dict)     # key -> epochs a checkpoint holds (missing models)
+    groups: list = field(default_factory=list)      # the ensembles a sweep trains the missing models in
+    started: dict = field(default_factory=dict)     # key -> epochs their group's checkpoint holds
 
     def estimate_seconds(self, device=None, threads=None):
         """Seconds the missing models take on this machine (hts_ep.speed measures it once),
@@ -448,7 +457,11 @@ def grid_configs(spec, profile, datasets=None, seeds=None, overrides=None):
     return apply_overrides(configs, overrides)
 
 
-def plan(spec_name, profile, results_root=None, data_root=None, datasets=None, seeds=None, overrides=None):
+def plan(spec_name, profile, results_root=None, data_root=None, datasets=None, seeds=None, overrides=None,
+         max_group=None, device=None):
+    """What of the spec is stored, missing or cannot run here. With `max_group` (as the sweep
+    gets it, and the sweep's `device`), also the groups the missing models train in and which
+    of them a checkpoint resumes."""
     spec = load_spec(spec_name)
     configs = grid_configs(spec, profile, datasets, seeds, overrides)
     store = Store(profile, results_root)
@@ -461,8 +474,9 @@ def plan(spec_name, profile, results_root=None, data_root=None, datasets=None, s
     for c in configs:
         (cached if store.get(c) is not None else todo).append(c)
     todo = [c for c in todo if c.dataset not in skipped]
-    started = {k: n for k, n in store.started().items() if k in {key(c) for c in todo}} if todo else {}
-    return Plan(spec, profile, cached, todo, skipped, store.problems, started=started)
+    groups = group(todo, max_group, memory_budget(device)) if max_group and todo else []
+    return Plan(spec, profile, cached, todo, skipped, store.problems, groups=groups,
+                started=store.resumable(groups))
 
 
 def describe(p, device=None, threads=None):
@@ -474,7 +488,8 @@ def describe(p, device=None, threads=None):
     if p.started:
         epochs = sorted(set(p.started.values()))
         at = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]} to {epochs[-1]}"
-        line += f", {len(p.started)} of them part-trained (checkpoints at {at}, resumed from there)"
+        line += (f", {len(p.started)} of them checkpointed at {at} of {p.missing[0].epochs} "
+                 "(the sweep resumes from there)")
     if p.missing:
         import torch
         from .network import default_device
@@ -507,7 +522,7 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     `datasets` restricts the sweep to some of the spec's data sets, `seeds`
     replaces the profile's seeds (None: all of them, the profile's), `overrides`
     replaces Config fields in every model of the grid (new keys: trained and cached apart)."""
-    p = plan(spec_name, profile, results_root, data_root, datasets, seeds, overrides)
+    p = plan(spec_name, profile, results_root, data_root, datasets, seeds, overrides, max_group, device)
     if progress:
         log.info("%s", describe(p, device, threads))
     Store(profile, results_root).tidy()
@@ -520,8 +535,8 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     elif device is not None:
         check_device_name(device)
     check_writable_dir(Store(profile, results_root).dir, "results folder")
-    groups = group(p.missing, max_group, memory_budget(device))
-    total = sum(c.epochs for c in p.missing)
+    groups = p.groups
+    total = sum(c.epochs - p.started.get(key(c), 0) for c in p.missing)      # resumed groups: what is left
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -283,18 +283,18 @@ static inline void lane_sums(const vec* a, const float* b, float* z) {
 #endif
 }
 
-// n <= GROUP samples of one model through `steps` Euler steps. The output layer
-// (O scalars per sample) is updated from o[t] and z_o[t] = W2 h[t] + b2 after
-// the sweep has produced W2 h[t+1]: the synchronous update of network.py.
-// The output layer's quantities are flat arrays over q = s O + k, padded to
-// whole vectors, so that its update, sigmoid and lane sums run vectorised
-// (measured: 7% of a step as scalar code).
 struct Model {                 // one model as the kernel reads it
   const float *W, *b2, *eps;   // W2 [O rows, P floats apart], b2 [O], eps_hidden [H]
   int64_t P, H;
   float eo, g, be, slope;      // eps_out, gamma, beta, leaky-ReLU slope
 };
 
+// n <= GROUP samples of one model through `steps` Euler steps. The output layer
+// (O scalars per sample) is updated from o[t] and z_o[t] = W2 h[t] + b2 after
+// the sweep has produced W2 h[t+1]: the synchronous update of network.py.
+// The output layer's quantities are flat arrays over q = s O + k, padded to
+// whole vectors, so that its update, sigmoid and lane sums run vectorised
+// (measured: 7% of a step as scalar code).
 // d, hs: the group's drive and hidden state (rows P floats apart); ob: its
 // outputs [n, O], updated in place; ys: one-hot targets [n, O] (nudged) or
 // null (free); residual: max|h[T] - h[T-1]| per sample, written.

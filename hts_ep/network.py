@@ -154,14 +154,18 @@ class Ensemble:
         branch: t_free - t_nudge free steps, then from that state t_nudge free
                 steps (h0, o0) and t_nudge nudged steps (hb, ob);
         end:    t_free free steps (h0, o0), then t_nudge nudged steps from there (hb, ob).
-        Both relax t_free + t_nudge steps per batch. With `dh_scale` ([M, 1, 1]),
-        the free state's h0 is replaced by dh = dh_scale (hb - h0), the factor of
-        the weight update (the fused kernel forms it while both states are in cache).
+        Both relax t_free + t_nudge steps per batch. With `dh_scale` (one value per
+        model: [M], [M, 1, 1], or one number for all), the free state's h0 is
+        replaced by dh = dh_scale (hb - h0), the factor of the weight update (the
+        fused kernel forms it while both states are in cache).
         Under "branch" the fused CPU kernel runs all three relaxations in one call
         (fused.branch), not through `self.relax`: replacing `relax` on an instance
         does not reach that path.
         """
         scheme = nudge_from or self.nudge_from
+        if dh_scale is not None:    # [M, 1, 1] on every path
+            dh_scale = torch.as_tensor(dh_scale, dtype=torch.float32, device=drive.device)
+            dh_scale = dh_scale.reshape(-1, 1, 1).expand(len(self), 1, 1)
         h, o = self.zero_state(drive.shape[1])
         if scheme == "branch" and fused.supports(drive, o, self.slope):   # the three relaxations in one pass
             return fused.branch(self, drive, h, o, self.t_free - self.t_nudge, self.t_nudge, y, dh_scale=dh_scale)

@@ -182,8 +182,13 @@ def test_source_states_the_training_time_once_per_ensemble():
                 "epochs": [{"seconds": s} for s in seconds]}
     pair = [rec("cpu", 2, [1800, 1800]), rec("cpu", 2, [1800, 1800])]       # one ensemble of 2: 1 h
     assert analysis.compute_hours(pair) == {"cpu": pytest.approx(1.0)}
-    assert "training took 1.0 h." in analysis.source(pair, "paper")
+    assert "2 runs on cpu, trained on 2026-11-30; training time 1.0 h (summed over its ensembles)." in \
+        analysis.source(pair, "paper")
     both = pair + [rec("cuda", 1, [60, 60])]
     assert analysis.compute_hours(both) == {"cpu": pytest.approx(1.0), "cuda": pytest.approx(2 / 60)}
-    assert "training took 1.0 h on cpu and 2 min on cuda." in analysis.source(both, "paper")
-    assert "training took" not in analysis.source([rec("cpu", 1, [])], "paper")   # no epoch times: not claimed
+    assert "training time 1.0 h on cpu, 2 min on cuda (summed" in analysis.source(both, "paper")
+    untimed = analysis.source([rec("cpu", 1, []), rec("cuda", 1, [60])], "paper")
+    assert "training time 1 min on cuda" in untimed                 # named: the runs span two devices
+    assert "training time" not in analysis.source([rec("cpu", 1, [])], "paper")    # no epoch times: not claimed
+    assert [analysis.duration(m / 60) for m in (0.2, 0.6, 59.4, 59.6, 90)] == ["<1 min", "1 min", "59 min",
+                                                                           "1.0 h", "1.5 h"]

@@ -30,9 +30,12 @@ def test_reports_limit_fraction_and_projection(bench, capsys):
 
 
 def test_paired_fraction_divides_each_batch_by_the_product_timed_next_to_it(bench, capsys, monkeypatch):
-    """Each batch's ratio uses the product sampled right after it: pinned here to read
-    1000 GFLOP/s after every training batch and 1 GFLOP/s after the others."""
-    rates = iter([1e3, 1.0, 1.0] * 100)          # per batch: after train, after predict, after relax
+    """Each package batch's ratio uses the product sampled right after it. The products are
+    pinned per position: 1e-9 GFLOP/s after plain batches (any ratio taken from one explodes),
+    1e3 after a fast training batch, 1 after a fast predict batch, 1e6 after the relaxation."""
+    P, T, Q, R = 1e-9, 1e3, 1.0, 1e6
+    rates = iter([P, T, P, Q, R,            # batch 0: plain first (train, then predict), relaxation
+                  T, P, Q, P, R])           # batch 1: fast first
     sample = bench.MachineLimit.sample
     monkeypatch.setattr(bench.MachineLimit, "sample", lambda self, repeats=3: (sample(self, 1), next(rates))[1])
     assert bench.main(ARGS[:3] + ["2"] + ARGS[4:]) == 0
@@ -40,8 +43,10 @@ def test_paired_fraction_divides_each_batch_by_the_product_timed_next_to_it(benc
     assert "median of 2" in line
     train = [float(v) for v in line.split("train: ")[1].rstrip(")").split()]
     predict = float(line.split("predict ")[1].split(",")[0])
-    assert len(train) == 2 and all(v < 0.1 for v in train)     # a few GFLOP/s over 1000
-    assert predict > 0.5                                       # a few GFLOP/s over 1
+    relax = float(line.split("relaxation alone ")[1].split(" ")[0])
+    assert len(train) == 2 and all(v < 0.1 for v in train)     # a few GFLOP/s over 1e3
+    assert 0.01 < predict < 1e4                                # a few GFLOP/s over 1
+    assert relax < 0.001                                       # a few GFLOP/s over 1e6
 
 
 def test_fails_when_the_package_drifts_from_the_plain_model(bench, capsys, monkeypatch):

@@ -267,22 +267,27 @@ def test_per_model_bytes_covers_weights_and_batch():
 
 
 @pytest.mark.data
-def test_dry_run_counts_part_trained_models(specs, monkeypatch):
-    """A group's checkpoint (an interrupted sweep): the plan says which models it holds and how
-    far, and the estimate leaves out the epochs it already has."""
+def test_dry_run_counts_checkpointed_models(specs, monkeypatch):
+    """A group's checkpoint (an interrupted sweep): the plan says which models the sweep
+    would resume and from which epoch, and the estimate leaves out the epochs they have.
+    Only a checkpoint of a group the sweep forms counts: other --max-group, other groups."""
     import torch
     from hts_ep import speed
     configs = experiments.grid_configs(experiments.load_spec("small"), "tiny")
-    group = [c.replace(epochs=3) for c in configs[:2]]
+    group = [c.replace(epochs=3) for c in configs[:2]]           # a bucket of its own (other epochs)
     monkeypatch.setattr(experiments, "grid_configs", lambda *a, **k: group + configs[2:])
     path = experiments.Store("tiny").checkpoint(group)
     path.parent.mkdir(parents=True)
     torch.save({"configs": [c.to_dict() for c in group], "records": [{"epochs": [{"epoch": 1}]}] * 2}, path)
-    p = experiments.plan("small", "tiny")
-    assert p.started == {key(c): 1 for c in group}
+    p = experiments.plan("small", "tiny", max_group=2)
+    assert group in p.groups and p.started == {key(c): 1 for c in group}
     monkeypatch.setattr(speed, "rates", lambda c, device=None, threads=None: {"train": 1e-3, "test": 0.0})
     # 256 training images an epoch: 6 models x 1 epoch, and 2 models x (3 - 1) epochs
     assert p.estimate_seconds("cpu", 1) == pytest.approx((6 + 2 * 2) * 0.256)
-    assert "8 to train, 2 of them part-trained (checkpoints at epoch 1, resumed" in experiments.describe(p, "cpu", 1)
-    path.write_bytes(b"not a checkpoint")             # unreadable: counted as not started
-    assert experiments.plan("small", "tiny").started == {}
+    assert "8 to train, 2 of them checkpointed at epoch 1 of 3 (the sweep resumes" in experiments.describe(p, "cpu", 1)
+    assert experiments.plan("small", "tiny", max_group=1).started == {}    # groups of one: not this checkpoint
+    assert experiments.plan("small", "tiny").started == {}                 # no grouping asked for
+    torch.save({"configs": [c.to_dict() for c in group], "records": [{"epochs": [{}]}, {"epochs": []}]}, path)
+    assert experiments.plan("small", "tiny", max_group=2).started == {}    # models at different epochs
+    path.write_bytes(b"not a checkpoint")                                  # unreadable
+    assert experiments.plan("small", "tiny", max_group=2).started == {}

@@ -200,3 +200,7 @@ def test_phases_with_dh_scale_give_the_update_factor(scheme, kernel, monkeypatch
     assert torch.equal(dh, (nudged[0] - h0).mul_(scale)) and dh.abs().max() > 0
     assert torch.equal(o0s, o0) and torch.equal(r0s, r0)
     assert all(torch.equal(u, v) for u, v in zip(nudged_s, nudged))
+    # one value per model in any of its shapes, or one number for all, means the same
+    assert torch.equal(ens.phases(d, y, scheme, dh_scale=scale.view(-1))[0][0], dh)
+    one = ens.phases(d, y, scheme, dh_scale=0.5)[0][0]
+    assert torch.equal(one, (nudged[0] - h0).mul_(0.5))

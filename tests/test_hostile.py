@@ -282,7 +282,7 @@ def test_table_lists_bad_records_and_prints_no_nan(store, capsys):
     out, err = capsys.readouterr()
     assert code == 1
     assert "± nan" not in out and "90.00 (1 run, no spread)" in out
-    assert "source: profile two; 1 runs on unknown device, trained on" in out     # the complete one
+    assert "source: profile two; 1 run on unknown device, trained on" in out     # the complete one
     assert f"{results.path(configs[1])} (incomplete: 0 of 1 epochs): left out of the table" in err
 
 
