@@ -522,18 +522,19 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     `datasets` restricts the sweep to some of the spec's data sets, `seeds`
     replaces the profile's seeds (None: all of them, the profile's), `overrides`
     replaces Config fields in every model of the grid (new keys: trained and cached apart)."""
+    # Checked before anything else (grouping sizes ensembles by the device's memory),
+    # not when the first group ends. On a cluster the device is the workers' (only its
+    # name is checked here), the store must be shared.
+    if not (workers or scheduler):
+        check_device(device)
+    elif device is not None:
+        check_device_name(device)
     p = plan(spec_name, profile, results_root, data_root, datasets, seeds, overrides, max_group, device)
     if progress:
         log.info("%s", describe(p, device, threads))
     Store(profile, results_root).tidy()
     if not p.missing:
         return p
-    # Checked before any group starts, not when the first one ends. On a cluster
-    # the device is the workers' (not checked here), the store must be shared.
-    if not (workers or scheduler):
-        check_device(device)
-    elif device is not None:
-        check_device_name(device)
     check_writable_dir(Store(profile, results_root).dir, "results folder")
     groups = p.groups
     total = sum(c.epochs - p.started.get(key(c), 0) for c in p.missing)      # resumed groups: what is left
