@@ -123,10 +123,15 @@ class Plain:
 
 # -- measurement helpers ----------------------------------------------------
 
+def step_flops(c, batch):
+    """One relaxation step of one model: both rank-10 products and the elementwise update."""
+    return 4 * batch * c.n_hidden * c.n_out + 4 * batch * c.n_hidden
+
+
 def flops(c, batch, train):
     B, H, O, n_in = batch, c.n_hidden, c.n_out, c.n_in
     steps = c.t_free + (c.t_nudge if train else 0)
-    total = steps * (4 * B * H * O + 4 * B * H) + 2 * B * n_in * H
+    total = steps * step_flops(c, batch) + 2 * B * n_in * H
     if train:
         total += 2 * B * n_in * H + 2 * B * H * O
     return total
@@ -134,7 +139,7 @@ def flops(c, batch, train):
 
 def relax_flops(c, batch, M):
     """A training batch's relaxation alone (t_free + t_nudge steps from zero), all M models."""
-    return M * (c.t_free + c.t_nudge) * (4 * batch * c.n_hidden * c.n_out + 4 * batch * c.n_hidden)
+    return M * (c.t_free + c.t_nudge) * step_flops(c, batch)
 
 
 def sync(device):
