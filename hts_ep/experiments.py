@@ -25,7 +25,8 @@ import yaml
 
 from . import data
 from .config import SHARED_FIELDS, Config
-from .train import NUMERICS_VERSION, check_device, check_device_name, check_record, check_writable_dir, train, write_json
+from .train import (NUMERICS_VERSION, check_device, check_device_name, check_record, check_writable_dir,
+                    checkpoint_epochs, train, write_json)
 
 REPO = Path(__file__).resolve().parent.parent
 # In a source checkout (an editable install): the repository's experiments/ and results/.
@@ -249,8 +250,8 @@ class Store:
     def resumable(self, groups):
         """{key: epochs done} for the models of `groups` (as the sweep forms them) whose group
         has a checkpoint here: what a sweep resumes instead of starting over. Read without
-        the tensors (mmap), so only its configurations and epoch counts are checked; one that
-        training then rejects (see train.check_checkpoint) is trained from the start."""
+        the tensors (mmap) and checked as training checks it (train.checkpoint_epochs), less
+        the tensors' shapes: one that training then rejects is trained from the start."""
         import torch
         done = {}
         for g in groups:
@@ -258,15 +259,10 @@ class Store:
             if not path.exists():
                 continue
             try:
-                state = torch.load(path, weights_only=True, mmap=True)
-                epochs = {len(r["epochs"]) for r in state["records"]}
-                if state["configs"] != [c.to_dict() for c in g] or len(state["records"]) != len(g) \
-                        or len(epochs) != 1:
-                    continue
+                done.update(dict.fromkeys(map(key, g), checkpoint_epochs(
+                    torch.load(path, weights_only=True, mmap=True), g)))
             except Exception:       # unreadable or not ours: training reports it when it meets it
                 continue
-            n = epochs.pop()
-            done.update({key(c): n for c in g})
         return done
 
     def tidy(self):

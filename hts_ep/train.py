@@ -225,9 +225,10 @@ def check_record(record, config, complete=True):
             raise ValueError(f"epoch {i} has no test accuracy but the model did not diverge")
 
 
-def check_checkpoint(state, configs, ens):
-    """Raise ValueError unless `state` is a checkpoint of these configs whose tensors
-    fit the freshly built ensemble `ens` (same names, shapes and dtypes)."""
+def checkpoint_epochs(state, configs):
+    """The epochs `state` holds, if it is a checkpoint of these configs with well-formed
+    records; else ValueError saying why. Its tensors are not looked at: the sweep's plan
+    reads checkpoints memory-mapped with this, training checks the tensors too."""
     if not isinstance(state, dict) or set(state) != {"configs", "records", "ensemble"}:
         raise ValueError("not a checkpoint of this program")
     saved = state["configs"]
@@ -243,8 +244,16 @@ def check_checkpoint(state, configs, ens):
         raise ValueError("its records do not match its models")
     for r, c in zip(records, configs):
         check_record(r, c, complete=False)
-    if len({len(r["epochs"]) for r in records}) != 1:
+    epochs = {len(r["epochs"]) for r in records}
+    if len(epochs) != 1:
         raise ValueError("its models stopped at different epochs")
+    return epochs.pop()
+
+
+def check_checkpoint(state, configs, ens):
+    """Raise ValueError unless `state` is a checkpoint of these configs whose tensors
+    fit the freshly built ensemble `ens` (same names, shapes and dtypes)."""
+    checkpoint_epochs(state, configs)
     want, have = ens.state_dict(), state["ensemble"]
     if not isinstance(have, dict) or set(have) != set(want):
         raise ValueError("its ensemble state has other entries")

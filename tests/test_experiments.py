@@ -270,15 +270,23 @@ def test_per_model_bytes_covers_weights_and_batch():
 def test_dry_run_counts_checkpointed_models(specs, monkeypatch):
     """A group's checkpoint (an interrupted sweep): the plan says which models the sweep
     would resume and from which epoch, and the estimate leaves out the epochs they have.
-    Only a checkpoint of a group the sweep forms counts: other --max-group, other groups."""
+    Only a checkpoint training would resume counts: of a group the sweep forms (not
+    other --max-group, other groups), with well-formed records at one epoch."""
     import torch
-    from hts_ep import speed
+    from hts_ep import speed, train
+
+    class Stop(Exception):
+        pass
+
+    def stop(records):
+        raise Stop
+
     configs = experiments.grid_configs(experiments.load_spec("small"), "tiny")
     group = [c.replace(epochs=3) for c in configs[:2]]           # a bucket of its own (other epochs)
     monkeypatch.setattr(experiments, "grid_configs", lambda *a, **k: group + configs[2:])
     path = experiments.Store("tiny").checkpoint(group)
-    path.parent.mkdir(parents=True)
-    torch.save({"configs": [c.to_dict() for c in group], "records": [{"epochs": [{"epoch": 1}]}] * 2}, path)
+    with pytest.raises(Stop):                                    # interrupted after epoch 1
+        train.train(group, checkpoint=path, progress=False, on_epoch=stop)
     p = experiments.plan("small", "tiny", max_group=2)
     assert group in p.groups and p.started == {key(c): 1 for c in group}
     monkeypatch.setattr(speed, "rates", lambda c, device=None, threads=None: {"train": 1e-3, "test": 0.0})
@@ -287,7 +295,17 @@ def test_dry_run_counts_checkpointed_models(specs, monkeypatch):
     assert "8 to train, 2 of them checkpointed at epoch 1 of 3 (the sweep resumes" in experiments.describe(p, "cpu", 1)
     assert experiments.plan("small", "tiny", max_group=1).started == {}    # groups of one: not this checkpoint
     assert experiments.plan("small", "tiny").started == {}                 # no grouping asked for
-    torch.save({"configs": [c.to_dict() for c in group], "records": [{"epochs": [{}]}, {"epochs": []}]}, path)
-    assert experiments.plan("small", "tiny", max_group=2).started == {}    # models at different epochs
+    state = torch.load(path, weights_only=True)
+
+    def started_with(**changes):
+        torch.save({**state, **changes}, path)
+        return experiments.plan("small", "tiny", max_group=2).started
+
+    first, second = state["records"]
+    assert started_with(records=[first, {**second, "epochs": []}]) == {}     # models at different epochs
+    # a record training would reject: an epoch without a test accuracy, yet not diverged
+    broken = {**second, "epochs": [{**second["epochs"][0], "test_acc": None}]}
+    assert started_with(records=[first, broken]) == {}
+    assert started_with() == {key(c): 1 for c in group}                  # restored: counted again
     path.write_bytes(b"not a checkpoint")                                  # unreadable
     assert experiments.plan("small", "tiny", max_group=2).started == {}
