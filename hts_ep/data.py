@@ -4,10 +4,12 @@ Loading goes through torchvision. The data root may be read-only (the
 project's shared copy is): the upstream `.gz` files are then linked into a
 writable cache where torchvision can extract them, without any network.
 """
+import contextlib
 import functools
 import hashlib
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,12 @@ FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 # these before any work; `train` checks the loaded tensors again.
 INPUTS, CLASSES = 784, 10
 SIZES = {"train_subset": 60000, "test_subset": 10000}
+
+
+# Seconds a download may wait for the network at any one step (a connection, a read);
+# chosen. torchvision sets none, so on a node whose firewall drops packets each file
+# of each mirror hangs for minutes (or for ever) before the missing-data message.
+DOWNLOAD_TIMEOUT = 30
 
 
 class DataMissingError(RuntimeError):
@@ -154,6 +162,19 @@ def offline():
     return os.environ.get("HTS_EP_OFFLINE") == "1"
 
 
+@contextlib.contextmanager
+def network_timeout(seconds):
+    """Sockets opened inside time out after `seconds` of silence, unless the program set
+    its own default (which is kept)."""
+    before = socket.getdefaulttimeout()
+    if before is None:
+        socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
 def load_uncached(dataset, root=None, train=True):
     """The train or test split of `dataset` as a CPU Split, downloaded if need be."""
     if dataset not in DATASETS:
@@ -163,8 +184,9 @@ def load_uncached(dataset, root=None, train=True):
     folder = DATASETS[dataset]
     root = data_root(root)
     try:
-        ds = getattr(torchvision.datasets, folder)(
-            str(_writable_root(root, folder)), train=train, download=not offline())
+        with network_timeout(DOWNLOAD_TIMEOUT):
+            ds = getattr(torchvision.datasets, folder)(
+                str(_writable_root(root, folder)), train=train, download=not offline())
     except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ...
         raise DataMissingError(missing_message(dataset, root, error)) from error
     x = ds.data.reshape(len(ds.data), -1).to(torch.float32).div_(255)

@@ -304,6 +304,37 @@ def test_corrupted_gz_is_named_with_expected_md5(tmp_path, monkeypatch):
     assert "Missing from" not in reason
 
 
+def test_a_silent_network_ends_in_the_missing_data_message(tmp_path, monkeypatch):
+    """A mirror that takes the connection and never answers (as a firewall that drops
+    packets does) gives the missing-data message after the download time-out, not a hang."""
+    import socket
+    import threading
+    import torchvision
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)                  # connections wait in the backlog: never accepted, never answered
+    monkeypatch.setattr(torchvision.datasets.KMNIST, "mirrors", [f"http://127.0.0.1:{server.getsockname()[1]}/"])
+    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT", 0.5)
+    monkeypatch.delenv("HTS_EP_OFFLINE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    outcome = []
+
+    def load():
+        try:
+            data.load_uncached("kmnist", tmp_path / "root")
+        except data.DataMissingError as error:
+            outcome.append(str(error))
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(60)
+    hung = loader.is_alive()
+    server.close()                    # lets a hung download fail, so the thread ends
+    assert not hung, "the download did not time out"
+    assert "timed out" in outcome[0] and "KMNIST/raw" in outcome[0]
+    assert socket.getdefaulttimeout() is None          # the program's default is restored
+
+
 def test_subset_larger_than_split_is_an_error():
     split = data.Split(torch.zeros(5, 784), torch.zeros(5, dtype=torch.int64))
     with pytest.raises(data.DataMismatchError, match="train_subset=6 is larger than the data set's 5"):
