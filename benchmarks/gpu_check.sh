@@ -9,6 +9,7 @@
 # 1. the compiled Triton kernel against the PyTorch path (tests/test_gpu.py)
 # 2. the benchmark with the Triton kernel (HTS_EP_KERNEL=auto) for M = 1, 20, 100
 # 3. the same with the package's PyTorch path (HTS_EP_KERNEL=torch), M = 20
+# 4. the kernel's launch settings (HTS_EP_TRITON) timed against each other
 set -uo pipefail
 PY=${1:-python3}
 LOG=${OUT:-/tmp}/gpu_check
@@ -22,5 +23,6 @@ HTS_EP_KERNEL=auto "$PY" benchmarks/bench_relax.py --models 1 20 100 --batches 5
     | tee "$LOG/bench_triton.txt" || rc=1
 HTS_EP_KERNEL=torch "$PY" benchmarks/bench_relax.py --models 20 --batches 5 2>&1 \
     | tee "$LOG/bench_torch.txt" || rc=1
+"$PY" benchmarks/gpu_tune.py --models 20 100 --out "$LOG/tune.json" 2>&1 | tee "$LOG/tune.txt" || rc=1
 echo "gpu_check: $([ $rc = 0 ] && echo passed || echo FAILED)"
 exit $rc

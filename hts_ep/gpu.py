@@ -48,6 +48,48 @@ NUM_WARPS = 8
 MAX_HIDDEN = 1024
 _failed = False
 
+# Launch settings that `HTS_EP_TRITON` may change, for tuning on a GPU
+# (benchmarks/gpu_tune.py times each): "variant=outer,block_b=8,warps=4".
+#   variant    dot: the two products as tl.dot (needs block_b >= 16 and W2 in
+#              shared memory); outer: N_OUT rank-one updates and row sums
+#   block_b    samples per program
+#   warps      warps per program
+# Compiled for sm_90 without a GPU (registers, spill per thread, shared memory):
+# dot/16/8 255, 288 B, 128 KiB; dot/16/16 128, 384 B, 128 KiB; outer/4/8 184,
+# none, 256 B; outer/8/16 128, 112 B, 512 B. (tl.dot in "tf32x3" precision, on
+# tensor cores, would need 260 KiB at H = 1024: more than an SM has.)
+DEFAULTS = {"variant": "dot", "block_b": BLOCK_B, "warps": NUM_WARPS}
+CHOICES = {"variant": ("dot", "outer"), "block_b": (4, 8, 16, 32), "warps": (1, 2, 4, 8, 16)}
+
+
+def settings(text=None):
+    """DEFAULTS updated from `text` (else $HTS_EP_TRITON); ValueError naming a bad key or value."""
+    text = os.environ.get("HTS_EP_TRITON", "") if text is None else text
+    out = dict(DEFAULTS)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if name not in CHOICES:
+            raise ValueError(f"HTS_EP_TRITON: unknown setting {name!r}; allowed: {', '.join(CHOICES)}")
+        allowed = CHOICES[name]
+        if isinstance(allowed[0], int):
+            value = int(value) if value.isdigit() else value
+        if value not in allowed:
+            raise ValueError(f"HTS_EP_TRITON: {name}={value!r} is not allowed; "
+                             f"allowed: {', '.join(map(str, allowed))}")
+        out[name] = value
+    if out["variant"] == "dot" and out["block_b"] < 16:
+        raise ValueError(f"HTS_EP_TRITON: variant=dot needs block_b >= 16 (tl.dot's smallest tile), "
+                         f"not {out['block_b']}")
+    return out
+
+
+def launch_options(s, n_hidden, n_out):
+    """The kernel's constexpr arguments and num_warps under settings `s`."""
+    return dict(BLOCK_B=s["block_b"], BLOCK_H=max(16, triton.next_power_of_2(n_hidden)),
+                BLOCK_O=max(16, triton.next_power_of_2(n_out)), OUTER=s["variant"] == "outer",
+                N_OUT=n_out, num_warps=s["warps"])
+
 
 def interpreting():
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -60,7 +102,7 @@ if triton is not None:
     def _relax_kernel(drive_ptr, h_ptr, o_ptr, W2_ptr, b2_ptr, eps_ptr, eps_out_ptr, gamma_ptr,
                       beta_ptr, y_ptr, res_ptr, B, H, O, steps, n_tiles, slope,
                       NUDGE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-                      BLOCK_O: tl.constexpr):
+                      BLOCK_O: tl.constexpr, OUTER: tl.constexpr = False, N_OUT: tl.constexpr = 0):
         m = tl.program_id(0)
         tile = tl.program_id(1)
         rows = tile * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -77,9 +119,10 @@ if triton is not None:
         d = tl.load(drive_ptr + hidx, mask=hmask, other=0.0)
         h = tl.load(h_ptr + hidx, mask=hmask, other=0.0)
         o = tl.load(o_ptr + oidx, mask=omask, other=0.0)
-        W2 = tl.load(W2_ptr + m * O * H + outs[:, None] * H + cols[None, :],
-                     mask=(outs[:, None] < O) & (cols[None, :] < H), other=0.0)      # [BLOCK_O, BLOCK_H]
-        W2T = tl.trans(W2)
+        if not OUTER:
+            W2 = tl.load(W2_ptr + m * O * H + outs[:, None] * H + cols[None, :],
+                         mask=(outs[:, None] < O) & (cols[None, :] < H), other=0.0)  # [BLOCK_O, BLOCK_H]
+            W2T = tl.trans(W2)
         b2 = tl.load(b2_ptr + m * O + outs, mask=outs < O, other=0.0)
         eps = tl.load(eps_ptr + m * H + cols, mask=cols < H, other=0.0)
         eps_out = tl.load(eps_out_ptr + m)
@@ -90,8 +133,20 @@ if triton is not None:
 
         dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
         for _ in range(steps):
-            z_h = d + tl.dot(gamma * o, W2, input_precision="ieee")           # W1 x + b1 + gamma W2^T o[t]
-            z_o = tl.dot(h, W2T, input_precision="ieee") + b2[None, :]        # W2 h[t] + b2
+            if OUTER:
+                # The same two products as N_OUT rank-one updates and row sums: no tl.dot, so
+                # no 16-row minimum, W2 never held whole, and rows of W2 re-read from L1.
+                z_h = d                                                       # [BLOCK_B, BLOCK_H]
+                z_o = tl.zeros((BLOCK_B, BLOCK_O), dtype=tl.float32)
+                for k in tl.static_range(N_OUT):
+                    w = tl.load(W2_ptr + m * O * H + k * H + cols, mask=cols < H, other=0.0)  # W2[k, :]
+                    o_k = tl.sum(tl.where(outs[None, :] == k, o, 0.0), axis=1)              # o[:, k]
+                    z_h += (gamma * o_k)[:, None] * w[None, :]
+                    z_o += tl.where(outs[None, :] == k, tl.sum(h * w[None, :], axis=1)[:, None], 0.0)
+                z_o += b2[None, :]
+            else:
+                z_h = d + tl.dot(gamma * o, W2, input_precision="ieee")       # W1 x + b1 + gamma W2^T o[t]
+                z_o = tl.dot(h, W2T, input_precision="ieee") + b2[None, :]    # W2 h[t] + b2
             phi = tl.where(z_h > 0, z_h, slope * z_h)                         # leaky ReLU
             dh = eps[None, :] * (phi - h)
             do = tl.sigmoid(z_o) - o
@@ -117,8 +172,9 @@ def available():
 def supports(drive, o):
     """CUDA float32 with a hidden layer up to MAX_HIDDEN; on CPU only when asked for (tests)."""
     M, B, H = drive.shape
+    block_b = settings()["block_b"] if available() else BLOCK_B
     if not (available() and drive.dtype == torch.float32 and H <= MAX_HIDDEN
-            and M * triton.cdiv(B, BLOCK_B) * BLOCK_B * H < 2**31):    # the kernel's offsets are 32-bit
+            and M * triton.cdiv(B, block_b) * block_b * H < 2**31):    # the kernel's offsets are 32-bit
         return False
     if drive.device.type == "cuda":
         return True
@@ -136,7 +192,8 @@ def relax(ens, drive, h, o, steps, y=None):
     M, B, H = drive.shape
     O = o.shape[-1]
     h, o = h.contiguous().clone(), o.contiguous().clone()
-    n_tiles = triton.cdiv(B, BLOCK_B)
+    s = settings()
+    n_tiles = triton.cdiv(B, s["block_b"])
     residual = torch.empty(M, n_tiles, device=drive.device, dtype=torch.float32)
     try:
         _relax_kernel[(M, n_tiles)](
@@ -144,9 +201,7 @@ def relax(ens, drive, h, o, steps, y=None):
             ens.eps_hidden.reshape(M, H).contiguous(), ens.eps_out.reshape(M).contiguous(),
             ens.gamma.reshape(M).contiguous(), ens.beta.reshape(M).contiguous(),
             y.contiguous() if y is not None else o, residual, B, H, O, steps, n_tiles,
-            float(ens.slope), NUDGE=y is not None, BLOCK_B=BLOCK_B,
-            BLOCK_H=max(16, triton.next_power_of_2(H)), BLOCK_O=max(16, triton.next_power_of_2(O)),
-            num_warps=NUM_WARPS)
+            float(ens.slope), NUDGE=y is not None, **launch_options(s, H, O))
     except (TritonError, RuntimeError) as error:   # out of resources, ptxas, driver ...
         _failed = True
         warnings.warn(f"Triton relaxation kernel unavailable ({error}); using the PyTorch path")
@@ -154,7 +209,7 @@ def relax(ens, drive, h, o, steps, y=None):
     return h, o, residual.amax(1)
 
 
-def compile_for(capability=90, n_hidden=MAX_HIDDEN, n_out=10, nudge=True):
+def compile_for(capability=90, n_hidden=MAX_HIDDEN, n_out=10, nudge=True, text=None):
     """Compile the kernel ahead of time for a CUDA compute capability, without a GPU.
 
     Returns the shared memory (bytes) the compiled kernel needs and the cubin;
@@ -162,15 +217,16 @@ def compile_for(capability=90, n_hidden=MAX_HIDDEN, n_out=10, nudge=True):
     can (tests/test_gpu.py). Needs Triton with its bundled ptxas, and the
     kernel compiled, not interpreted (TRITON_INTERPRET unset at import).
     Compiled without the divisibility hints a real launch adds, so register
-    counts are close to, not exactly, those of the kernel that runs.
+    counts are close to, not exactly, those of the kernel that runs. `text`:
+    launch settings as HTS_EP_TRITON spells them (default: that variable's).
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    types = ["*fp32"] * 11 + ["i32"] * 5 + ["fp32"] + ["constexpr"] * 4
-    constexprs = dict(NUDGE=nudge, BLOCK_B=BLOCK_B, BLOCK_H=max(16, triton.next_power_of_2(n_hidden)),
-                      BLOCK_O=max(16, triton.next_power_of_2(n_out)))
+    constexprs = dict(NUDGE=nudge, **launch_options(settings(text), n_hidden, n_out))
+    num_warps = constexprs.pop("num_warps")
+    types = ["*fp32"] * 11 + ["i32"] * 5 + ["fp32"] + ["constexpr"] * len(constexprs)
     source = ASTSource(fn=_relax_kernel, signature=dict(zip(_relax_kernel.arg_names, types)),
                        constexprs=constexprs)
     kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                            options={"num_warps": NUM_WARPS})
+                            options={"num_warps": num_warps})
     return kernel.metadata.shared, kernel.asm["cubin"]

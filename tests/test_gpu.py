@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,31 @@ def check_phases(ens, batch, tolerance=1e-5):
 def test_kernel_equals_pytorch_path(triton_kernel, device, n_hidden, n_out):
     check_phases(ensemble(n_hidden, n_out=n_out, device=device), 21)
     assert len(triton_kernel) == 2
+
+
+# Every formulation HTS_EP_TRITON can choose (benchmarks/gpu_tune.py times them on a GPU),
+# with tiles smaller and larger than the 21 samples.
+@pytest.mark.parametrize("text", ["variant=outer,block_b=4,warps=2", "variant=outer,block_b=8",
+                                  "variant=outer,block_b=32,warps=4", "variant=dot,block_b=32,warps=4"])
+def test_kernel_settings_equal_pytorch_path(triton_kernel, device, monkeypatch, text):
+    monkeypatch.setenv("HTS_EP_TRITON", text)
+    check_phases(ensemble(40, n_out=10, device=device), 21)
+    check_phases(ensemble(16, n_out=17, device=device), 5)
+    assert len(triton_kernel) == 4
+
+
+def test_kernel_settings_are_checked(monkeypatch):
+    assert gpu.settings("") == gpu.DEFAULTS
+    assert gpu.settings(" variant=outer , block_b=4 ")["block_b"] == 4
+    for text, message in [("tile=4", "unknown setting 'tile'; allowed: variant, block_b"),
+                          ("block_b=5", "block_b=5 is not allowed; allowed: 4, 8, 16, 32"),
+                          ("warps=x", "warps='x' is not allowed"),
+                          ("variant=dot,block_b=8", "variant=dot needs block_b >= 16")]:
+        with pytest.raises(ValueError, match=message):
+            gpu.settings(text)
+    monkeypatch.setenv("HTS_EP_TRITON", "variant=fast")
+    with pytest.raises(ValueError, match="variant='fast'"):
+        gpu.settings()
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # NumPy, on inf * 0
@@ -165,11 +191,45 @@ def test_kernel_compiles_for_hopper():
     script = ("from hts_ep import gpu\n"
               "for nudge in (False, True):\n"
               "    shared, cubin = gpu.compile_for(90, nudge=nudge)\n"
+              "    print(shared, len(cubin))\n"
+              "for text in ('variant=outer,block_b=4,warps=8', 'warps=16'):\n"
+              "    shared, cubin = gpu.compile_for(90, text=text)\n"
               "    print(shared, len(cubin))\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=600, cwd=Path(gpu.__file__).parent.parent)
     assert run.returncode == 0, run.stderr[-3000:]
-    for line in run.stdout.split("\n")[:2]:
+    for line in run.stdout.split("\n")[:4]:
         shared, cubin = map(int, line.split())
         assert cubin > 0 and shared <= 227 * 1024            # the most one block gets on sm_90
+
+
+@interpreted
+def test_gpu_tune_times_checks_and_rejects(monkeypatch):
+    """benchmarks/gpu_tune.py: a setting is timed only if it matches the PyTorch path, and a
+    kernel that computes something else, or cannot launch, is reported instead."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import gpu_tune
+    monkeypatch.setenv("HTS_EP_KERNEL", "triton")
+    monkeypatch.setenv("HTS_EP_TRITON", "")             # restored after the test: measure() sets it
+    small = dict(n_in=20, n_hidden=40, t_free=6, t_nudge=2)
+
+    def measure():
+        return gpu_tune.measure("variant=outer,block_b=4,warps=2", [2], torch.device("cpu"), reps=1,
+                                batch=5, test_batch=7, **small)
+
+    row = measure()
+    assert row["error"] < 1e-5 and row["M2"]["step"] > 0 and row["M2"]["epoch"] > 0
+    assert os.environ["HTS_EP_TRITON"] == "variant=outer,block_b=4,warps=2"
+    relax = gpu.relax
+    monkeypatch.setattr(gpu, "relax", lambda ens, d, h, o, steps, y=None: (
+        lambda r: (r[0] + 1e-3, r[1], r[2]))(relax(ens, d, h, o, steps, y)))
+    assert "differs from the PyTorch path by 1.00e-03" in measure()["failed"]
+
+    def unavailable(*args, **kwargs):
+        gpu._failed = True
+        warnings.warn("Triton relaxation kernel unavailable (out of resource: shared memory)")
+
+    monkeypatch.setattr(gpu, "relax", unavailable)
+    assert "out of resource" in measure()["failed"]
+    monkeypatch.setattr(gpu, "_failed", False)
