@@ -7,7 +7,8 @@ block_b, warps). For each, on the paper's shapes (784-1024-10, batch 256,
 125 + 12 steps, test batches of 1000):
 
   error     max |h|, |o| difference after a free phase of 125 steps from zero
-            against `Ensemble.relax_torch` (over 1e-4: the setting is rejected)
+            and a nudged phase of 12 from there, against `Ensemble.relax_torch`
+            (over 1e-4: the setting is rejected)
   step      seconds per training step of M models (mean of --reps, after a warm-up)
   predict   seconds per test batch of M models
   epoch     seconds per model-epoch: (235 steps + 10 test batches) / M
@@ -53,18 +54,24 @@ def sync(device):
 def measure(text, models, device, reps=3, batch=256, test_batch=1000, **shape):
     """One setting: its error against the PyTorch path and its times per M (or why it failed)."""
     os.environ["HTS_EP_TRITON"] = text
+    os.environ["HTS_EP_KERNEL"] = "triton"        # never time the PyTorch fallback as a setting
     gpu._failed = False
     row = {"setting": text}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ens = Ensemble(configs(2, **shape), device=device)
+        n_out = ens.W2.shape[1]
         x = torch.rand(2, 37, ens.W1.shape[2], device=device)    # 37: a partial tile for every block_b
+        y = F.one_hot(torch.randint(0, n_out, (2, 37), device=device), n_out).float()
         d = ens.drive(x)
-        fast = ens.relax(d, *ens.zero_state(37), ens.t_free)
+        fast = ens.relax(d, *ens.zero_state(37), ens.t_free)         # free phase from zero
         ref = ens.relax_torch(d, *ens.zero_state(37), ens.t_free)
+        fast_n = ens.relax(d, fast[0], fast[1], ens.t_nudge, y=y)     # nudged phase from there
+        ref_n = ens.relax_torch(d, ref[0], ref[1], ens.t_nudge, y=y)
         if gpu._failed:
             return {**row, "failed": " ".join(str(w.message) for w in caught)[:300]}
-    row["error"] = max((fast[i] - ref[i]).abs().max().item() for i in (0, 1))
+    row["error"] = max((u[i] - v[i]).abs().max().item() for u, v in ((fast, ref), (fast_n, ref_n))
+                       for i in (0, 1))
     if not row["error"] <= TOLERANCE:
         return {**row, "failed": f"differs from the PyTorch path by {row['error']:.2e} > {TOLERANCE}"}
     for M in models:
@@ -85,6 +92,8 @@ def measure(text, models, device, reps=3, batch=256, test_batch=1000, **shape):
         ens.predict(xt)
         sync(device)
         predict = time.perf_counter() - start
+        if gpu._failed:                     # a launch at this size failed: PyTorch was timed
+            return {**row, "failed": f"the kernel could not run at M={M}"}
         row[f"M{M}"] = {"step": step, "predict": predict,
                         "epoch": (EPOCH_STEPS * step + EPOCH_TESTS * predict) / M}
     return row

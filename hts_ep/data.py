@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,17 +163,22 @@ def offline():
     return os.environ.get("HTS_EP_OFFLINE") == "1"
 
 
+_downloading = threading.RLock()
+
+
 @contextlib.contextmanager
 def network_timeout(seconds):
     """Sockets opened inside time out after `seconds` of silence, unless the program set
-    its own default (which is kept)."""
-    before = socket.getdefaulttimeout()
-    if before is None:
-        socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(before)
+    its own default (which is kept). The default is process-wide, so downloads in other
+    threads wait for this one rather than restore it under its feet."""
+    with _downloading:
+        before = socket.getdefaulttimeout()
+        if before is None:
+            socket.setdefaulttimeout(seconds)
+        try:
+            yield
+        finally:
+            socket.setdefaulttimeout(before)
 
 
 def load_uncached(dataset, root=None, train=True):

@@ -84,6 +84,11 @@ def settings(text=None):
     return out
 
 
+def settings_tag():
+    """The launch settings in force, as text (speed estimates are cached per setting)."""
+    return ",".join(f"{k}={v}" for k, v in settings().items())
+
+
 def launch_options(s, n_hidden, n_out):
     """The kernel's constexpr arguments and num_warps under settings `s`."""
     return dict(BLOCK_B=s["block_b"], BLOCK_H=max(16, triton.next_power_of_2(n_hidden)),

@@ -38,7 +38,7 @@ def machine_key(config, device, threads):
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else machine.cpu_name()
     shape = (config.n_in, config.n_hidden, config.n_out, config.t_free, config.t_nudge, config.batch_size)
     kernel = (f"fused={fused.source_tag()}:{fused.available()}" if device.type == "cpu"
-              else f"triton={gpu.available()}")
+              else f"triton={gpu.available()}:{gpu.settings_tag()}")
     return f"{device.type}|{where}|threads={threads}|torch={torch.__version__}|{kernel}|shape={shape}"
 
 

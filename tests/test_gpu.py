@@ -7,6 +7,7 @@ speed, which need a GPU (benchmarks/bench_relax.py). With CUDA, the same
 tests run the compiled kernel on the GPU (benchmarks/gpu_check.sh).
 """
 import math
+import re
 import os
 import subprocess
 import sys
@@ -91,9 +92,16 @@ def test_kernel_equals_pytorch_path(triton_kernel, device, n_hidden, n_out):
                                   "variant=outer,block_b=32,warps=4", "variant=dot,block_b=32,warps=4"])
 def test_kernel_settings_equal_pytorch_path(triton_kernel, device, monkeypatch, text):
     monkeypatch.setenv("HTS_EP_TRITON", text)
+    launched = []
+    options = gpu.launch_options
+    monkeypatch.setattr(gpu, "launch_options", lambda *a: launched.append(options(*a)) or launched[-1])
     check_phases(ensemble(40, n_out=10, device=device), 21)
     check_phases(ensemble(16, n_out=17, device=device), 5)
     assert len(triton_kernel) == 4
+    want = gpu.settings(text)                           # the setting reached every launch
+    assert all((o["OUTER"], o["BLOCK_B"], o["num_warps"]) == (want["variant"] == "outer", want["block_b"],
+                                                              want["warps"]) for o in launched)
+    assert len(launched) == 4
 
 
 def test_kernel_settings_are_checked(monkeypatch):
@@ -111,7 +119,9 @@ def test_kernel_settings_are_checked(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # NumPy, on inf * 0
-def test_non_finite_state_shows_in_residual(triton_kernel, device):
+@pytest.mark.parametrize("text", ["", "variant=outer,block_b=4,warps=4"])
+def test_non_finite_state_shows_in_residual(triton_kernel, device, monkeypatch, text):
+    monkeypatch.setenv("HTS_EP_TRITON", text)
     ens = ensemble(32, device=device)
     ens.W2[1, 0, 3] = math.inf          # model 1 blows up, the others do not
     x, _ = inputs(ens, 4)
@@ -208,10 +218,11 @@ def test_kernel_compiles_for_hopper():
 def test_gpu_tune_times_checks_and_rejects(monkeypatch):
     """benchmarks/gpu_tune.py: a setting is timed only if it matches the PyTorch path, and a
     kernel that computes something else, or cannot launch, is reported instead."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    monkeypatch.setattr(gpu, "_failed", False)          # restored (False) after the test
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import gpu_tune
-    monkeypatch.setenv("HTS_EP_KERNEL", "triton")
-    monkeypatch.setenv("HTS_EP_TRITON", "")             # restored after the test: measure() sets it
+    monkeypatch.setenv("HTS_EP_KERNEL", "triton")       # restored after the test: measure() sets both
+    monkeypatch.setenv("HTS_EP_TRITON", "")
     small = dict(n_in=20, n_hidden=40, t_free=6, t_nudge=2)
 
     def measure():
@@ -224,7 +235,7 @@ def test_gpu_tune_times_checks_and_rejects(monkeypatch):
     relax = gpu.relax
     monkeypatch.setattr(gpu, "relax", lambda ens, d, h, o, steps, y=None: (
         lambda r: (r[0] + 1e-3, r[1], r[2]))(relax(ens, d, h, o, steps, y)))
-    assert "differs from the PyTorch path by 1.00e-03" in measure()["failed"]
+    assert re.fullmatch(r"differs from the PyTorch path by [12]\.\d\de-03 > 0.0001", measure()["failed"])
 
     def unavailable(*args, **kwargs):
         gpu._failed = True
@@ -232,4 +243,5 @@ def test_gpu_tune_times_checks_and_rejects(monkeypatch):
 
     monkeypatch.setattr(gpu, "relax", unavailable)
     assert "out of resource" in measure()["failed"]
-    monkeypatch.setattr(gpu, "_failed", False)
+    monkeypatch.setattr(gpu, "relax", lambda *a, **k: relax(*a, **k) if a[4] != 2 else unavailable())
+    assert "out of resource" in measure()["failed"]      # only 2-step phases (the nudged one) fail
