@@ -1,6 +1,7 @@
 """The book's sources of numbers: the paper-profile archive, the quick fallback, overrides,
 and what every table says about where its numbers come from. Hand-made records in a
-temporary results root; nothing here trains or touches results/paper/."""
+temporary results root; nothing here trains, and results/paper/ (the committed archive) is
+only read, by the last two tests, which check it."""
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hts_ep import Config, analysis, book, experiments
+from hts_ep.train import check_record as train_check_record
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -192,3 +194,31 @@ def test_source_states_the_training_time_once_per_ensemble():
     assert "training time" not in analysis.source([rec("cpu", 1, [])], "paper")    # no epoch times: not claimed
     assert [analysis.duration(m / 60) for m in (0.2, 0.6, 59.4, 59.6, 90)] == ["<1 min", "1 min", "59 min",
                                                                            "1.0 h", "1.5 h"]
+
+
+def committed_archive():
+    """The records committed under results/paper/ ({file stem: parsed JSON})."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((REPO / "results" / "paper").glob("*.json"))}
+
+
+def test_committed_archive_is_current_and_belongs_to_a_spec():
+    """Every committed paper-profile record is complete and well formed, filed under the key
+    of its configuration at today's NUMERICS_VERSION (else the book would silently stop
+    showing it), and is a point of some spec's paper-profile grid (no orphans)."""
+    grid = {experiments.key(c): c for name in experiments.spec_names()
+            for c in experiments.grid_configs(experiments.load_spec(name), "paper")}
+    found = committed_archive()
+    assert found, "results/paper/ holds no records"
+    for stem, record in found.items():
+        assert stem in grid, f"{stem}.json is no point of any spec's paper-profile grid (stale numerics?)"
+        assert record.get("key") == stem and record.get("profile") == "paper", stem
+        train_check_record(record, grid[stem])
+
+
+def test_committed_archive_covers_table1_for_mnist_and_fashion_mnist():
+    """Issue 11's campaign: the paper's full grid for the two data sets available offline."""
+    for ds in ("mnist", "fashion-mnist"):
+        configs = experiments.grid_configs(experiments.load_spec("table1"), "paper", [ds])
+        have = experiments.records("table1", "paper", datasets=[ds])
+        assert len(configs) == 100 and len(have) == len(configs), f"{ds}: {len(have)} of {len(configs)}"
+    assert experiments.problems("table1", "paper") == []
