@@ -127,6 +127,16 @@ def test_vector_exp_is_libm_expf_bit_for_bit():
 
 
 @needs_kernel
+def test_lane_sums_keep_the_scalar_order_bit_for_bit():
+    """The register transpose that sums each output's lanes (8 or 16, by the build's
+    vector width) rounds exactly as the scalar loop over the lanes, on sums whose
+    rounding depends on the order (the reversed order differs in most of them)."""
+    bad, reversed_differs = fused._module.lane_sum_mismatches(2000, 1)
+    assert bad == 0
+    assert reversed_differs > 1000
+
+
+@needs_kernel
 def test_saturated_output_sigmoid_equals_pytorch_path():
     """|z_o| beyond 88, where exp overflows or flushes to zero: the kernel's
     scalar fallback inside the vector sigmoid."""
