@@ -159,6 +159,31 @@ def comparison(records, gaps=None, paper_seeds=PAPER_SEEDS, **labels):
     return pd.DataFrame(rows)
 
 
+def agreement(comp):
+    """Per data set, a summary of `comparison`'s rows: cells run, cells with an interval,
+    of those how many hold 0 (`within`), the mean difference ours - paper and the mean
+    absolute difference (points; nan where no cell ran). Data sets in `comp`'s order."""
+    rows = []
+    for ds, g in comp.groupby("dataset", sort=False):
+        run = g[g.difference.notna()]
+        d = run.difference.astype(float)
+        rows.append({"dataset": ds, "cells": len(g), "run": len(run), "interval": int(run.agrees.notna().sum()),
+                     "within": int((run.agrees == True).sum()),  # noqa: E712
+                     "mean_diff": d.mean() if len(d) else float("nan"),
+                     "mean_abs_diff": d.abs().mean() if len(d) else float("nan")})
+    return pd.DataFrame(rows, columns=["dataset", "cells", "run", "interval", "within", "mean_diff",
+                                       "mean_abs_diff"]).set_index("dataset")
+
+
+def agreement_text(row):
+    """A sentence fragment on one data set's cells (a row of `agreement`)."""
+    if row is None or row.run == 0:
+        return "no runs"
+    side = "below" if row.mean_diff < 0 else "above"
+    return (f"{row.mean_abs_diff:.2f} points from the paper's cells on average ({abs(row.mean_diff):.2f} "
+            f"{side} them net); {int(row.within)} of {int(row.interval)} cells with an interval cannot be told apart")
+
+
 def t_interval(values, level=0.95):
     """(mean, low, high) of `values` with Student's t interval; low and high nan for fewer than 2."""
     n = len(values)

@@ -128,6 +128,28 @@ def test_comparison_interval_decides_agreement():
     assert comp.loc[("mnist", 0.15, "Scalar")].seeds == 0 and comp.loc[("mnist", 0.15, "Scalar")].agrees is None
 
 
+def test_agreement_counts_cells_per_data_set():
+    paper = analysis.paper_table1()
+    p = paper.loc[("mnist", 0.25), "scalar_mean"]
+    q = paper.loc[("fashion-mnist", 0.15), "gamma_mean"]
+    recs = (table1_records("mnist", 0.25, "scalar", [p - 0.1, p, p + 0.1])           # agrees, diff 0
+            + table1_records("mnist", 0.25, "gamma", [p - 2.1, p - 2.0, p - 1.9])      # 2 below its paper cell
+            + table1_records("mnist", 0.15, "normal", [p])                              # one run: no interval
+            + table1_records("fashion-mnist", 0.15, "gamma", [q + 0.9, q + 1.0, q + 1.1]))
+    a = analysis.agreement(analysis.comparison(recs))
+    g = paper.loc[("mnist", 0.25), "gamma_mean"]
+    n = paper.loc[("mnist", 0.15), "normal_mean"]
+    m = a.loc["mnist"]
+    assert (m.cells, m.run, m.interval, m.within) == (20, 3, 2, 1)
+    diffs = [0.0, p - 2.0 - g, p - n]
+    assert m.mean_diff == pytest.approx(sum(diffs) / 3, abs=1e-4)
+    assert m.mean_abs_diff == pytest.approx(sum(abs(d) for d in diffs) / 3, abs=1e-4)
+    f = a.loc["fashion-mnist"]
+    assert (f.run, f.interval, f.within) == (1, 1, 0) and f.mean_diff == pytest.approx(1.0, abs=1e-4)
+    assert "above" in analysis.agreement_text(f) and "; 0 of 1 cells with" in analysis.agreement_text(f)
+    assert a.loc["kmnist"].run == 0 and analysis.agreement_text(a.loc["kmnist"]) == "no runs"
+
+
 def test_by_grid_point_keeps_every_axis_apart():
     spec = experiments.load_spec("calibration")
     assert analysis.grid_axes(spec) == ["dataset", "distribution", "eps_out", "eta1", "eta2", "beta"]
