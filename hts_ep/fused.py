@@ -261,6 +261,27 @@ static inline void exp4(const float* x, float* y) {
 #else
 #define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, ivec{__VA_ARGS__})
 #endif
+#if defined(__AVX512F__)
+// One round of the 16 x 16 register transpose: rows i and i + B (bit B of i
+// clear) trade their blocks of B lanes, lane j of row i taking lane j - B of
+// row i + B where bit B of j is set, and back. After B = 8, 4, 2, 1, row i
+// holds lane i of every input vector.
+#define LO(j) ((j) & B ? 16 + (j) - B : (j))
+#define HI(j) ((j) & B ? 16 + (j) : (j) + B)
+template <int B>
+static inline void swap_blocks(vec* r) {
+  for (int i = 0; i < 16; ++i) {
+    if (i & B) continue;
+    const vec x = r[i], y = r[i + B];
+    r[i] = SHUFFLE(x, y, LO(0), LO(1), LO(2), LO(3), LO(4), LO(5), LO(6), LO(7),
+                   LO(8), LO(9), LO(10), LO(11), LO(12), LO(13), LO(14), LO(15));
+    r[i + B] = SHUFFLE(x, y, HI(0), HI(1), HI(2), HI(3), HI(4), HI(5), HI(6), HI(7),
+                       HI(8), HI(9), HI(10), HI(11), HI(12), HI(13), HI(14), HI(15));
+  }
+}
+#undef LO
+#undef HI
+#endif
 static inline void lane_sums(const vec* a, const float* b, float* z) {
 #if !defined(__AVX512F__)
   static_assert(V == 8);
@@ -285,18 +306,10 @@ static inline void lane_sums(const vec* a, const float* b, float* z) {
   static_assert(V == 16);
   vec r[16];
   for (int i = 0; i < 16; ++i) r[i] = a[i];
-  for (int i = 0; i < 16; ++i) if (!(i & 8)) { const vec x = r[i], y = r[i + 8];
-    r[i] = SHUFFLE(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-    r[i + 8] = SHUFFLE(x, y, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31); }
-  for (int i = 0; i < 16; ++i) if (!(i & 4)) { const vec x = r[i], y = r[i + 4];
-    r[i] = SHUFFLE(x, y, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
-    r[i + 4] = SHUFFLE(x, y, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31); }
-  for (int i = 0; i < 16; ++i) if (!(i & 2)) { const vec x = r[i], y = r[i + 2];
-    r[i] = SHUFFLE(x, y, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
-    r[i + 2] = SHUFFLE(x, y, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31); }
-  for (int i = 0; i < 16; ++i) if (!(i & 1)) { const vec x = r[i], y = r[i + 1];
-    r[i] = SHUFFLE(x, y, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
-    r[i + 1] = SHUFFLE(x, y, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31); }
+  swap_blocks<8>(r);
+  swap_blocks<4>(r);
+  swap_blocks<2>(r);
+  swap_blocks<1>(r);
   vec sum = vec{};
   for (int i = 0; i < 16; ++i) sum += r[i];
   *(vec*)z = *(const vec*)b + sum;

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from hts_ep import Config, analysis, book, experiments
-from hts_ep.train import check_record as train_check_record
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -196,23 +195,19 @@ def test_source_states_the_training_time_once_per_ensemble():
                                                                            "1.0 h", "1.5 h"]
 
 
-def committed_archive():
-    """The records committed under results/paper/ ({file stem: parsed JSON})."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted((REPO / "results" / "paper").glob("*.json"))}
-
-
 def test_committed_archive_is_current_and_belongs_to_a_spec():
     """Every committed paper-profile record is complete and well formed, filed under the key
     of its configuration at today's NUMERICS_VERSION (else the book would silently stop
     showing it), and is a point of some spec's paper-profile grid (no orphans)."""
     grid = {experiments.key(c): c for name in experiments.spec_names()
             for c in experiments.grid_configs(experiments.load_spec(name), "paper")}
-    found = committed_archive()
+    found = sorted((REPO / "results" / "paper").glob("*.json"))
     assert found, "results/paper/ holds no records"
-    for stem, record in found.items():
+    for path in found:
+        stem, record = path.stem, json.loads(path.read_text())
         assert stem in grid, f"{stem}.json is no point of any spec's paper-profile grid (stale numerics?)"
         assert record.get("key") == stem and record.get("profile") == "paper", stem
-        train_check_record(record, grid[stem])
+        experiments.check_record(record, grid[stem])
 
 
 def test_committed_archive_covers_table1_for_mnist_and_fashion_mnist():
