@@ -10,8 +10,8 @@ while the tile and its 20 KiB of W2 are in L1. Every vector of W2 loaded into
 a register serves those 3 or 4 samples at once, and rows are copied with one
 cache line of padding, so that the rows of W2, the drive and the state, 4 KiB
 apart otherwise, do not compete for the same L1 sets. The output layer's
-update runs vectorised over the group's samples, its sigmoid through a 4-wide
-copy of glibc's expf. A training batch's three relaxations (network.py's
+update runs vectorised over the group's samples, its sigmoid through an 8-wide
+(AVX-512; else 4-wide) copy of glibc's expf. A training batch's three relaxations (network.py's
 "branch" scheme) run in one pass, each group copied in once.
 The arithmetic is the synchronous Euler update of `Ensemble.relax`, with the
 sums in the order of the one-sample-at-a-time kernel it replaced (bit for bit
@@ -144,15 +144,16 @@ static inline __attribute__((always_inline)) void hidden_tile(
   }
 }
 
-// acc[s][k0 .. k0+K) += W2[k0 .. k0+K, j0:j1] h_s[j0:j1], lane by lane.
+// acc[s][k0 .. k0+K) += W2[k0 .. k0+K, j0:j1] h_s[j0:j1], lane by lane (first: acc = instead of
+// +=, so a step's sums need no zeroed accumulators; the same rounding, 0 + x being x).
 template <int S, int K>
 static inline __attribute__((always_inline)) void output_tile(
-    const float* hs, const float* W, int64_t P, int64_t j0, int64_t j1, int k0, vec (*acc)[O]) {
+    const float* hs, const float* W, int64_t P, int64_t j0, int64_t j1, int k0, vec (*acc)[O], bool first) {
   vec a[S][K];
   #pragma GCC unroll 8
   for (int s = 0; s < S; ++s)
     #pragma GCC unroll 10
-    for (int k = 0; k < K; ++k) a[s][k] = acc[s][k0 + k];
+    for (int k = 0; k < K; ++k) a[s][k] = first ? vec{} : acc[s][k0 + k];
   for (int64_t j = j0; j < j1; j += V) {
     vec hv[S];
     #pragma GCC unroll 8
@@ -178,11 +179,11 @@ static inline __attribute__((always_inline)) void output_tile(
 template <int S, int U, int K1, int K2, int K3, bool RES>
 static __attribute__((noinline)) void tile_step(const float* d, float* hs, const float* W, const float* eps, int64_t P,
                              int64_t j0, int64_t j1, const float (*c)[O], vec (*acc)[O], float slope,
-                             Residual* res) {
+                             Residual* res, bool first) {
   hidden_tile<S, U, RES>(d, hs, W, eps, P, j0, j1, c, slope, res);
-  output_tile<S, K1>(hs, W, P, j0, j1, 0, acc);
-  if constexpr (K2 > 0) output_tile<S, K2>(hs, W, P, j0, j1, K1, acc);
-  if constexpr (K3 > 0) output_tile<S, K3>(hs, W, P, j0, j1, K1 + K2, acc);
+  output_tile<S, K1>(hs, W, P, j0, j1, 0, acc, first);
+  if constexpr (K2 > 0) output_tile<S, K2>(hs, W, P, j0, j1, K1, acc, first);
+  if constexpr (K3 > 0) output_tile<S, K3>(hs, W, P, j0, j1, K1 + K2, acc, first);
 }
 
 template <bool RES>
@@ -194,17 +195,17 @@ static inline void sweep(const float* d, float* hs, const float* W, const float*
     const int64_t jm = j0 + (j1 - j0) / (ZU * V) * (ZU * V), jr = j0 + (j1 - j0) / (2 * ZU * V) * (2 * ZU * V);
     int s = 0;
     for (; s + ZS <= n; s += ZS) {
-      tile_step<ZS, ZU, ZK1, ZK2, ZK3, RES>(d + s * P, hs + s * P, W, eps, P, j0, jm, c + s, acc + s, slope, res + s);
-      if (jm < j1) tile_step<ZS, 1, ZK1, ZK2, ZK3, RES>(d + s * P, hs + s * P, W, eps, P, jm, j1, c + s, acc + s, slope, res + s);
+      tile_step<ZS, ZU, ZK1, ZK2, ZK3, RES>(d + s * P, hs + s * P, W, eps, P, j0, jm, c + s, acc + s, slope, res + s, j0 == 0);
+      if (jm < j1) tile_step<ZS, 1, ZK1, ZK2, ZK3, RES>(d + s * P, hs + s * P, W, eps, P, jm, j1, c + s, acc + s, slope, res + s, false);
     }
     for (; s < n; ++s) {     // the group's last n % ZS samples, one at a time
-      tile_step<1, 2 * ZU, 10, 0, 0, RES>(d + s * P, hs + s * P, W, eps, P, j0, jr, c + s, acc + s, slope, res + s);
-      if (jr < j1) tile_step<1, 1, 10, 0, 0, RES>(d + s * P, hs + s * P, W, eps, P, jr, j1, c + s, acc + s, slope, res + s);
+      tile_step<1, 2 * ZU, 10, 0, 0, RES>(d + s * P, hs + s * P, W, eps, P, j0, jr, c + s, acc + s, slope, res + s, j0 == 0);
+      if (jr < j1) tile_step<1, 1, 10, 0, 0, RES>(d + s * P, hs + s * P, W, eps, P, jr, j1, c + s, acc + s, slope, res + s, false);
     }
   }
 }
 
-// exp(x) for 4 floats at a time, bit for bit glibc's expf, so that
+// exp(x) for EW floats at a time, bit for bit glibc's expf, so that
 // vectorising the output layer's sigmoid keeps the states of std::exp: x N/ln2
 // = k + r, exp(x) = 2^(k/N) 2^(r/N), the first from a 32-entry table, the
 // second a cubic, all in double. Written as single expressions so that the
@@ -219,34 +220,60 @@ static inline void sweep(const float* d, float* hs, const float* W, const float*
 #else
 #define VECTOR_EXPF 0
 #endif
-typedef double dvec4 __attribute__((vector_size(32), aligned(8)));
-typedef float fvec4 __attribute__((vector_size(16), aligned(4)));
-typedef int32_t ivec4 __attribute__((vector_size(16), aligned(4)));
-typedef uint64_t lvec4 __attribute__((vector_size(32), aligned(8)));
+// EW floats at a time: 8 with AVX-512 (one 512-bit vector of doubles), else 4.
+#if defined(__AVX512F__)
+#include <immintrin.h>
+constexpr int EW = 8;
+#else
+constexpr int EW = 4;
+#endif
+typedef double dvecE __attribute__((vector_size(EW * 8), aligned(8)));
+typedef float fvecE __attribute__((vector_size(EW * 4), aligned(4)));
+typedef int32_t ivecE __attribute__((vector_size(EW * 4), aligned(4)));
+typedef int64_t lvecE __attribute__((vector_size(EW * 8), aligned(8)));
 static const uint64_t EXP2_TABLE[32] = {  // 2^(i/32) as a double, minus i << 47
   0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull, 0x3fef72b83c7d517bull, 0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull, 0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull, 0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull, 0x3feea47eb03a5585ull, 0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull, 0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull, 0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull, 0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full, 0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull};
 constexpr double INV_LN2_N = 0x1.71547652b82fep+5, EXP_SHIFT = 0x1.8p+52;
 constexpr double EXP_C0 = 0x1.c6af84b912394p-20, EXP_C1 = 0x1.ebfce50fac4f3p-13, EXP_C2 = 0x1.62e42ff0c52d6p-6;
 
-static inline void exp4(const float* x, float* y) {
-  const fvec4 xv = *(const fvec4*)x;
-  const ivec4 top = (((ivec4)xv) >> 20) & 0x7ff;
-  if (!VECTOR_EXPF || top[0] > 0x42a || top[1] > 0x42a || top[2] > 0x42a || top[3] > 0x42a) {   // |x| >= 88, inf, NaN
-    for (int i = 0; i < 4; ++i) y[i] = std::exp(x[i]);
+#if VECTOR_EXPF
+#include <immintrin.h>
+static inline bool any(ivecE m) {                     // any lane true (-1)
+#if defined(__AVX512F__)
+  return _mm256_movemask_ps((__m256)m) != 0;
+#else
+  return _mm_movemask_ps((__m128)m) != 0;
+#endif
+}
+#else
+static inline bool any(ivecE) { return true; }
+#endif
+
+// y[0:EW] = exp(x[0:EW]).
+static inline void expw(const float* x, float* y) {
+  const fvecE xv = *(const fvecE*)x;
+  const ivecE top = (((ivecE)xv) >> 20) & 0x7ff;
+  const ivecE big = top > 0x42a;                      // |x| >= 88, inf, NaN
+  if (!VECTOR_EXPF || any(big)) {
+    for (int i = 0; i < EW; ++i) y[i] = std::exp(x[i]);
     return;
   }
-  const dvec4 xd = __builtin_convertvector(xv, dvec4);
-  dvec4 kd = xd * INV_LN2_N + EXP_SHIFT;              // round(x N/ln2) in the low bits
-  const lvec4 ki = (lvec4)kd;
+  const dvecE xd = __builtin_convertvector(xv, dvecE);
+  dvecE kd = xd * INV_LN2_N + EXP_SHIFT;              // round(x N/ln2) in the low bits
+  const lvecE ki = (lvecE)kd;
   kd -= EXP_SHIFT;
-  const dvec4 r = xd * INV_LN2_N - kd;
-  lvec4 t;
-  for (int i = 0; i < 4; ++i) t[i] = EXP2_TABLE[ki[i] & 31];
+  const dvecE r = xd * INV_LN2_N - kd;
+  lvecE t;
+#if defined(__AVX512F__)
+  t = (lvecE)_mm512_i64gather_epi64((__m512i)(ki & 31), (const void*)EXP2_TABLE, 8);
+#else
+  for (int i = 0; i < EW; ++i) t[i] = EXP2_TABLE[ki[i] & 31];
+#endif
   t += ki << 47;
-  const dvec4 z = r * EXP_C0 + EXP_C1, r2 = r * r;
-  dvec4 p = r * EXP_C2 + 1.0;
+  const dvecE z = r * EXP_C0 + EXP_C1, r2 = r * r;
+  dvecE p = r * EXP_C2 + 1.0;
   p = z * r2 + p;
-  *(fvec4*)y = __builtin_convertvector(p * (dvec4)t, fvec4);
+  *(fvecE*)y = __builtin_convertvector(p * (dvecE)t, fvecE);
 }
 
 // z[q] = b[q] + (a[q][0] + a[q][1] + ... + a[q][V-1]) for V consecutive q,
@@ -346,15 +373,15 @@ static void relax_group(const Model& model, const float* d, float* hs, float* ob
   for (int s = 0; s < n; ++s) {
     res[s] = Residual{vec{}, ivec{}};
     for (int64_t j0 = 0; j0 < H; j0 += TILE)                              // W2 h[0]
-      output_tile<1, 10>(hs + s * P, W, P, j0, j0 + TILE < H ? j0 + TILE : H, 0, (vec (*)[O])(acc + s * O));
+      output_tile<1, 10>(hs + s * P, W, P, j0, j0 + TILE < H ? j0 + TILE : H, 0, (vec (*)[O])(acc + s * O), j0 == 0);
   }
   for (int q = 0; q < nv; q += V) lane_sums(acc + q, bq + q, zo + q);
   for (int64_t t = 0; t < steps; ++t) {
-    for (int q = 0; q < nq; ++q) { c[q] = 0.f + g * os[q]; acc[q] = vec{}; }   // 0 +: see hidden_tile
+    for (int q = 0; q < nq; ++q) c[q] = 0.f + g * os[q];   // 0 +: see hidden_tile
     if (t + 1 < steps) sweep<false>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, res);
     else sweep<true>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, res);
     for (int q = 0; q < nv; ++q) nz[q] = -zo[q];
-    for (int q = 0; q < nv; q += 4) exp4(nz + q, ex + q);
+    for (int q = 0; q < nv; q += EW) expw(nz + q, ex + q);
     for (int q = 0; q < nv; ++q) {           // o += eps_out (-o + sigma(z_o) [+ beta (y - o)])
       float dout = 1.f / (1.f + ex[q]) - os[q];
       if (ys) dout += be * (yq[q] - os[q]);
@@ -376,7 +403,8 @@ static std::unique_ptr<float, Free> padded(int64_t floats) {
   return std::unique_ptr<float, Free>((float*)std::aligned_alloc(64, ((floats * 4 + 63) / 64) * 64));
 }
 
-// drive, h: [M, B, H]; o: [M, B, O]; y: [M, B, O] or empty (no nudge).
+// drive, h: [M, B, H] (h empty: the zero state, set in cache instead of read);
+// o: [M, B, O]; y: [M, B, O] or empty (no nudge).
 //   relax:  `steps` steps; returns (h, o, r), r = max|h[T]-h[T-1]| per (m, b).
 //   branch: `steps` free steps, then from that state t_nudge free steps and
 //           t_nudge nudged steps (network.py's "branch" scheme); returns
@@ -390,22 +418,24 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
                                       torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
                                       torch::Tensor y, int64_t steps, int64_t t_nudge, double slope, bool branch,
                                       torch::Tensor scale) {
-  const int64_t M = h_in.size(0), B = h_in.size(1), H = h_in.size(2);
+  const int64_t M = drive.size(0), B = drive.size(1), H = drive.size(2);
+  const bool zero_start = h_in.numel() == 0;
   TORCH_CHECK(o_in.size(2) == O && H % V == 0, "the fused kernel needs 10 outputs and a hidden size divisible by ", V);
+  TORCH_CHECK(zero_start || h_in.sizes() == drive.sizes(), "h must have the shape of the drive, or be empty");
   TORCH_CHECK(slope >= 0 && slope <= 1, "the fused kernel needs 0 <= slope <= 1");
   TORCH_CHECK(steps >= 0 && t_nudge >= 0, "step counts must be >= 0");
   const int64_t P = H + PAD;
   const bool nudged = y.numel() > 0, scaled = scale.defined() && scale.numel() > 0;
   TORCH_CHECK(!scaled || (branch && scale.numel() == M), "a scale needs the branch scheme and one value per model");
-  auto h = torch::empty_like(h_in), o = o_in.clone();
-  auto residual = torch::zeros({M, B}, h_in.options());
+  auto h = torch::empty_like(drive), o = o_in.clone();
+  auto residual = torch::zeros({M, B}, drive.options());
   torch::Tensor hb, ob, rb;
-  if (branch) hb = torch::empty_like(h_in), ob = torch::empty_like(o_in), rb = torch::zeros({M, B}, h_in.options());
+  if (branch) hb = torch::empty_like(drive), ob = torch::empty_like(o_in), rb = torch::zeros({M, B}, drive.options());
   // W2 with padded rows, all models (M x 40 KB: copied once per call).
   auto Wp = padded(M * O * P);
   const float* W = W2.data_ptr<float>();
   for (int64_t r = 0; r < M * O; ++r) std::memcpy(Wp.get() + r * P, W + r * H, H * 4);
-  const float *pd = drive.data_ptr<float>(), *pb = b2.data_ptr<float>(), *phi = h_in.data_ptr<float>();
+  const float *pd = drive.data_ptr<float>(), *pb = b2.data_ptr<float>(), *phi = zero_start ? nullptr : h_in.data_ptr<float>();
   const float *pe = eps_hidden.data_ptr<float>(), *peo = eps_out.data_ptr<float>();
   const float *pg = gamma.data_ptr<float>(), *pbeta = beta.data_ptr<float>();
   const float *py = nudged ? y.data_ptr<float>() : nullptr;
@@ -426,7 +456,8 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
       const int64_t i0 = m * B + b0;
       for (int s = 0; s < n; ++s) {
         std::memcpy(dp.get() + s * P, pd + (i0 + s) * H, H * 4);
-        std::memcpy(hp.get() + s * P, phi + (i0 + s) * H, H * 4);
+        if (zero_start) std::memset(hp.get() + s * P, 0, H * 4);
+        else std::memcpy(hp.get() + s * P, phi + (i0 + s) * H, H * 4);
       }
       const Model model{Wp.get() + m * O * P, pb + m * O, pe + m * H, P, H, peo[m], pg[m], pbeta[m], (float)slope};
       const float* ym = nudged ? py + i0 * O : nullptr;
@@ -475,15 +506,15 @@ std::vector<torch::Tensor> branch(torch::Tensor drive, torch::Tensor h_in, torch
 }
 
 // How many floats x, among the bit patterns lo, lo + stride, ... below hi,
-// get a different exp4(x) from std::exp(x) (any bit; NaN for NaN agrees).
+// get a different expw(x) from std::exp(x) (any bit; NaN for NaN agrees).
 int64_t exp_mismatches(int64_t lo, int64_t hi, int64_t stride) {
   TORCH_CHECK(0 <= lo && lo < hi && hi <= (int64_t(1) << 32) && stride > 0, "bad bit-pattern range");
   int64_t bad = 0;
-  alignas(16) float x[4], y[4];
-  for (int64_t b = lo; b < hi; b += 4 * stride) {
-    for (int i = 0; i < 4; ++i) { uint32_t u = (uint32_t)std::min<int64_t>(b + i * stride, hi - 1); std::memcpy(x + i, &u, 4); }
-    exp4(x, y);
-    for (int i = 0; i < 4; ++i) {
+  alignas(64) float x[EW], y[EW];
+  for (int64_t b = lo; b < hi; b += EW * stride) {
+    for (int i = 0; i < EW; ++i) { uint32_t u = (uint32_t)std::min<int64_t>(b + i * stride, hi - 1); std::memcpy(x + i, &u, 4); }
+    expw(x, y);
+    for (int i = 0; i < EW; ++i) {
       const float e = std::exp(x[i]);
       uint32_t u, v;
       std::memcpy(&u, &e, 4);
@@ -531,7 +562,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("branch", &branch);
   m.def("exp_mismatches", &exp_mismatches);
   m.def("lane_sum_mismatches", &lane_sum_mismatches);
-  m.attr("vector_expf") = bool(VECTOR_EXPF);   // false: exp4 is std::exp, nothing to compare
+  m.attr("vector_expf") = bool(VECTOR_EXPF);   // false: expw is std::exp, nothing to compare
 }
 """
 
@@ -595,22 +626,26 @@ def _weights(ens):
             ens.eps_out.reshape(M).contiguous(), ens.gamma.reshape(M).contiguous(), ens.beta.reshape(M).contiguous())
 
 
+def _state(h):
+    return torch.empty(0) if h is None else h.contiguous()     # empty: the zero state, set inside
+
+
 def relax(ens, drive, h, o, steps, y=None):
-    """Same contract as `Ensemble.relax`, on CPU float32 tensors."""
+    """Same contract as `Ensemble.relax` (h None: the zero state), on CPU float32 tensors."""
     y = torch.empty(0) if y is None else y.contiguous()
-    h, o, residual = _module.relax(drive.contiguous(), h.contiguous(), o.contiguous(), *_weights(ens), y, steps,
+    h, o, residual = _module.relax(drive.contiguous(), _state(h), o.contiguous(), *_weights(ens), y, steps,
                                    ens.slope)
     return h, o, residual.amax(1)
 
 
 def branch(ens, drive, h, o, t_branch, t_nudge, y=None, dh_scale=None):
     """The "branch" scheme's two phases in one pass: `t_branch` free steps from
-    (h, o), then from there `t_nudge` free steps and `t_nudge` steps nudged
+    (h, o) (h None: the zero state), then from there `t_nudge` free steps and `t_nudge` steps nudged
     towards y. Returns ((h0, o0, residual), (hb, ob, residual)), bit for bit
     what three `relax` calls give. With `dh_scale` (one value per model), h0
     is replaced by (hb - h0) * dh_scale, as `Ensemble.train_step` needs it."""
     y = torch.empty(0) if y is None else y.contiguous()
     scale = torch.empty(0) if dh_scale is None else dh_scale.reshape(len(ens)).to(torch.float32).contiguous()
-    h0, o0, r0, hb, ob, rb = _module.branch(drive.contiguous(), h.contiguous(), o.contiguous(), *_weights(ens), y,
+    h0, o0, r0, hb, ob, rb = _module.branch(drive.contiguous(), _state(h), o.contiguous(), *_weights(ens), y,
                                             t_branch, t_nudge, ens.slope, scale)
     return (h0, o0, r0.amax(1)), (hb, ob, rb.amax(1))

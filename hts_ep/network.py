@@ -85,6 +85,7 @@ class Ensemble:
 
     def relax(self, drive, h, o, steps, y=None, trace=None):
         """Run `steps` Euler steps from (h, o); nudged towards one-hot y [M, B, n_out] if given.
+        h None: the zero state (the fused kernel then sets it in cache, without a tensor).
 
         Returns the final h, o and the residual max|h[T] - h[T-1]| per model.
         On CPU the fused C++ kernel does the work (fused.py), on CUDA a Triton
@@ -93,6 +94,8 @@ class Ensemble:
         """
         if trace is None and fused.supports(drive, o, self.slope):
             return fused.relax(self, drive, h, o, steps, y)
+        if h is None:
+            h = torch.zeros_like(drive)
         if trace is None and gpu.supports(drive, o):
             result = gpu.relax(self, drive, h, o, steps, y)
             if result is not None:
@@ -120,15 +123,17 @@ class Ensemble:
         return h, o, residual
 
     def zero_state(self, batch):
-        M, H, O = len(self), self.W1.shape[1], self.W2.shape[1]
-        return (torch.zeros(M, batch, H, device=self.device),
-                torch.zeros(M, batch, O, device=self.device))
+        M, H = len(self), self.W1.shape[1]
+        return torch.zeros(M, batch, H, device=self.device), self.zero_output(batch)
+
+    def zero_output(self, batch):
+        return torch.zeros(len(self), batch, self.W2.shape[1], device=self.device)
 
     @torch.no_grad()
     def predict(self, x):
         """Free phase only; returns the class scores o [M, B, n_out] and the free residual."""
-        h, o = self.zero_state(x.shape[1])
-        h, o, residual = self.relax(self.drive(x), h, o, self.t_free)
+        o = self.zero_output(x.shape[1])
+        h, o, residual = self.relax(self.drive(x), None, o, self.t_free)
         return o, residual
 
     # -- learning -----------------------------------------------------------
@@ -166,7 +171,7 @@ class Ensemble:
         if dh_scale is not None:    # [M, 1, 1] on every path
             dh_scale = torch.as_tensor(dh_scale, dtype=torch.float32, device=drive.device)
             dh_scale = dh_scale.reshape(-1, 1, 1).expand(len(self), 1, 1)
-        h, o = self.zero_state(drive.shape[1])
+        h, o = None, self.zero_output(drive.shape[1])     # h None: the zero state
         if scheme == "branch" and fused.supports(drive, o, self.slope):   # the three relaxations in one pass
             return fused.branch(self, drive, h, o, self.t_free - self.t_nudge, self.t_nudge, y, dh_scale=dh_scale)
         if scheme == "branch":

@@ -115,11 +115,11 @@ def test_non_finite_state_shows_in_residual():
 
 @needs_kernel
 def test_vector_exp_is_libm_expf_bit_for_bit():
-    """The kernel's 4-wide exp (the output sigmoid) against std::exp, bit for bit:
+    """The kernel's vector exp (the output sigmoid; 8 floats at a time with AVX-512, else 4) against std::exp, bit for bit:
     every 97th float with |x| < 88 (its vector path), and every 10007th of all
     bit patterns (|x| >= 88, infinities and NaNs go through std::exp itself)."""
     if not fused._module.vector_expf:
-        pytest.skip("no vector expf on this build (not x86-64 FMA+AVX2 with glibc >= 2.27): exp4 is std::exp")
+        pytest.skip("no vector expf on this build (not x86-64 FMA+AVX2 with glibc >= 2.27): expw is std::exp")
     check = fused._module.exp_mismatches
     assert check(0, 0x42B00000, 97) == 0                  # 0 <= x < 88
     assert check(0x80000000, 0xC2B00000, 97) == 0         # -88 < x <= -0
@@ -172,6 +172,24 @@ def test_branch_in_one_pass_is_three_relaxations_bit_for_bit(n_hidden, batch):
     assert torch.equal(dh, (expected[1][0] - expected[0][0]).mul_(scale))
     assert torch.equal(o0, expected[0][1]) and torch.equal(r0, expected[0][2])
     assert all(torch.equal(u, v) for u, v in zip(nudged, expected[1]))
+
+
+@needs_kernel
+def test_zero_state_set_in_the_kernel_equals_zero_tensors():
+    """h None (predict and train_step: no [M, B, H] zeros allocated and copied in) against
+    explicit zeros, bit for bit, for relax and branch; an h of another shape is refused."""
+    ens = ensemble(1024)
+    x, y = inputs(ens, 37)
+    d = ens.drive(x)
+    h, o = ens.zero_state(37)
+    for y_arg in (None, y):
+        assert all(torch.equal(u, v) for u, v in zip(fused.relax(ens, d, None, o, 9, y_arg),
+                                                     fused.relax(ens, d, h, o, 9, y_arg)))
+    for got, want in zip(fused.branch(ens, d, None, o, 7, 3, y), fused.branch(ens, d, h, o, 7, 3, y)):
+        assert all(torch.equal(u, v) for u, v in zip(got, want))
+    assert torch.equal(ens.predict(x)[0], ens.relax(d, h, o, ens.t_free)[1])
+    with pytest.raises(RuntimeError, match="shape of the drive"):
+        fused.relax(ens, d, h[:, :5], o, 9)
 
 
 @needs_kernel
