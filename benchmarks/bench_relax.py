@@ -23,7 +23,10 @@ against the product timed right after it, the median over batches) and
 fastest batch against fastest product. On a shared machine the rate jumps
 between levels for seconds at a time; the paired ratio largely cancels the
 level, while the best-against-best one sets a few kernel batches against
-many more products, and so leans low. It checks that both
+many more products, and so leans low. On CPU it also times a register-only
+loop of vector multiply-adds (hts_ep.fused.fma_peak), the peak that a step's
+multiply-adds share with its other vector operations, and says how close to
+it the relaxation's op mix can come and came. It checks that both
 implementations agree: max |h| and |o| differences after a full free phase,
 and the weights after the timed training steps, must be <= 1e-4 (float32),
 else it exits with status 1.
@@ -55,6 +58,12 @@ EPOCH_BATCHES = 235          # ceil(60000 / 256): one MNIST/KMNIST/Fashion-MNIST
 TEST_IMAGES = 10000          # evaluated after every epoch
 PAPER_MODEL_EPOCHS = 3 * 20 * 5 * 50     # data sets x Table 1 cells x seeds x epochs
 TOLERANCE = 1e-4             # max |state difference| after a free phase, float32
+# Per neuron and sample, a step is 2 x 10 multiply-adds (W2^T o, W2 h) and, beside them, the
+# leaky ReLU's multiply and maximum and the Euler update's subtraction and multiply-add, each
+# a vector operation on the ports that do multiply-adds: 24 issue slots of 2 FLOP per lane
+# for the 44 FLOP the count below gives it.
+OTHER_OPS, STEP_FLOP = 4, 44
+STEP_CEILING = STEP_FLOP / (2 * (20 + OTHER_OPS))
 DISTRIBUTIONS = ("scalar", "normal", "lognormal", "gamma")
 EPS_OUT = (0.15, 0.20, 0.25, 0.30, 0.35)
 
@@ -397,6 +406,14 @@ def bench(M, args, device):
           f"relaxation alone {med['relax']:.3f} (per batch, train: "
           f"{' '.join(f'{v:.2f}' for v in paired['train'])})")
     rows["limit"] = dict(fp32=mm, relax_gflops=relax_gf, train_gflops=best["train"], paired=med)
+    if device.type == "cpu" and fused.available():
+        peak = max(fused.fma_peak(0.2) for _ in range(3))
+        print(f"multiply-add peak (register-only vector FMAs, 12 chains a thread, {torch.get_num_threads()} "
+              f"threads, best of 3): {peak:.1f} GFLOP/s, of which the fp32 product reaches {mm / peak:.2f}. A "
+              f"relaxation step issues per 16 neuron-samples 20 multiply-adds and {OTHER_OPS} other vector "
+              f"operations for {STEP_FLOP} counted FLOP each, so it can reach at most {STEP_CEILING:.2f} of that "
+              f"peak; it reached {relax_gf / peak:.2f} (fastest batch)")
+        rows["limit"].update(fma_peak=peak, relax_of_peak=relax_gf / peak)
     print(f"first call, fast: {first['predict']:.2f} s (predict), {first['train']:.2f} s (train) "
           f"against {rows['predict', 'fast']['ms'] / 1e3:.2f} / {rows['train', 'fast']['ms'] / 1e3:.2f} s "
           f"steady; the difference is one-time cost (Triton compilation unless cached from an earlier "

@@ -12,7 +12,9 @@ cache line of padding, so that the rows of W2, the drive and the state, 4 KiB
 apart otherwise, do not compete for the same L1 sets. The output layer's
 update runs vectorised over the group's samples, its sigmoid through an 8-wide
 (AVX-512; else 4-wide) copy of glibc's expf. A training batch's three relaxations (network.py's
-"branch" scheme) run in one pass, each group copied in once.
+"branch" scheme) run in one pass, each group copied in once; a zero start
+state (h None) is set in cache rather than read from a tensor of zeros. For
+the paper's 1024 hidden neurons the row stride is a compile-time constant.
 The arithmetic is the synchronous Euler update of `Ensemble.relax`, with the
 sums in the order of the one-sample-at-a-time kernel it replaced (bit for bit
 the same states, so records made before keep their NUMERICS_VERSION); against
@@ -42,6 +44,7 @@ SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -176,17 +179,22 @@ static inline __attribute__((always_inline)) void output_tile(
 // the tile while it is in L1 (output rows in blocks of K1, K2, K3). noinline:
 // inlined into the tile loop, GCC hoists the broadcasts of c out of it into
 // stack slots and reloads one per FMA (measured 1.3x slower).
-template <int S, int U, int K1, int K2, int K3, bool RES>
-static __attribute__((noinline)) void tile_step(const float* d, float* hs, const float* W, const float* eps, int64_t P,
+// PC: the row stride P when known at compile time (0: not). A constant stride
+// turns the addresses of all the rows into one register plus offsets; with a
+// register each, the 4 + 4 + 10 rows of a block outnumber the general
+// registers and spill (measured 1.08x faster for H = 1024, paired, 6 of 6 runs).
+template <int S, int U, int K1, int K2, int K3, bool RES, int64_t PC>
+static __attribute__((noinline)) void tile_step(const float* d, float* hs, const float* W, const float* eps, int64_t P_,
                              int64_t j0, int64_t j1, const float (*c)[O], vec (*acc)[O], float slope,
                              Residual* res, bool first) {
+  const int64_t P = PC ? PC : P_;
   hidden_tile<S, U, RES>(d, hs, W, eps, P, j0, j1, c, slope, res);
   output_tile<S, K1>(hs, W, P, j0, j1, 0, acc, first);
   if constexpr (K2 > 0) output_tile<S, K2>(hs, W, P, j0, j1, K1, acc, first);
   if constexpr (K3 > 0) output_tile<S, K3>(hs, W, P, j0, j1, K1 + K2, acc, first);
 }
 
-template <bool RES>
+template <bool RES, int64_t PC>
 static inline void sweep(const float* d, float* hs, const float* W, const float* eps, int64_t P, int64_t H,
                          int n, const float (*c)[O], vec (*acc)[O], float slope, Residual* res) {
   for (int64_t j0 = 0; j0 < H; j0 += TILE) {
@@ -195,12 +203,12 @@ static inline void sweep(const float* d, float* hs, const float* W, const float*
     const int64_t jm = j0 + (j1 - j0) / (ZU * V) * (ZU * V), jr = j0 + (j1 - j0) / (2 * ZU * V) * (2 * ZU * V);
     int s = 0;
     for (; s + ZS <= n; s += ZS) {
-      tile_step<ZS, ZU, ZK1, ZK2, ZK3, RES>(d + s * P, hs + s * P, W, eps, P, j0, jm, c + s, acc + s, slope, res + s, j0 == 0);
-      if (jm < j1) tile_step<ZS, 1, ZK1, ZK2, ZK3, RES>(d + s * P, hs + s * P, W, eps, P, jm, j1, c + s, acc + s, slope, res + s, false);
+      tile_step<ZS, ZU, ZK1, ZK2, ZK3, RES, PC>(d + s * P, hs + s * P, W, eps, P, j0, jm, c + s, acc + s, slope, res + s, j0 == 0);
+      if (jm < j1) tile_step<ZS, 1, ZK1, ZK2, ZK3, RES, PC>(d + s * P, hs + s * P, W, eps, P, jm, j1, c + s, acc + s, slope, res + s, false);
     }
     for (; s < n; ++s) {     // the group's last n % ZS samples, one at a time
-      tile_step<1, 2 * ZU, 10, 0, 0, RES>(d + s * P, hs + s * P, W, eps, P, j0, jr, c + s, acc + s, slope, res + s, j0 == 0);
-      if (jr < j1) tile_step<1, 1, 10, 0, 0, RES>(d + s * P, hs + s * P, W, eps, P, jr, j1, c + s, acc + s, slope, res + s, false);
+      tile_step<1, 2 * ZU, 10, 0, 0, RES, PC>(d + s * P, hs + s * P, W, eps, P, j0, jr, c + s, acc + s, slope, res + s, j0 == 0);
+      if (jr < j1) tile_step<1, 1, 10, 0, 0, RES, PC>(d + s * P, hs + s * P, W, eps, P, jr, j1, c + s, acc + s, slope, res + s, false);
     }
   }
 }
@@ -358,7 +366,8 @@ struct Model {                 // one model as the kernel reads it
 // d, hs: the group's drive and hidden state (rows P floats apart); ob: its
 // outputs [n, O], updated in place; ys: one-hot targets [n, O] (nudged) or
 // null (free); residual: max|h[T] - h[T-1]| per sample, written.
-static void relax_group(const Model& model, const float* d, float* hs, float* ob, int n, int64_t steps,
+template <int64_t PC>
+static void relax_group_(const Model& model, const float* d, float* hs, float* ob, int n, int64_t steps,
                         const float* ys, float* residual) {
   const float *W = model.W, *b2 = model.b2, *eps = model.eps;
   const int64_t P = model.P, H = model.H;
@@ -378,8 +387,8 @@ static void relax_group(const Model& model, const float* d, float* hs, float* ob
   for (int q = 0; q < nv; q += V) lane_sums(acc + q, bq + q, zo + q);
   for (int64_t t = 0; t < steps; ++t) {
     for (int q = 0; q < nq; ++q) c[q] = 0.f + g * os[q];   // 0 +: see hidden_tile
-    if (t + 1 < steps) sweep<false>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, res);
-    else sweep<true>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, res);
+    if (t + 1 < steps) sweep<false, PC>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, res);
+    else sweep<true, PC>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, res);
     for (int q = 0; q < nv; ++q) nz[q] = -zo[q];
     for (int q = 0; q < nv; q += EW) expw(nz + q, ex + q);
     for (int q = 0; q < nv; ++q) {           // o += eps_out (-o + sigma(z_o) [+ beta (y - o)])
@@ -461,6 +470,8 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
       }
       const Model model{Wp.get() + m * O * P, pb + m * O, pe + m * H, P, H, peo[m], pg[m], pbeta[m], (float)slope};
       const float* ym = nudged ? py + i0 * O : nullptr;
+      // the paper's hidden size with its stride fixed at compile time, any other with it at run time
+      const auto relax_group = P == 1024 + PAD ? relax_group_<1024 + PAD> : relax_group_<0>;
       if (!branch) {
         relax_group(model, dp.get(), hp.get(), po + i0 * O, n, steps, ym, pr + i0);
       } else {
@@ -503,6 +514,44 @@ std::vector<torch::Tensor> branch(torch::Tensor drive, torch::Tensor h_in, torch
                                   torch::Tensor y, int64_t t_branch, int64_t t_nudge, double slope,
                                   torch::Tensor scale) {
   return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, y, t_branch, t_nudge, slope, true, scale);
+}
+
+// The multiply-add peak of this build's vectors on `threads` threads: each runs
+// 12 independent chains of vector FMAs on registers (no memory: more chains
+// than the ports times their latency) for `seconds`. Returns GFLOP/s, 2 per
+// lane and FMA: the ceiling the relaxation's multiply-adds share with its other
+// vector operations (benchmarks/bench_relax.py sets the kernel against it).
+double fma_peak(double seconds, int64_t threads) {
+  TORCH_CHECK(seconds > 0 && threads >= 1, "fma_peak needs seconds > 0 and threads >= 1");
+  constexpr int CHAINS = 12;
+  constexpr int64_t CHUNK = 1 << 14;
+  std::atomic<int64_t> iterations{0};
+  std::atomic<uint32_t> sink{0};
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&]() { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  at::parallel_for(0, threads, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      vec a[CHAINS], x = vec{} + 0.999f, y = vec{} + 1e-3f;
+      for (int i = 0; i < CHAINS; ++i) a[i] = vec{} + (float)i;
+      IN_REGISTER(x);
+      IN_REGISTER(y);
+      int64_t n = 0;
+      do {
+        for (int64_t it = 0; it < CHUNK; ++it) {
+          #pragma GCC unroll 12
+          for (int i = 0; i < CHAINS; ++i) a[i] = a[i] * x + y;
+        }
+        n += CHUNK;
+      } while (elapsed() < seconds);
+      float z = 0.f;
+      for (int i = 0; i < CHAINS; ++i) z += a[i][0];
+      uint32_t u;
+      std::memcpy(&u, &z, 4);
+      sink += u;                      // the chains' results are used: not optimised away
+      iterations += n;
+    }
+  });
+  return (double)iterations * CHAINS * V * 2 / elapsed() / 1e9 + 0.0 * sink;
 }
 
 // How many floats x, among the bit patterns lo, lo + stride, ... below hi,
@@ -562,6 +611,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("branch", &branch);
   m.def("exp_mismatches", &exp_mismatches);
   m.def("lane_sum_mismatches", &lane_sum_mismatches);
+  m.def("fma_peak", &fma_peak);
   m.attr("vector_expf") = bool(VECTOR_EXPF);   // false: expw is std::exp, nothing to compare
 }
 """
@@ -628,6 +678,13 @@ def _weights(ens):
 
 def _state(h):
     return torch.empty(0) if h is None else h.contiguous()     # empty: the zero state, set inside
+
+
+def fma_peak(seconds=0.2, threads=None):
+    """GFLOP/s of register-only vector multiply-adds on `threads` threads (default: torch's),
+    the build's own vectors: the ceiling the relaxation's arithmetic shares."""
+    threads = threads or torch.get_num_threads()
+    return _module.fma_peak(float(seconds), int(threads)) if available() else None
 
 
 def relax(ens, drive, h, o, steps, y=None):

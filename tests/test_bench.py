@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hts_ep import Ensemble
+from hts_ep import Ensemble, fused
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_relax.py"
 ARGS = ["--models", "1", "--batches", "1", "--batch", "16", "--threads", "1", "--device", "cpu"]
@@ -27,6 +27,11 @@ def test_reports_limit_fraction_and_projection(bench, capsys):
     assert "state check" in out and "OK" in out
     assert "float32 2048x2048 product" in out and "fraction of the fp32 product rate" in out
     assert "projection:" in out and "FAILED" not in out
+    if fused.available():                     # the multiply-add peak: a rate, above the kernel's
+        line = next(l for l in out.splitlines() if l.startswith("multiply-add peak"))
+        peak = float(line.split("best of 3): ")[1].split(" ")[0])
+        reached = float(line.split("it reached ")[1].split(" ")[0])
+        assert peak > 1 and 0 < reached < bench.STEP_CEILING
 
 
 def test_paired_fraction_divides_each_batch_by_the_product_timed_next_to_it(bench, capsys, monkeypatch):
