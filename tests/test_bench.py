@@ -60,3 +60,33 @@ def test_fails_when_the_package_drifts_from_the_plain_model(bench, capsys, monke
                         tuple(t * 1.001 if i < 2 else t for i, t in enumerate(relax(self, d, h, o, steps, y, trace))))
     assert bench.main(ARGS) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+KERNEL_AB = BENCH.parent / "kernel_ab.py"
+
+
+@pytest.fixture
+def kernel_ab():
+    spec = importlib.util.spec_from_file_location("kernel_ab", KERNEL_AB)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not fused.available(), reason="no C++ compiler for the kernel here")
+def test_kernel_ab_times_variants_of_the_source_and_checks_their_states(kernel_ab, capsys):
+    """Two variants in one binary: the package's source, and one whose leaky ReLU has another
+    slope (other states: its checksum must differ, the identical build's must not)."""
+    src = fused.__file__
+    changed = f"slope=>{src}:const vec zz = z[s][u], sz = slope * zz;=>const vec zz = z[s][u], sz = 0.5f * zz;"
+    assert kernel_ab.main(["--reps", "4", f"base={src}", f"same={src}", changed.replace("slope=>", "other=")]) == 0
+    lines = {l.split()[0]: l for l in capsys.readouterr().out.splitlines() if "checksum" in l}
+    sums = {name: float(line.rsplit("checksum ", 1)[1]) for name, line in lines.items()}
+    assert set(sums) == {"base", "same", "other"}
+    assert sums["base"] == sums["same"] != sums["other"]
+    assert "time / base: median 1.000" in lines["base"]
+
+
+def test_kernel_ab_names_a_replacement_it_cannot_find(kernel_ab):
+    with pytest.raises(SystemExit, match="not found"):
+        kernel_ab.main(["--reps", "4", f"x={fused.__file__}:no such text=>y"])
