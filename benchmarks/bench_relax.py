@@ -59,9 +59,10 @@ TEST_IMAGES = 10000          # evaluated after every epoch
 PAPER_MODEL_EPOCHS = 3 * 20 * 5 * 50     # data sets x Table 1 cells x seeds x epochs
 TOLERANCE = 1e-4             # max |state difference| after a free phase, float32
 # Per neuron and sample, a step is 2 x 10 multiply-adds (W2^T o, W2 h) and, beside them, the
-# leaky ReLU's multiply and maximum and the Euler update's subtraction and multiply-add, each
-# a vector operation on the ports that do multiply-adds: 24 issue slots of 2 FLOP per lane
-# for the 44 FLOP the count below gives it.
+# leaky ReLU's multiply and maximum and the Euler update's subtraction and multiply-add. Where
+# those four share the multiply-add ports (Intel's 512-bit units), a step takes 24 issue slots
+# of 2 FLOP per lane for the 44 FLOP the count below gives it; where they have pipes of their
+# own (AMD Zen), the bound is the 20 multiply-adds alone, and the ceiling is higher.
 OTHER_OPS, STEP_FLOP = 4, 44
 STEP_CEILING = STEP_FLOP / (2 * (20 + OTHER_OPS))
 DISTRIBUTIONS = ("scalar", "normal", "lognormal", "gamma")
@@ -408,11 +409,12 @@ def bench(M, args, device):
     rows["limit"] = dict(fp32=mm, relax_gflops=relax_gf, train_gflops=best["train"], paired=med)
     if device.type == "cpu" and fused.available():
         peak = max(fused.fma_peak(0.2) for _ in range(3))
+        lanes = fused._module.lanes
         print(f"multiply-add peak (register-only vector FMAs, 12 chains a thread, {torch.get_num_threads()} "
               f"threads, best of 3): {peak:.1f} GFLOP/s, of which the fp32 product reaches {mm / peak:.2f}. A "
-              f"relaxation step issues per 16 neuron-samples 20 multiply-adds and {OTHER_OPS} other vector "
-              f"operations for {STEP_FLOP} counted FLOP each, so it can reach at most {STEP_CEILING:.2f} of that "
-              f"peak; it reached {relax_gf / peak:.2f} (fastest batch)")
+              f"relaxation step issues per {lanes} neuron-samples 20 multiply-adds and {OTHER_OPS} other vector "
+              f"operations for {STEP_FLOP} counted FLOP each: where these share the multiply-add ports, it can "
+              f"reach at most {STEP_CEILING:.2f} of that peak; it reached {relax_gf / peak:.2f} (fastest batch)")
         rows["limit"].update(fma_peak=peak, relax_of_peak=relax_gf / peak)
     print(f"first call, fast: {first['predict']:.2f} s (predict), {first['train']:.2f} s (train) "
           f"against {rows['predict', 'fast']['ms'] / 1e3:.2f} / {rows['train', 'fast']['ms'] / 1e3:.2f} s "

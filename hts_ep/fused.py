@@ -10,9 +10,9 @@ while the tile and its 20 KiB of W2 are in L1. Every vector of W2 loaded into
 a register serves those 3 or 4 samples at once, and rows are copied with one
 cache line of padding, so that the rows of W2, the drive and the state, 4 KiB
 apart otherwise, do not compete for the same L1 sets. The output layer's
-update runs vectorised over the group's samples, its sigmoid through an 8-wide
-(AVX-512; else 4-wide) copy of glibc's expf. A training batch's three relaxations (network.py's
-"branch" scheme) run in one pass, each group copied in once; a zero start
+update runs vectorised over the group's samples, its sigmoid through an
+8-wide (AVX-512; else 4-wide) copy of glibc's expf. A training batch's three
+relaxations (network.py's "branch" scheme) run in one pass, each group copied in once; a zero start
 state (h None) is set in cache rather than read from a tensor of zeros. For
 the paper's 1024 hidden neurons the row stride is a compile-time constant.
 The arithmetic is the synchronous Euler update of `Ensemble.relax`, with the
@@ -148,7 +148,7 @@ static inline __attribute__((always_inline)) void hidden_tile(
 }
 
 // acc[s][k0 .. k0+K) += W2[k0 .. k0+K, j0:j1] h_s[j0:j1], lane by lane (first: acc = instead of
-// +=, so a step's sums need no zeroed accumulators; the same rounding, 0 + x being x).
+// +=, so a step's sums need no zeroed accumulators; the same bits: both start from the +0 vector).
 template <int S, int K>
 static inline __attribute__((always_inline)) void output_tile(
     const float* hs, const float* W, int64_t P, int64_t j0, int64_t j1, int k0, vec (*acc)[O], bool first) {
@@ -228,9 +228,11 @@ static inline void sweep(const float* d, float* hs, const float* W, const float*
 #else
 #define VECTOR_EXPF 0
 #endif
+#if defined(__x86_64__)
+#include <immintrin.h>   // the gather and movemask below
+#endif
 // EW floats at a time: 8 with AVX-512 (one 512-bit vector of doubles), else 4.
 #if defined(__AVX512F__)
-#include <immintrin.h>
 constexpr int EW = 8;
 #else
 constexpr int EW = 4;
@@ -238,14 +240,13 @@ constexpr int EW = 4;
 typedef double dvecE __attribute__((vector_size(EW * 8), aligned(8)));
 typedef float fvecE __attribute__((vector_size(EW * 4), aligned(4)));
 typedef int32_t ivecE __attribute__((vector_size(EW * 4), aligned(4)));
-typedef int64_t lvecE __attribute__((vector_size(EW * 8), aligned(8)));
+typedef uint64_t lvecE __attribute__((vector_size(EW * 8), aligned(8)));
 static const uint64_t EXP2_TABLE[32] = {  // 2^(i/32) as a double, minus i << 47
   0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull, 0x3fef72b83c7d517bull, 0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull, 0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull, 0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull, 0x3feea47eb03a5585ull, 0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull, 0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull, 0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull, 0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full, 0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull};
 constexpr double INV_LN2_N = 0x1.71547652b82fep+5, EXP_SHIFT = 0x1.8p+52;
 constexpr double EXP_C0 = 0x1.c6af84b912394p-20, EXP_C1 = 0x1.ebfce50fac4f3p-13, EXP_C2 = 0x1.62e42ff0c52d6p-6;
 
 #if VECTOR_EXPF
-#include <immintrin.h>
 static inline bool any(ivecE m) {                     // any lane true (-1)
 #if defined(__AVX512F__)
   return _mm256_movemask_ps((__m256)m) != 0;
@@ -522,7 +523,8 @@ std::vector<torch::Tensor> branch(torch::Tensor drive, torch::Tensor h_in, torch
 // lane and FMA: the ceiling the relaxation's multiply-adds share with its other
 // vector operations (benchmarks/bench_relax.py sets the kernel against it).
 double fma_peak(double seconds, int64_t threads) {
-  TORCH_CHECK(seconds > 0 && threads >= 1, "fma_peak needs seconds > 0 and threads >= 1");
+  TORCH_CHECK(seconds > 0 && threads >= 1 && threads <= at::get_num_threads(),
+              "fma_peak needs seconds > 0 and 1 <= threads <= torch's thread count (", at::get_num_threads(), ")");
   constexpr int CHAINS = 12;
   constexpr int64_t CHUNK = 1 << 14;
   std::atomic<int64_t> iterations{0};
@@ -613,6 +615,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lane_sum_mismatches", &lane_sum_mismatches);
   m.def("fma_peak", &fma_peak);
   m.attr("vector_expf") = bool(VECTOR_EXPF);   // false: expw is std::exp, nothing to compare
+  m.attr("lanes") = V;                           // floats per vector in this build
 }
 """
 
@@ -681,9 +684,13 @@ def _state(h):
 
 
 def fma_peak(seconds=0.2, threads=None):
-    """GFLOP/s of register-only vector multiply-adds on `threads` threads (default: torch's),
-    the build's own vectors: the ceiling the relaxation's arithmetic shares."""
-    threads = threads or torch.get_num_threads()
+    """GFLOP/s of register-only vector multiply-adds on `threads` threads (default and at most:
+    torch's thread count), the build's own vectors: the ceiling the relaxation's arithmetic
+    shares. None where the kernel is not built."""
+    threads = torch.get_num_threads() if threads is None else threads
+    if not 1 <= threads <= torch.get_num_threads():
+        raise ValueError(f"threads must be between 1 and torch's thread count ({torch.get_num_threads()}), "
+                         f"got {threads}")
     return _module.fma_peak(float(seconds), int(threads)) if available() else None
 
 

@@ -103,6 +103,8 @@ class Ensemble:
         return self.relax_torch(drive, h, o, steps, y, trace)
 
     def relax_torch(self, drive, h, o, steps, y=None, trace=None):
+        if h is None:                                      # the zero state
+            h = torch.zeros_like(drive)
         W2T = self.W2.transpose(1, 2)
         feedback = self.gamma * self.W2
         b2 = self.b2.unsqueeze(1)

@@ -31,7 +31,7 @@ def test_reports_limit_fraction_and_projection(bench, capsys):
         line = next(l for l in out.splitlines() if l.startswith("multiply-add peak"))
         peak = float(line.split("best of 3): ")[1].split(" ")[0])
         reached = float(line.split("it reached ")[1].split(" ")[0])
-        assert peak > 1 and 0 < reached < bench.STEP_CEILING
+        assert peak > 1 and 0 < reached < 1.5      # a rate near the peak or below it (timing noise aside)
 
 
 def test_paired_fraction_divides_each_batch_by_the_product_timed_next_to_it(bench, capsys, monkeypatch):

@@ -175,10 +175,11 @@ def test_branch_in_one_pass_is_three_relaxations_bit_for_bit(n_hidden, batch):
 
 
 @needs_kernel
-def test_zero_state_set_in_the_kernel_equals_zero_tensors():
+@pytest.mark.parametrize("n_hidden", [48, 1024])      # stride at run time; fixed at compile time
+def test_zero_state_set_in_the_kernel_equals_zero_tensors(n_hidden):
     """h None (predict and train_step: no [M, B, H] zeros allocated and copied in) against
     explicit zeros, bit for bit, for relax and branch; an h of another shape is refused."""
-    ens = ensemble(1024)
+    ens = ensemble(n_hidden)
     x, y = inputs(ens, 37)
     d = ens.drive(x)
     h, o = ens.zero_state(37)
@@ -190,6 +191,14 @@ def test_zero_state_set_in_the_kernel_equals_zero_tensors():
     assert torch.equal(ens.predict(x)[0], ens.relax(d, h, o, ens.t_free)[1])
     with pytest.raises(RuntimeError, match="shape of the drive"):
         fused.relax(ens, d, h[:, :5], o, 9)
+    assert torch.equal(ens.relax_torch(d, None, o, 9)[0], ens.relax_torch(d, h, o, 9)[0])   # every path
+
+
+@needs_kernel
+def test_fma_peak_takes_at_most_torchs_threads():
+    assert fused.fma_peak(0.01, 1) > 0
+    with pytest.raises(ValueError, match="thread count"):
+        fused.fma_peak(0.01, torch.get_num_threads() + 1)
 
 
 @needs_kernel
