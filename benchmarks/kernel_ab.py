@@ -148,12 +148,13 @@ def build(variants, mode_sweep):
             else "relax_group(model, d, hs, ob, n, steps, nullptr, res)"
         sweep = ("for (int k = 0; k < steps; ++k) sweep<false, 1024 + PAD>(d, hs, W, eps, P, H, n, c, acc, 0.01f, rs)"
                  if mode_sweep else "(void)0")
-        body += (f"namespace {name} {{\n{src}\n" + HARNESS.replace("RELAX_CALL", relax).replace("SWEEP_CALL", sweep)
+        # namespaces prefixed: a variant's name may be a C++ keyword
+        body += (f"namespace v_{name} {{\n{src}\n" + HARNESS.replace("RELAX_CALL", relax).replace("SWEEP_CALL", sweep)
                  + "static const int width = V;\n}\n#undef IN_REGISTER\n#undef SHUFFLE\n#undef VECTOR_EXPF\n")
     names = [n for n, _ in variants]
     main = (MAIN.replace("NV", str(len(names))).replace("NAMES", ", ".join(f'"{n}"' for n in names))
-            .replace("FUNCS", ", ".join(f"{n}::run" for n in names))
-            .replace("WIDTHS", ", ".join(f"{n}::width" for n in names)).replace("FIRST", names[0]))
+            .replace("FUNCS", ", ".join(f"v_{n}::run" for n in names))
+            .replace("WIDTHS", ", ".join(f"v_{n}::width" for n in names)).replace("FIRST", f"v_{names[0]}"))
     return head + body + main
 
 
