@@ -12,9 +12,10 @@ cache line of padding, so that the rows of W2, the drive and the state, 4 KiB
 apart otherwise, do not compete for the same L1 sets. The output layer's
 update runs vectorised over the group's samples, its sigmoid through an
 8-wide (AVX-512; else 4-wide) copy of glibc's expf. A training batch's three
-relaxations (network.py's "branch" scheme) run in one pass, each group copied in once; a zero start
-state (h None) is set in cache rather than read from a tensor of zeros. For
-the paper's 1024 hidden neurons the row stride is a compile-time constant.
+relaxations (network.py's "branch" scheme) run in one pass, each group
+copied in once; a zero start state (h None) is set in cache rather than read
+from a tensor of zeros. For the paper's 1024 hidden neurons the row stride is
+a compile-time constant.
 The arithmetic is the synchronous Euler update of `Ensemble.relax`, with the
 sums in the order of the one-sample-at-a-time kernel it replaced (bit for bit
 the same states, so records made before keep their NUMERICS_VERSION); against
@@ -553,7 +554,7 @@ double fma_peak(double seconds, int64_t threads) {
       iterations += n;
     }
   });
-  return (double)iterations * CHAINS * V * 2 / elapsed() / 1e9 + 0.0 * sink;
+  return (double)iterations * CHAINS * V * 2 / elapsed() / 1e9;
 }
 
 // How many floats x, among the bit patterns lo, lo + stride, ... below hi,

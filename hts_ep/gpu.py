@@ -192,11 +192,13 @@ def supports(drive, o):
 
 
 def relax(ens, drive, h, o, steps, y=None):
-    """Same contract as `Ensemble.relax`; None if Triton could not compile for this device."""
+    """Same contract as `Ensemble.relax` (h None: the zero state); None if Triton could not
+    compile for this device."""
     global _failed
     M, B, H = drive.shape
     O = o.shape[-1]
-    h, o = h.contiguous().clone(), o.contiguous().clone()
+    h = torch.zeros_like(drive) if h is None else h.contiguous().clone()    # updated in place
+    o = o.contiguous().clone()
     s = settings()
     n_tiles = triton.cdiv(B, s["block_b"])
     residual = torch.empty(M, n_tiles, device=drive.device, dtype=torch.float32)

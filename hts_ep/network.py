@@ -85,7 +85,7 @@ class Ensemble:
 
     def relax(self, drive, h, o, steps, y=None, trace=None):
         """Run `steps` Euler steps from (h, o); nudged towards one-hot y [M, B, n_out] if given.
-        h None: the zero state (the fused kernel then sets it in cache, without a tensor).
+        h None: the zero state (every path takes it; the fused kernel sets it in cache).
 
         Returns the final h, o and the residual max|h[T] - h[T-1]| per model.
         On CPU the fused C++ kernel does the work (fused.py), on CUDA a Triton
@@ -94,8 +94,6 @@ class Ensemble:
         """
         if trace is None and fused.supports(drive, o, self.slope):
             return fused.relax(self, drive, h, o, steps, y)
-        if h is None:
-            h = torch.zeros_like(drive)
         if trace is None and gpu.supports(drive, o):
             result = gpu.relax(self, drive, h, o, steps, y)
             if result is not None:

@@ -115,8 +115,8 @@ def test_non_finite_state_shows_in_residual():
 
 @needs_kernel
 def test_vector_exp_is_libm_expf_bit_for_bit():
-    """The kernel's vector exp (the output sigmoid; 8 floats at a time with AVX-512, else 4) against std::exp, bit for bit:
-    every 97th float with |x| < 88 (its vector path), and every 10007th of all
+    """The kernel's vector exp (the output sigmoid; 8 floats at a time with AVX-512, else
+    4) against std::exp, bit for bit: every 97th float with |x| < 88 (its vector path), and every 10007th of all
     bit patterns (|x| >= 88, infinities and NaNs go through std::exp itself)."""
     if not fused._module.vector_expf:
         pytest.skip("no vector expf on this build (not x86-64 FMA+AVX2 with glibc >= 2.27): expw is std::exp")

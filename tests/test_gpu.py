@@ -86,6 +86,16 @@ def test_kernel_equals_pytorch_path(triton_kernel, device, n_hidden, n_out):
     assert len(triton_kernel) == 2
 
 
+def test_kernel_takes_the_zero_state_as_none(triton_kernel, device):
+    """h None (what predict and train_step pass) gives the kernel's own result from zeros."""
+    ens = ensemble(40, device=device)
+    d = ens.drive(inputs(ens, 5)[0])
+    h, o = ens.zero_state(5)
+    for u, v in zip(ens.relax(d, None, o, 6), ens.relax(d, h, o, 6)):
+        assert torch.equal(u, v)
+    assert len(triton_kernel) == 2
+
+
 # Every formulation HTS_EP_TRITON can choose (benchmarks/gpu_tune.py times them on a GPU),
 # with tiles smaller and larger than the 21 samples.
 @pytest.mark.parametrize("text", ["variant=outer,block_b=4,warps=2", "variant=outer,block_b=8",
