@@ -118,9 +118,9 @@ def missing_message(dataset, root, error):
     reason = " ".join(str(error).split())[:300]
     lines = [f"data set {dataset!r} is not available."]
     if missing:
-        lines.append(f"Missing from {raw}:\n  " + "\n  ".join(missing))
+        lines.append(f"Missing from {raw}: {', '.join(missing)}.")
     for path, got, want in bad:
-        lines.append(f"Corrupted: {path} has MD5 {got}, expected {want} (truncated or not the upstream file)")
+        lines.append(f"Corrupted: {path} has MD5 {got}, expected {want} (truncated or not the upstream file).")
     if not missing and not bad:
         lines.append(f"Its files in {raw} could not be read.")
     lines.append(f"Loading or downloading failed ({reason}). Place the upstream files there, or point "
