@@ -4,6 +4,7 @@ Cells that have no runs appear as explicit gaps with their reason, never as
 zeros. Accuracies are in percent here.
 """
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -477,3 +478,12 @@ def overrides_note(overrides, varied=()):
 def public(reason, data_root=None):
     """A gap's reason without the build machine's data path."""
     return reason.replace(str(data.data_root(data_root)), "the data folder") if reason else reason
+
+
+def gap_note(label, reason):
+    """Markdown note saying why data set `label` has no runs in this build: `reason` ending in
+    one full stop, not two, its command-line options and environment variables as code, so
+    that the book's typography does not turn "--" into a dash."""
+    reason = re.sub(r"(?<![\w`])(--[a-z][\w-]*|[A-Z][A-Z0-9]*_[A-Z0-9_]+)", r"`\1`", reason.rstrip(". "))
+    return f"```{{note}}\n**{label}** is a gap in this build, not a zero: {reason}.\n```"
+

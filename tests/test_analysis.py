@@ -158,3 +158,15 @@ def test_by_grid_point_keeps_every_axis_apart():
     rows = analysis.by_grid_point(recs, spec)
     assert len(rows) == 4 and (rows.runs == 2).all()
     assert rows.final_acc.tolist() == pytest.approx([90.5] * 4)
+
+
+def test_gap_note_ends_once_and_keeps_options_as_code():
+    reason = ("data set 'kmnist' is not available. Missing from the data folder/KMNIST/raw: "
+              "train-images-idx3-ubyte.gz. Place the upstream files there, or point --data-root / "
+              "HTS_EP_DATA at a folder holding KMNIST/raw/.")
+    note = analysis.gap_note("KMNIST", reason)
+    assert note.startswith("```{note}\n**KMNIST** is a gap in this build, not a zero: data set 'kmnist'")
+    assert note.endswith("KMNIST/raw/.\n```")                      # one full stop, not two
+    assert "`--data-root`" in note and "`HTS_EP_DATA`" in note      # not typeset as a dash
+    assert "`train-images" not in note and "`KMNIST" not in note
+    assert analysis.gap_note("X", "no data") == "```{note}\n**X** is a gap in this build, not a zero: no data.\n```"
