@@ -185,6 +185,7 @@ def test_no_stderr_in_pages(html):
     for name in PAGES:
         s = page(html, f"book/generated/{name}")
         assert "output stderr" not in s and "TqdmWarning" not in s and "it/s]" not in s
+        assert "IPython.core.display" not in s, f"{name}: an object's repr instead of its output"
 
 
 def test_failing_notebook_is_named(tmp_path):
