@@ -112,7 +112,8 @@ PROVENANCE = {
     "eps_out": ("stated", "output time step swept over 0.15 to 0.35"),
     "distribution": ("stated", "normal, log-normal, gamma against a scalar baseline"),
     "mu": ("inferred", "0.2 in the first author's earlier EP code"),
-    "sigma_eps": ("chosen", "not given in the extracted text; the sigma_eps experiment compares 0.025 and 0.05"),
+    "sigma_eps": ("chosen", "not given in the extracted text; the sigma_eps experiment compares it "
+                  "with 0.025 and 0.05"),
     "eps_min": ("chosen", "the design card's 0.01; it had been raised to 0.05 while the nudge started at "
                 "the free end, where neurons this slow diverged (the eps_min experiment shows both bounds "
                 "under both schemes)"),
@@ -123,7 +124,7 @@ PROVENANCE = {
              "author's code uses 0.01 to 0.18, the value in the paper was lost"),
     "eta1": ("chosen", "by the same calibration: screened over 1.0, 0.5 and 0.25"),
     "eta2": ("chosen", "by the same calibration: screened over 0.2 and 0.1 (0.5 was left out after an "
-             "earlier round on Fashion-MNIST, which the calibration page shows)"),
+             "earlier 3-epoch round on Fashion-MNIST, results/calibration/fashion-mnist-lr-grid.json)"),
     "slope": ("chosen", "PyTorch's leaky ReLU default"),
     "seed": ("chosen", "the paper does not state seeds or their number"),
     "train_subset": ("chosen", "profiles only: 0 is the full training set"),

@@ -43,7 +43,7 @@ def provenance_markdown():
             "`hts_ep.config.PROVENANCE` when the book was built "
             f"({counts['stated']} stated, {counts['inferred']} inferred, {counts['chosen']} chosen):\n\n")
     text += md_table(("parameter", "default", "provenance", "note"), rows)
-    text += "\nThe model's structure, from the design card (`model.md`):\n\n"
+    text += "\nThe model's structure, from the design card (`docs/model.md`):\n\n"
     text += md_table(("element", "choice", "provenance", "note"),
                      [(a, b, f"**{c}**", d) for a, b, c, d in STRUCTURE])
     return text
@@ -111,7 +111,9 @@ def versions_markdown(profile, parameters):
         commit = "unknown"
     rows.append(("git commit", commit))
     params = ", ".join(f"`{k}={v!r}`" for k, v in parameters.items()) or "none"
-    return (f"This build: profile `{profile}`, notebook parameters {params}.\n\n"
+    what = (" (the paper profile's archived records where they cover an experiment, shown as "
+            "\"paper (archived)\", the quick profile elsewhere)") if profile == "archive" else ""
+    return (f"This build: profile `{profile}`{what}, notebook parameters {params}.\n\n"
             + md_table(("software", "version"), rows))
 
 
