@@ -275,7 +275,8 @@ CALIBRATION_TARGET = 98.43      # % : the paper's scalar MNIST baseline at eps_o
 LATE_STD_TARGET = 0.15          # points: std of test accuracy over the last 10 epochs
 NEAR_BEST = 0.3                 # points: the fallback's accuracy window
 # Set after the first epoch of the Fashion-MNIST check had been seen (README):
-# a candidate this far below the best one on Fashion-MNIST has collapsed there.
+# a candidate this far below the best one on Fashion-MNIST has fallen behind there
+# (not "collapsed": that word is kept for a run at chance, CHANCE).
 FASHION_MARGIN = 10.0
 RATES = ["eta1", "eta2", "beta"]
 
@@ -427,9 +428,10 @@ def compute_hours(records):
     return dict(sorted(hours.items()))
 
 
-def source(records, profile, archived=False, overrides=None):
+def source(records, profile, archived=False, overrides=None, no_date=None):
     """Where the numbers of `records` come from: profile, device(s), date(s) and training time,
-    in one sentence (records written before they carried a date count as "unknown")."""
+    in one sentence (records written before they carried a date count as "unknown"; if none
+    has a date, `no_date` replaces "trained on unknown" where given)."""
     text = f"profile {profile}" + (", archived records not retrained by this build" if archived else "")
     if not records:
         return text + "; no runs."
@@ -440,7 +442,7 @@ def source(records, profile, archived=False, overrides=None):
         when += f" ({undated} of {len(records)} undated)"
     text += (f"; {len(records)} run{'s' if len(records) != 1 else ''} on "
              f"{', '.join(sorted({device_of(r) for r in records}))}, "
-             f"trained on {when}")
+             + (no_date if no_date and not dates else f"trained on {when}"))
     hours = compute_hours(records)
     span = {dev: duration(h) for dev, h in hours.items()}
     devices = {device_of(r) for r in records}
@@ -487,3 +489,72 @@ def gap_note(label, reason):
     reason = re.sub(r"(?<![\w`])(--[a-z][\w-]*|[A-Z][A-Z0-9]*_[A-Z0-9_]+)", r"`\1`", reason.rstrip(". "))
     return f"```{{note}}\n**{label}** is a gap in this build, not a zero: {reason}.\n```"
 
+
+def hts_gap(part, sigma, scalar, digits, name=True):
+    """Mean final accuracy of the heterogeneous runs in `part` (finals rows: distribution,
+    sigma_eps, final_acc) at spread `sigma`, minus the scalar accuracy `scalar`, as text with
+    `digits` decimals: averaged over the distributions that kept a run that did not diverge
+    (final_acc NaN), and with `name` naming them where not all did, so that a mean over
+    survivors never passes for one over every distribution."""
+    cell = part[(part.distribution != "scalar") & (part.sigma_eps == sigma)]
+    alive = cell[cell.final_acc.notna()]
+    if not len(cell):
+        return "not run"
+    if not len(alive):
+        return "all diverged"
+    if pd.isna(scalar):
+        return "scalar diverged"
+    gap = f"{alive.final_acc.mean() - scalar:+.{digits}f}"
+    if name and len(alive) < len(cell):
+        gap += f" ({', '.join(LABELS[d] for d in alive.distribution)} only)"
+    return gap
+
+
+def healthy(records):
+    """The records of runs that neither diverged nor collapsed: a per-epoch mean over them is over
+    one fixed set of runs, where over all runs the set would shrink as runs diverge."""
+    f = finals(records)
+    if not len(f):
+        return []
+    keep = ~(f.diverged | f.collapsed)
+    return [r for r, k in zip(records, keep) if k]
+
+
+ONE_SURVIVOR = "—¹"     # a seed std over a single surviving run: the page's footnote says so
+CELL_FORMATS = {"runs": "{:.0f}", "final_acc": "{:.2f}", "seed_std": "{:.2f}", "late_std": "{:.2f}",
+                "divergence_rate": "{:.2f}", "residual_free": "{:.1e}", "residual_nudge": "{:.1e}"}
+
+
+def readable(table, survivors, formats=None):
+    """`table` (one row per cell) as text for a page, each column through its entry of `formats`
+    (else CELL_FORMATS, else 4 significant digits). `survivors`: per row, the runs whose weights
+    stayed finite. A missing value reads "diverged" where none did, ONE_SURVIVOR for the seed std
+    where one did (a spread needs two runs), and "—" elsewhere (undefined, e.g. a late std over
+    a one-epoch window): never NaN."""
+    formats = {**CELL_FORMATS, **(formats or {})}
+    survivors = list(survivors)
+    if len(survivors) != len(table):
+        raise ValueError(f"{len(survivors)} survivor counts for {len(table)} rows")
+    out = table.astype(object).copy()
+    for j, col in enumerate(table.columns):
+        fmt_ = formats.get(col, "{:.4g}")
+        for i, (v, alive) in enumerate(zip(table[col], survivors)):
+            if not pd.isna(v):
+                out.iat[i, j] = fmt_.format(v)
+            elif alive == 0:
+                out.iat[i, j] = "diverged"
+            else:
+                out.iat[i, j] = ONE_SURVIVOR if col == "seed_std" and alive == 1 else "—"
+    return out
+
+
+def stability_table(records, by=("dataset", "distribution", "eps_out", "mu"), formats=None):
+    """`stability(records, by)` indexed by `by`, as text through `readable`."""
+    by = list(by)
+    m = stability(records, by)
+    if not len(m):
+        return m.set_index(by)
+    f = finals(records)
+    alive = f.assign(alive=~f.diverged).groupby(by).alive.sum().rename("survivors").reset_index()
+    m = m.merge(alive, on=by, how="left")
+    return readable(m.drop(columns="survivors").set_index(by), m.survivors.fillna(0), formats)

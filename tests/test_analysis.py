@@ -170,3 +170,52 @@ def test_gap_note_ends_once_and_keeps_options_as_code():
     assert "`--data-root`" in note and "`HTS_EP_DATA`" in note      # not typeset as a dash
     assert "`train-images" not in note and "`KMNIST" not in note
     assert analysis.gap_note("X", "no data") == "```{note}\n**X** is a gap in this build, not a zero: no data.\n```"
+
+
+def test_hts_gap_names_the_survivors_it_averages():
+    import pandas as pd
+    part = pd.DataFrame({"distribution": ["normal", "lognormal", "gamma", "normal"],
+                         "sigma_eps": [0.1, 0.1, 0.1, 0.2], "final_acc": [float("nan"), 60.0, 70.0, float("nan")]})
+    assert analysis.hts_gap(part, 0.1, 50.0, 1) == "+15.0 (Log-normal, Gamma only)"
+    assert analysis.hts_gap(part, 0.1, 50.0, 2, name=False) == "+15.00"
+    assert analysis.hts_gap(part, 0.2, 50.0, 1) == "all diverged"
+    assert analysis.hts_gap(part, 0.3, 50.0, 1) == "not run"
+    assert analysis.hts_gap(part, 0.1, float("nan"), 1) == "scalar diverged"
+    full = part.assign(final_acc=[40.0, 60.0, 80.0, 1.0])
+    assert analysis.hts_gap(full, 0.1, 50.0, 1) == "+10.0"          # all three: no names
+
+
+def test_healthy_drops_diverged_and_collapsed_runs():
+    ok, low, dead = record([80.0, 90.0]), record([30.0, 12.0], seed=1), record([50.0, 60.0], seed=2, diverged=2)
+    assert analysis.healthy([ok, low, dead]) == [ok]
+    assert analysis.healthy([low, ok]) == [ok]
+    assert analysis.healthy([]) == []
+
+
+def test_source_says_when_no_record_carries_a_date():
+    undated = [{**r, "environment": {"device": "cpu"}} for r in (record([90.0]), record([91.0], seed=1))]
+    text = analysis.source(undated, "calibration", archived=True, no_date="training date not recorded")
+    assert "2 runs on cpu, training date not recorded" in text and "unknown" not in text
+    assert "trained on unknown" in analysis.source(undated, "calibration")      # the default is unchanged
+    dated = [{**r, "finished": "2026-05-01T10:00:00Z"} for r in undated]
+    assert "trained on 2026-05-01" in analysis.source(dated, "calibration", no_date="training date not recorded")
+
+
+def test_stability_table_says_diverged_instead_of_nan():
+    import pandas as pd
+
+    recs = ([record([80.0, 90.0], seed=s, beta=0.1) for s in range(2)]            # both survive
+            + [record([80.0, 90.0], seed=0, beta=0.2),
+               record([50.0, 60.0], seed=1, beta=0.2, diverged=2)]                # one survives
+            + [record([50.0, 60.0], seed=s, beta=0.5, diverged=1) for s in range(2)])  # none does
+    t = analysis.stability_table(recs, by=("beta",))
+    assert t.loc[0.1].tolist()[:3] == ["2", "90.00", "0.00"]
+    assert t.loc[0.2, "final_acc"] == "90.00" and t.loc[0.2, "seed_std"] == analysis.ONE_SURVIVOR
+    assert (t.loc[0.5].drop(["runs", "divergence_rate"]) == "diverged").all()
+    assert t.loc[0.5, "divergence_rate"] == "1.00" and t.loc[0.5, "runs"] == "2"
+    assert not t.isin(["nan", "NaN"]).any().any()
+    late = analysis.readable(pd.DataFrame({"late_std": [float("nan")]}), [3])
+    assert late.iat[0, 0] == "—"                                  # undefined, not diverged
+    with pytest.raises(ValueError):
+        analysis.readable(pd.DataFrame({"x": [1.0]}), [])
+    assert len(analysis.stability_table([], by=("beta",))) == 0
