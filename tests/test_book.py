@@ -186,6 +186,8 @@ def test_no_stderr_in_pages(html):
         s = page(html, f"book/generated/{name}")
         assert "output stderr" not in s and "TqdmWarning" not in s and "it/s]" not in s
         assert "IPython.core.display" not in s, f"{name}: an object's repr instead of its output"
+        nans = re.findall(r"<td[^>]*>\s*[+-]?nan\s*</td>", s, flags=re.I)
+        assert not nans, f"{name}: a table cell reads {nans[0]!r} (say gap, diverged or why there is no value)"
 
 
 def test_failing_notebook_is_named(tmp_path):
