@@ -460,7 +460,8 @@ def computed_here(device, profile):
 
     import torch
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    return (f"computed by this build on {when}, on {device} ({torch.get_num_threads()} threads), "
+    n = torch.get_num_threads()
+    return (f"computed by this build on {when}, on {device} ({n} thread{'s' if n != 1 else ''}), "
             f"at the scale of profile {profile}.")
 
 
@@ -479,7 +480,8 @@ def overrides_note(overrides, varied=()):
 
 def public(reason, data_root=None):
     """A gap's reason without the build machine's data path."""
-    return reason.replace(str(data.data_root(data_root)), "the data folder") if reason else reason
+    root = str(data.data_root(data_root))
+    return reason.replace(root + "/", "the data folder's ").replace(root, "the data folder") if reason else reason
 
 
 def gap_note(label, reason):
@@ -506,7 +508,7 @@ def hts_gap(part, sigma, scalar, digits, name=True):
         return "scalar diverged"
     gap = f"{alive.final_acc.mean() - scalar:+.{digits}f}"
     if name and len(alive) < len(cell):
-        gap += f" ({', '.join(LABELS[d] for d in alive.distribution)} only)"
+        gap += f" ({', '.join(LABELS[d].lower() for d in alive.distribution)} only)"
     return gap
 
 

@@ -176,13 +176,19 @@ def test_hts_gap_names_the_survivors_it_averages():
     import pandas as pd
     part = pd.DataFrame({"distribution": ["normal", "lognormal", "gamma", "normal"],
                          "sigma_eps": [0.1, 0.1, 0.1, 0.2], "final_acc": [float("nan"), 60.0, 70.0, float("nan")]})
-    assert analysis.hts_gap(part, 0.1, 50.0, 1) == "+15.0 (Log-normal, Gamma only)"
+    assert analysis.hts_gap(part, 0.1, 50.0, 1) == "+15.0 (log-normal, gamma only)"
     assert analysis.hts_gap(part, 0.1, 50.0, 2, name=False) == "+15.00"
     assert analysis.hts_gap(part, 0.2, 50.0, 1) == "all diverged"
     assert analysis.hts_gap(part, 0.3, 50.0, 1) == "not run"
     assert analysis.hts_gap(part, 0.1, float("nan"), 1) == "scalar diverged"
     full = part.assign(final_acc=[40.0, 60.0, 80.0, 1.0])
     assert analysis.hts_gap(full, 0.1, 50.0, 1) == "+10.0"          # all three: no names
+
+
+def test_public_reason_hides_the_data_path(tmp_path):
+    reason = f"Missing from {tmp_path}/KMNIST/raw: a.gz. Place files in {tmp_path}."
+    assert analysis.public(reason, tmp_path) == ("Missing from the data folder's KMNIST/raw: a.gz. "
+                                                 "Place files in the data folder.")
 
 
 def test_healthy_drops_diverged_and_collapsed_runs():
