@@ -529,6 +529,24 @@ def gap_trend(hts, scalar, chosen, small):
     return f"{word}: HTS minus scalar is {a:+.1f} points at σ_ε = {chosen:g} and {b:+.1f} at {small:g}"
 
 
+def signal_against_state(state, signal):
+    """Which way the nudged phase moves the networks' differences: `state` and `signal` map a
+    distribution to its relative difference from the scalar network (free-phase end state,
+    learning signal). One sentence naming where the signal differs more than the state (the
+    nudged phase adds to the difference) and where it differs less or as much."""
+    more = [LABELS[d].lower() for d in state if signal[d] > state[d]]
+    less = [LABELS[d].lower() for d in state if signal[d] <= state[d]]
+    def names(ds):
+        return "all three distributions" if len(ds) == 3 else " and ".join(ds) + " steps"
+    parts = []
+    if more:
+        parts.append(f"more than the free-phase end states do for {names(more)}")
+    if less:
+        parts.append(f"{'and ' if more else ''}no more than those for {names(less)}")
+    return ("Relative to their size (norm), the learning signals differ from the scalar network's "
+            + ", ".join(parts) + ".")
+
+
 def healthy(records):
     """The records of runs that neither diverged nor collapsed: a per-epoch mean over them is over
     one fixed set of runs, where over all runs the set would shrink as runs diverge."""

@@ -195,6 +195,15 @@ def test_gap_trend_says_which_way_the_gap_moves():
     assert analysis.gap_trend({0.1: 71.7}, 68.5, 0.1, 0.025).startswith("cannot be followed")
     assert analysis.gap_trend({0.1: 71.7, 0.025: float("nan")}, 68.5, 0.1, 0.025).startswith("cannot")
 
+def test_signal_against_state_sorts_the_distributions():
+    state = {"normal": 0.5, "lognormal": 0.01, "gamma": 0.02}
+    signal = {"normal": 0.3, "lognormal": 0.19, "gamma": 0.02}
+    assert analysis.signal_against_state(state, signal) == (
+        "Relative to their size (norm), the learning signals differ from the scalar network's more than "
+        "the free-phase end states do for log-normal steps, and no more than those for normal and gamma steps.")
+    assert analysis.signal_against_state(state, {d: 1.0 for d in state}).endswith(
+        "more than the free-phase end states do for all three distributions.")
+
 def test_public_reason_hides_the_data_path(tmp_path):
     reason = f"Missing from {tmp_path}/KMNIST/raw: a.gz. Place files in {tmp_path}."
     assert analysis.public(reason, tmp_path) == ("Missing from the data folder's KMNIST/raw: a.gz. "
