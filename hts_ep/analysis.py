@@ -547,14 +547,18 @@ def signal_against_state(state, signal):
             + ", ".join(parts) + ".")
 
 
+def healthy_rows(f):
+    """Per row of `finals(...)`: whether the run neither diverged nor collapsed."""
+    return ~(f.diverged | f.collapsed)
+
+
 def healthy(records):
     """The records of runs that neither diverged nor collapsed: a per-epoch mean over them is over
     one fixed set of runs, where over all runs the set would shrink as runs diverge."""
     f = finals(records)
     if not len(f):
         return []
-    keep = ~(f.diverged | f.collapsed)
-    return [r for r, k in zip(records, keep) if k]
+    return [r for r, k in zip(records, healthy_rows(f)) if k]
 
 
 ONE_SURVIVOR = "—¹"     # a seed std over a single surviving run: the page's footnote says so
