@@ -11,16 +11,26 @@ from pathlib import Path
 import pandas as pd
 
 from . import data, experiments
+from .config import LATER_FIELDS
 
 CONDITIONS = ["normal", "lognormal", "gamma", "scalar"]   # the paper's column order
 HTS = CONDITIONS[:3]
 LABELS = {"normal": "Normal", "lognormal": "Log-normal", "gamma": "Gamma", "scalar": "Scalar"}
 DATASET_LABELS = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "Fashion-MNIST"}
 AXES = ["dataset", "distribution", "eps_out", "mu", "sigma_eps", "eps_min", "eps_max", "eta1", "eta2", "beta",
-        "nudge_from"]
+        "nudge_from", "h_bound", "inputs"]
 # Fields that records written before they existed lack, with the value those runs used.
-LEGACY = {"nudge_from": "end"}
+LEGACY = {"nudge_from": "end", **LATER_FIELDS}
 CHANCE = 15.0          # % test accuracy at or below which a run counts as collapsed (chance is 10%)
+# % training accuracy after epoch 1 below which a run never started (chosen: in the archive of
+# 2026-12, every Fashion-MNIST run that went on to learn had at least 45.2, the stuck ones 10 to
+# 43; MNIST runs 86 or more)
+START_ACC = 45.0
+LAST = 5               # epochs averaged by the "last5" statistic
+# Which accuracy of a run a table reports (the paper does not say; its first author's code
+# reports the best epoch on the test set, so "best" is inferred to be the paper's)
+STATS = {"final": "final_acc", "best": "best_acc", "last5": "last5_acc"}
+STAT_LABELS = {"final": "final epoch", "best": "best epoch", "last5": f"mean of the last {LAST} epochs"}
 PAPER_TABLE = Path(__file__).with_name("paper_table1.csv")
 
 
@@ -52,16 +62,30 @@ def late_window(epochs):
     return min(10, max(1, epochs // 2))
 
 
+def run_stats(accs):
+    """(final, best, best epoch, mean of the last LAST epochs) of one run's per-epoch test
+    accuracies; a diverged run (None from its divergence on) has None for all four."""
+    if not accs or any(a is None for a in accs):
+        return None, None, None, None
+    best = max(range(len(accs)), key=lambda i: (accs[i], -i))       # the first of equal maxima
+    tail = accs[-LAST:]
+    return accs[-1], accs[best], best + 1, sum(tail) / len(tail)
+
+
 def finals(records):
-    """One row per run: final accuracy, divergence, late fluctuation, final residuals."""
+    """One row per run: final, best-epoch and last-5 accuracy, whether it started, divergence,
+    late fluctuation, final residuals."""
     rows = []
     for r in records:
         c, eps = r["config"], r["epochs"]
         accs = [pct(e["test_acc"]) for e in eps]
         diverged = r["diverged_epoch"] is not None
-        final = accs[-1]
+        final, best, best_epoch, last5 = run_stats(accs)
+        start = pct(eps[0]["train_acc"]) if eps else None
         late = [a for a in accs[-late_window(len(accs)):] if a is not None]
-        rows.append({**axes(c), "seed": c["seed"], "final_acc": final,
+        rows.append({**axes(c), "seed": c["seed"], "final_acc": final, "best_acc": best, "best_epoch": best_epoch,
+                     "last5_acc": last5, "start_acc": start,
+                     "never_started": start is None or start < START_ACC,
                      "diverged": diverged, "diverged_epoch": r["diverged_epoch"],
                      "collapsed": (not diverged) and final is not None and final <= CHANCE,
                      "late_std": pd.Series(late).std(ddof=0) if len(late) > 1 else float("nan"),

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from .config import DATASETS, NUDGE_SCHEMES, SHARED_FIELDS, Config
+from .config import DATASETS, INPUT_SCALINGS, NUDGE_SCHEMES, SHARED_FIELDS, Config
 from .sampler import DISTRIBUTIONS
 
 
@@ -56,13 +56,24 @@ def add_model_options(p):
     product of all given values is trained as one ensemble."""
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        choices = {"dataset": DATASETS, "distribution": DISTRIBUTIONS, "nudge_from": NUDGE_SCHEMES}.get(f.name)
+        choices = {"dataset": DATASETS, "distribution": DISTRIBUTIONS, "nudge_from": NUDGE_SCHEMES,
+                   "inputs": INPUT_SCALINGS}.get(f.name)
+        kind = bound if f.name == "h_bound" else type(f.default)
         if f.name in SHARED_FIELDS:
-            p.add_argument(flag, type=type(f.default), default=f.default, choices=choices,
-                           help=f"default {f.default}")
+            p.add_argument(flag, type=kind, default=f.default, choices=choices, help=f"default {f.default}")
         else:
-            p.add_argument(flag, type=type(f.default), default=[f.default], nargs="+", choices=choices,
+            p.add_argument(flag, type=kind, default=[f.default], nargs="+", choices=choices,
                            help=f"default {f.default}; several values train an ensemble")
+
+
+def bound(text):
+    """--h-bound: 'none' (unbounded) or a number."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'none' or a number") from None
 
 
 def add_run_options(p):

@@ -17,6 +17,15 @@ DATASETS = ("mnist", "kmnist", "fashion-mnist")
 #   end     from the end of the free phase (steps t_free .. t_free + t_nudge):
 #           the scheme before NUMERICS_VERSION 2, kept for the timing ablation
 NUDGE_SCHEMES = ("branch", "end")
+# How pixels reach the network (data.INPUT_STATS holds each data set's numbers):
+#   unit          pixel / 255, in [0, 1] (MNIST-style; this project's records so far)
+#   standardised  (pixel / 255 - mean) / std, mean and std over the data set's training
+#                 images, as the first author's 2026 code feeds Fashion-MNIST and KMNIST
+INPUT_SCALINGS = ("unit", "standardised")
+# Fields added after records were archived, each with the value every earlier record
+# was made with: to_dict() leaves them out at that value, so those records keep their
+# keys, and a record that names one was made with another value.
+LATER_FIELDS = {"h_bound": None, "inputs": "unit"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,11 @@ class Config:
     n_out: int = 10             # stated
     t_free: int = 125           # stated
     t_nudge: int = 12           # stated
-    nudge_from: str = "branch"  # inferred: the first author's code branches the nudge off the free run
+    nudge_from: str = "branch"  # chosen: the first author's code nudges from the free end (see PROVENANCE)
+    # chosen: unbounded leaky ReLU; c > 0 clamps phi's output to [-c, c] (the first author's
+    # 2026 code uses 1.2), None leaves it unbounded
+    h_bound: float | None = None
+    inputs: str = "unit"        # chosen: pixels in [0, 1]; see INPUT_SCALINGS
     epochs: int = 50            # stated
     batch_size: int = 256       # stated
     train_subset: int = 0       # chosen: 0 = the full training set (first N samples otherwise)
@@ -56,6 +69,12 @@ class Config:
         import math
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "h_bound":
+                ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                       and math.isfinite(value) and value > 0)
+                if not ok:
+                    raise ValueError(f"h_bound={value!r} must be None (unbounded) or a finite number > 0")
+                continue
             if isinstance(f.default, str):
                 ok = isinstance(value, str)
             elif isinstance(f.default, int):
@@ -70,6 +89,8 @@ class Config:
             raise ValueError(f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
         check_parameters(self.distribution, 1, self.mu, self.sigma_eps, self.eps_min, self.eps_max,
                          names=("mu", "sigma_eps", "eps_min", "eps_max"))
+        if self.inputs not in INPUT_SCALINGS:
+            raise ValueError(f"unknown inputs {self.inputs!r}; allowed: {', '.join(INPUT_SCALINGS)}")
         if self.nudge_from not in NUDGE_SCHEMES:
             raise ValueError(f"unknown nudge_from {self.nudge_from!r}; allowed: {', '.join(NUDGE_SCHEMES)}")
         if self.nudge_from == "branch" and self.t_nudge > self.t_free:
@@ -88,13 +109,15 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """Every field, but the LATER_FIELDS at the value records were made with before they existed."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
 
 # Fields that must agree across the models of one ensemble (tensor shapes and
 # loop lengths); every other field may differ from model to model.
 SHARED_FIELDS = ("dataset", "n_in", "n_hidden", "n_out", "t_free", "t_nudge", "nudge_from",
-                 "epochs", "batch_size", "train_subset", "test_subset", "slope")
+                 "epochs", "batch_size", "train_subset", "test_subset", "slope", "inputs")
 
 PROVENANCE = {
     "dataset": ("stated", "one of the paper's three data sets"),

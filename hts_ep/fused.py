@@ -102,10 +102,13 @@ struct Residual { vec r; ivec nan; };   // max|h[t+1] - h[t]| per lane, and whet
 
 // Hidden update of S samples (rows P floats apart) on neurons [j0, j1), U vectors at a time:
 //   h[t+1] = h[t] + eps (-h[t] + phi(d + W2^T c)),   c = gamma o[t]   (per sample)
-template <int S, int U, bool RES>
+// BND: phi clamped to [-bound, bound] (Config.h_bound); a template parameter, so that
+// the unbounded network pays nothing for it.
+template <int S, int U, bool RES, bool BND>
 static inline __attribute__((always_inline)) void hidden_tile(
     const float* d, float* hs, const float* W, const float* eps, int64_t P, int64_t j0, int64_t j1,
-    const float (*c)[O], float slope, Residual* res) {
+    const float (*c)[O], float slope, float bound, Residual* res) {
+  const vec hi = vec{} + bound, lo = -hi;
   for (int64_t j = j0; j < j1; j += U * V) {
     vec z[S][U];
     #pragma GCC unroll 8
@@ -134,7 +137,11 @@ static inline __attribute__((always_inline)) void hidden_tile(
       #pragma GCC unroll 8
       for (int s = 0; s < S; ++s) {
         const vec zz = z[s][u], sz = slope * zz;
-        const vec p = zz > sz ? zz : sz;            // leaky ReLU for 0 <= slope <= 1; NaN stays NaN
+        vec p = zz > sz ? zz : sz;                  // leaky ReLU for 0 <= slope <= 1; NaN stays NaN
+        if (BND) {                                  // comparisons false for NaN: NaN stays NaN
+          p = p > hi ? hi : p;
+          p = p < lo ? lo : p;
+        }
         const vec h = *(const vec*)(hs + s * P + j + u * V);
         const vec dh = (p - h) * e;                 // eps_hidden (-h + phi)
         *(vec*)(hs + s * P + j + u * V) = h + dh;
@@ -184,32 +191,32 @@ static inline __attribute__((always_inline)) void output_tile(
 // turns the addresses of all the rows into one register plus offsets; with a
 // register each, the 4 + 4 + 10 rows of a block outnumber the general
 // registers and spill (measured 1.08x faster for H = 1024, paired, 6 of 6 runs).
-template <int S, int U, int K1, int K2, int K3, bool RES, int64_t PC>
+template <int S, int U, int K1, int K2, int K3, bool RES, int64_t PC, bool BND>
 static __attribute__((noinline)) void tile_step(const float* d, float* hs, const float* W, const float* eps, int64_t P_,
                              int64_t j0, int64_t j1, const float (*c)[O], vec (*acc)[O], float slope,
-                             Residual* res, bool first) {
+                             float bound, Residual* res, bool first) {
   const int64_t P = PC ? PC : P_;
-  hidden_tile<S, U, RES>(d, hs, W, eps, P, j0, j1, c, slope, res);
+  hidden_tile<S, U, RES, BND>(d, hs, W, eps, P, j0, j1, c, slope, bound, res);
   output_tile<S, K1>(hs, W, P, j0, j1, 0, acc, first);
   if constexpr (K2 > 0) output_tile<S, K2>(hs, W, P, j0, j1, K1, acc, first);
   if constexpr (K3 > 0) output_tile<S, K3>(hs, W, P, j0, j1, K1 + K2, acc, first);
 }
 
-template <bool RES, int64_t PC>
+template <bool RES, int64_t PC, bool BND>
 static inline void sweep(const float* d, float* hs, const float* W, const float* eps, int64_t P, int64_t H,
-                         int n, const float (*c)[O], vec (*acc)[O], float slope, Residual* res) {
+                         int n, const float (*c)[O], vec (*acc)[O], float slope, float bound, Residual* res) {
   for (int64_t j0 = 0; j0 < H; j0 += TILE) {
     const int64_t j1 = j0 + TILE < H ? j0 + TILE : H;
     // whole register blocks first, then single vectors (hidden sizes that are not a multiple)
     const int64_t jm = j0 + (j1 - j0) / (ZU * V) * (ZU * V), jr = j0 + (j1 - j0) / (2 * ZU * V) * (2 * ZU * V);
     int s = 0;
     for (; s + ZS <= n; s += ZS) {
-      tile_step<ZS, ZU, ZK1, ZK2, ZK3, RES, PC>(d + s * P, hs + s * P, W, eps, P, j0, jm, c + s, acc + s, slope, res + s, j0 == 0);
-      if (jm < j1) tile_step<ZS, 1, ZK1, ZK2, ZK3, RES, PC>(d + s * P, hs + s * P, W, eps, P, jm, j1, c + s, acc + s, slope, res + s, false);
+      tile_step<ZS, ZU, ZK1, ZK2, ZK3, RES, PC, BND>(d + s * P, hs + s * P, W, eps, P, j0, jm, c + s, acc + s, slope, bound, res + s, j0 == 0);
+      if (jm < j1) tile_step<ZS, 1, ZK1, ZK2, ZK3, RES, PC, BND>(d + s * P, hs + s * P, W, eps, P, jm, j1, c + s, acc + s, slope, bound, res + s, false);
     }
     for (; s < n; ++s) {     // the group's last n % ZS samples, one at a time
-      tile_step<1, 2 * ZU, 10, 0, 0, RES, PC>(d + s * P, hs + s * P, W, eps, P, j0, jr, c + s, acc + s, slope, res + s, j0 == 0);
-      if (jr < j1) tile_step<1, 1, 10, 0, 0, RES, PC>(d + s * P, hs + s * P, W, eps, P, jr, j1, c + s, acc + s, slope, res + s, false);
+      tile_step<1, 2 * ZU, 10, 0, 0, RES, PC, BND>(d + s * P, hs + s * P, W, eps, P, j0, jr, c + s, acc + s, slope, bound, res + s, j0 == 0);
+      if (jr < j1) tile_step<1, 1, 10, 0, 0, RES, PC, BND>(d + s * P, hs + s * P, W, eps, P, jr, j1, c + s, acc + s, slope, bound, res + s, false);
     }
   }
 }
@@ -357,6 +364,7 @@ struct Model {                 // one model as the kernel reads it
   const float *W, *b2, *eps;   // W2 [O rows, P floats apart], b2 [O], eps_hidden [H]
   int64_t P, H;
   float eo, g, be, slope;      // eps_out, gamma, beta, leaky-ReLU slope
+  float bound;                 // phi clamped to [-bound, bound] (inf: unbounded, BND false)
 };
 
 // n <= GROUP samples of one model through `steps` Euler steps. The output layer
@@ -368,12 +376,12 @@ struct Model {                 // one model as the kernel reads it
 // d, hs: the group's drive and hidden state (rows P floats apart); ob: its
 // outputs [n, O], updated in place; ys: one-hot targets [n, O] (nudged) or
 // null (free); residual: max|h[T] - h[T-1]| per sample, written.
-template <int64_t PC>
+template <int64_t PC, bool BND>
 static void relax_group_(const Model& model, const float* d, float* hs, float* ob, int n, int64_t steps,
                         const float* ys, float* residual) {
   const float *W = model.W, *b2 = model.b2, *eps = model.eps;
   const int64_t P = model.P, H = model.H;
-  const float eo = model.eo, g = model.g, be = model.be, slope = model.slope;
+  const float eo = model.eo, g = model.g, be = model.be, slope = model.slope, bound = model.bound;
   constexpr int NQ = (GROUP * O + V - 1) / V * V;
   alignas(64) float os[NQ] = {}, zo[NQ] = {}, c[NQ] = {}, bq[NQ] = {}, ex[NQ] = {}, nz[NQ] = {}, yq[NQ] = {};
   alignas(64) vec acc[NQ];
@@ -389,8 +397,8 @@ static void relax_group_(const Model& model, const float* d, float* hs, float* o
   for (int q = 0; q < nv; q += V) lane_sums(acc + q, bq + q, zo + q);
   for (int64_t t = 0; t < steps; ++t) {
     for (int q = 0; q < nq; ++q) c[q] = 0.f + g * os[q];   // 0 +: see hidden_tile
-    if (t + 1 < steps) sweep<false, PC>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, res);
-    else sweep<true, PC>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, res);
+    if (t + 1 < steps) sweep<false, PC, BND>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, bound, res);
+    else sweep<true, PC, BND>(d, hs, W, eps, P, H, n, (const float (*)[O])c, (vec (*)[O])acc, slope, bound, res);
     for (int q = 0; q < nv; ++q) nz[q] = -zo[q];
     for (int q = 0; q < nv; q += EW) expw(nz + q, ex + q);
     for (int q = 0; q < nv; ++q) {           // o += eps_out (-o + sigma(z_o) [+ beta (y - o)])
@@ -427,8 +435,8 @@ static std::unique_ptr<float, Free> padded(int64_t floats) {
 static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, torch::Tensor o_in,
                                       torch::Tensor W2, torch::Tensor b2, torch::Tensor eps_hidden,
                                       torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
-                                      torch::Tensor y, int64_t steps, int64_t t_nudge, double slope, bool branch,
-                                      torch::Tensor scale) {
+                                      torch::Tensor bound, torch::Tensor y, int64_t steps, int64_t t_nudge,
+                                      double slope, bool branch, torch::Tensor scale) {
   const int64_t M = drive.size(0), B = drive.size(1), H = drive.size(2);
   const bool zero_start = h_in.numel() == 0;
   TORCH_CHECK(o_in.size(2) == O && H % V == 0, "the fused kernel needs 10 outputs and a hidden size divisible by ", V);
@@ -448,7 +456,7 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
   for (int64_t r = 0; r < M * O; ++r) std::memcpy(Wp.get() + r * P, W + r * H, H * 4);
   const float *pd = drive.data_ptr<float>(), *pb = b2.data_ptr<float>(), *phi = zero_start ? nullptr : h_in.data_ptr<float>();
   const float *pe = eps_hidden.data_ptr<float>(), *peo = eps_out.data_ptr<float>();
-  const float *pg = gamma.data_ptr<float>(), *pbeta = beta.data_ptr<float>();
+  const float *pg = gamma.data_ptr<float>(), *pbeta = beta.data_ptr<float>(), *pbound = bound.data_ptr<float>();
   const float *py = nudged ? y.data_ptr<float>() : nullptr;
   float *ph = h.data_ptr<float>(), *po = o.data_ptr<float>(), *pr = residual.data_ptr<float>();
   float *phb = branch ? hb.data_ptr<float>() : nullptr, *pob = branch ? ob.data_ptr<float>() : nullptr;
@@ -470,10 +478,13 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
         if (zero_start) std::memset(hp.get() + s * P, 0, H * 4);
         else std::memcpy(hp.get() + s * P, phi + (i0 + s) * H, H * 4);
       }
-      const Model model{Wp.get() + m * O * P, pb + m * O, pe + m * H, P, H, peo[m], pg[m], pbeta[m], (float)slope};
+      const Model model{Wp.get() + m * O * P, pb + m * O, pe + m * H, P, H, peo[m], pg[m], pbeta[m], (float)slope,
+                        pbound[m]};
       const float* ym = nudged ? py + i0 * O : nullptr;
       // the paper's hidden size with its stride fixed at compile time, any other with it at run time
-      const auto relax_group = P == 1024 + PAD ? relax_group_<1024 + PAD> : relax_group_<0>;
+      const bool bnd = std::isfinite(pbound[m]);
+      const auto relax_group = P == 1024 + PAD ? (bnd ? relax_group_<1024 + PAD, true> : relax_group_<1024 + PAD, false>)
+                                               : (bnd ? relax_group_<0, true> : relax_group_<0, false>);
       if (!branch) {
         relax_group(model, dp.get(), hp.get(), po + i0 * O, n, steps, ym, pr + i0);
       } else {
@@ -506,16 +517,18 @@ static std::vector<torch::Tensor> run(torch::Tensor drive, torch::Tensor h_in, t
 std::vector<torch::Tensor> relax(torch::Tensor drive, torch::Tensor h_in, torch::Tensor o_in,
                                  torch::Tensor W2, torch::Tensor b2, torch::Tensor eps_hidden,
                                  torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
-                                 torch::Tensor y, int64_t steps, double slope) {
-  return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, y, steps, 0, slope, false, torch::Tensor());
+                                 torch::Tensor bound, torch::Tensor y, int64_t steps, double slope) {
+  return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, bound, y, steps, 0, slope, false,
+             torch::Tensor());
 }
 
 std::vector<torch::Tensor> branch(torch::Tensor drive, torch::Tensor h_in, torch::Tensor o_in,
                                   torch::Tensor W2, torch::Tensor b2, torch::Tensor eps_hidden,
                                   torch::Tensor eps_out, torch::Tensor gamma, torch::Tensor beta,
-                                  torch::Tensor y, int64_t t_branch, int64_t t_nudge, double slope,
-                                  torch::Tensor scale) {
-  return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, y, t_branch, t_nudge, slope, true, scale);
+                                  torch::Tensor bound, torch::Tensor y, int64_t t_branch, int64_t t_nudge,
+                                  double slope, torch::Tensor scale) {
+  return run(drive, h_in, o_in, W2, b2, eps_hidden, eps_out, gamma, beta, bound, y, t_branch, t_nudge, slope,
+             true, scale);
 }
 
 // The multiply-add peak of this build's vectors on `threads` threads: each runs
@@ -677,7 +690,8 @@ def supports(drive, o, slope):
 def _weights(ens):
     M = len(ens)
     return (ens.W2.contiguous(), ens.b2.contiguous(), ens.eps_hidden.reshape(M, -1).contiguous(),
-            ens.eps_out.reshape(M).contiguous(), ens.gamma.reshape(M).contiguous(), ens.beta.reshape(M).contiguous())
+            ens.eps_out.reshape(M).contiguous(), ens.gamma.reshape(M).contiguous(), ens.beta.reshape(M).contiguous(),
+            ens.bounds())
 
 
 def _state(h):

@@ -105,7 +105,7 @@ if triton is not None:
     # phase): not specialised on, so each phase compiles once per process.
     @triton.jit(do_not_specialize=["B", "steps", "n_tiles"])
     def _relax_kernel(drive_ptr, h_ptr, o_ptr, W2_ptr, b2_ptr, eps_ptr, eps_out_ptr, gamma_ptr,
-                      beta_ptr, y_ptr, res_ptr, B, H, O, steps, n_tiles, slope,
+                      beta_ptr, bound_ptr, y_ptr, res_ptr, B, H, O, steps, n_tiles, slope,
                       NUDGE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
                       BLOCK_O: tl.constexpr, OUTER: tl.constexpr = False, N_OUT: tl.constexpr = 0):
         m = tl.program_id(0)
@@ -133,6 +133,7 @@ if triton is not None:
         eps_out = tl.load(eps_out_ptr + m)
         gamma = tl.load(gamma_ptr + m)
         beta = tl.load(beta_ptr + m)
+        bound = tl.load(bound_ptr + m)                                       # inf: unbounded
         if NUDGE:
             y = tl.load(y_ptr + oidx, mask=omask, other=0.0)
 
@@ -153,6 +154,7 @@ if triton is not None:
                 z_h = d + tl.dot(gamma * o, W2, input_precision="ieee")       # W1 x + b1 + gamma W2^T o[t]
                 z_o = tl.dot(h, W2T, input_precision="ieee") + b2[None, :]    # W2 h[t] + b2
             phi = tl.where(z_h > 0, z_h, slope * z_h)                         # leaky ReLU
+            phi = tl.where(phi > bound, bound, tl.where(phi < -bound, -bound, phi))  # NaN stays NaN
             dh = eps[None, :] * (phi - h)
             do = tl.sigmoid(z_o) - o
             if NUDGE:
@@ -206,7 +208,7 @@ def relax(ens, drive, h, o, steps, y=None):
         _relax_kernel[(M, n_tiles)](
             drive.contiguous(), h, o, ens.W2.contiguous(), ens.b2.contiguous(),
             ens.eps_hidden.reshape(M, H).contiguous(), ens.eps_out.reshape(M).contiguous(),
-            ens.gamma.reshape(M).contiguous(), ens.beta.reshape(M).contiguous(),
+            ens.gamma.reshape(M).contiguous(), ens.beta.reshape(M).contiguous(), ens.bounds(),
             y.contiguous() if y is not None else o, residual, B, H, O, steps, n_tiles,
             float(ens.slope), NUDGE=y is not None, **launch_options(s, H, O))
     except (TritonError, RuntimeError) as error:   # out of resources, ptxas, driver ...
@@ -231,7 +233,7 @@ def compile_for(capability=90, n_hidden=MAX_HIDDEN, n_out=10, nudge=True, text=N
     from triton.compiler import ASTSource
     constexprs = dict(NUDGE=nudge, **launch_options(settings(text), n_hidden, n_out))
     num_warps = constexprs.pop("num_warps")
-    types = ["*fp32"] * 11 + ["i32"] * 5 + ["fp32"] + ["constexpr"] * len(constexprs)
+    types = ["*fp32"] * 12 + ["i32"] * 5 + ["fp32"] + ["constexpr"] * len(constexprs)
     source = ASTSource(fn=_relax_kernel, signature=dict(zip(_relax_kernel.arg_names, types)),
                        constexprs=constexprs)
     kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32),

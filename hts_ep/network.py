@@ -9,6 +9,7 @@ rates and random stream.
 Dynamics (synchronous Euler steps; both layers read the states of step t):
 
     h[t+1] = h[t] + eps_hidden * (-h[t] + phi(W1 x + b1 + gamma * W2^T o[t]))
+                                      (phi: leaky ReLU, clamped to [-h_bound, h_bound] if set)
     o[t+1] = o[t] + eps_out    * (-o[t] + sigma(W2 h[t] + b2))            free
     o[t+1] = (same)            + eps_out * beta * (y - o[t])             nudged
 
@@ -28,13 +29,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import fused, gpu
+from . import data, fused, gpu
 from .config import check_ensemble
 from .sampler import sample_time_steps
 
 
 def default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def eta1_gain(config):
+    """The factor standardised inputs apply to eta1 (data.InputStats.eta1_gain); 1 for unit inputs."""
+    return 1.0 if config.inputs == "unit" else data.INPUT_STATS[config.dataset].eta1_gain
 
 
 def per_model(values, device):
@@ -58,9 +64,13 @@ class Ensemble:
         self.eps_out = per_model([c.eps_out for c in configs], self.device)
         self.gamma = per_model([c.gamma for c in configs], self.device)
         self.beta = per_model([c.beta for c in configs], self.device)
-        self.eta1 = per_model([c.eta1 for c in configs], self.device)
+        # eta1 is given for unit inputs; standardised inputs scale it by the data set's gain
+        self.eta1 = per_model([c.eta1 * eta1_gain(c) for c in configs], self.device)
         self.eta2 = per_model([c.eta2 for c in configs], self.device)
         self.alive = torch.ones(len(configs), dtype=torch.bool, device=self.device)
+        # phi clamped to [-c, c] per model (inf: unbounded); None when no model is bounded
+        bounds = [math.inf if c.h_bound is None else c.h_bound for c in configs]
+        self.h_bound = None if all(b == math.inf for b in bounds) else per_model(bounds, self.device)
 
     @staticmethod
     def _init_model(c, g):
@@ -76,6 +86,12 @@ class Ensemble:
 
     def __len__(self):
         return len(self.configs)
+
+    def bounds(self):
+        """Config.h_bound per model, [M] (inf: unbounded), as the kernels take it."""
+        if self.h_bound is None:
+            return torch.full((len(self),), math.inf, device=self.device)
+        return self.h_bound.reshape(-1).contiguous()
 
     # -- relaxation ---------------------------------------------------------
 
@@ -110,7 +126,10 @@ class Ensemble:
         for t in range(steps):
             z_h = torch.baddbmm(drive, o, feedback)        # W1 x + b1 + gamma W2^T o
             z_o = torch.baddbmm(b2, h, W2T)                # W2 h + b2, from h[t]
-            dh = F.leaky_relu_(z_h, self.slope).sub_(h).mul_(self.eps_hidden)
+            phi = F.leaky_relu_(z_h, self.slope)
+            if self.h_bound is not None:                   # clamp keeps NaN: divergence still shows
+                phi = torch.clamp(phi, -self.h_bound, self.h_bound)
+            dh = phi.sub_(h).mul_(self.eps_hidden)
             do = torch.sigmoid(z_o).sub_(o)
             if y is not None:
                 do.add_(self.beta * (y - o))

@@ -6,6 +6,7 @@ A checkpoint after every epoch means an interrupt loses at most the epoch in
 progress; a model whose state or weights turn non-finite is recorded as
 diverged and retired, and the rest of the ensemble trains on.
 """
+import dataclasses
 import json
 import logging
 import math
@@ -304,15 +305,16 @@ def train(configs, data_root=None, device=None, progress=True, checkpoint=None,
     data.check_config(c0)
     if checkpoint is not None:
         check_writable(checkpoint, "checkpoint")
-    train_split = data.subset(data.load(c0.dataset, data_root, train=True, device=dev),
-                              c0.train_subset, "train_subset")
-    test_split = data.subset(data.load(c0.dataset, data_root, train=False, device=dev),
-                             c0.test_subset, "test_subset")
+    train_split, test_split = (
+        data.scaled(data.subset(data.load(c0.dataset, data_root, train=part, device=dev), n, name), c0)
+        for part, n, name in ((True, c0.train_subset, "train_subset"), (False, c0.test_subset, "test_subset")))
     ens = Ensemble(configs, device=dev)
     env = environment(ens.device)
     env["ensemble_size"] = len(configs)
     # The counts actually used, so that a record never claims more samples than it saw.
     env["train_samples"], env["test_samples"] = len(train_split.y), len(test_split.y)
+    if c0.inputs != "unit":     # the statistics the inputs were scaled with, and eta1's factor
+        env["input_stats"] = dataclasses.asdict(data.INPUT_STATS[c0.dataset])
     records = [new_record(c, env) for c in configs]
 
     state = load_checkpoint(checkpoint, configs, ens)

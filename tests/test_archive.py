@@ -143,7 +143,7 @@ def test_book_rejects_bad_overrides_before_any_work(monkeypatch, caplog):
     assert book.main(["--parameters", "overrides={'sigma_eps': 'a'}"]) == 1
     assert "overrides: sigma_eps='a' must be a finite number" in caplog.text
     assert book.main(["--profile", "nosuch"]) == 1
-    assert "allowed: smoke, quick, paper, archive" in caplog.text
+    assert "allowed: smoke, quick, paper, screen, archive" in caplog.text
 
 
 def papermill(tmp_path, *args):

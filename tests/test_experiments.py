@@ -64,7 +64,8 @@ def specs(tmp_path, monkeypatch):
 def test_key_changes_with_every_parameter(monkeypatch):
     import dataclasses
     base = Config()
-    other = {"dataset": "kmnist", "distribution": "gamma", "nudge_from": "end"}
+    other = {"dataset": "kmnist", "distribution": "gamma", "nudge_from": "end", "h_bound": 1.2,
+             "inputs": "standardised"}
     keys = {key(base)}
     for f in dataclasses.fields(Config):
         value = other.get(f.name)
@@ -77,6 +78,20 @@ def test_key_changes_with_every_parameter(monkeypatch):
     from hts_ep import experiments as ex
     monkeypatch.setattr(ex, "NUMERICS_VERSION", ex.NUMERICS_VERSION + 1)
     assert ex.key(base) not in keys                               # and so does the numerics version
+
+
+def test_fields_added_later_keep_the_keys_of_earlier_records():
+    # A record archived before h_bound and inputs existed (results/paper/), its config as written
+    # then, key as its file is named: the same configuration made today has that key.
+    import json
+    from hts_ep.config import LATER_FIELDS
+    path = sorted((experiments.REPO / "results" / "paper").glob("*.json"))[0]
+    record = json.loads(path.read_text())
+    assert not set(LATER_FIELDS) & set(record["config"])
+    config = Config(**record["config"])
+    assert key(config) == path.stem == record["key"]
+    assert config.to_dict() == record["config"]
+    assert key(config.replace(h_bound=1.2)) != path.stem and key(config.replace(inputs="standardised")) != path.stem
 
 
 def test_reordering_a_spec_keeps_its_keys(specs):

@@ -50,25 +50,29 @@ def float64_free_phase(ens, d):
     """A full free phase from zero, model.md's update written out in float64."""
     W2, b2 = ens.W2.double(), ens.b2.double()
     eps_h, eps_o, gamma = ens.eps_hidden.double(), ens.eps_out.double(), ens.gamma.double()
+    bound = ens.bounds().double().view(-1, 1, 1)
     d = d.double()
     h = torch.zeros(d.shape, dtype=torch.float64)
     o = torch.zeros(*d.shape[:2], W2.shape[1], dtype=torch.float64)
     for _ in range(ens.t_free):
         z_h = d + gamma * o @ W2
         z_o = h @ W2.transpose(1, 2) + b2.unsqueeze(1)
-        h, o = h + eps_h * (F.leaky_relu(z_h, ens.slope) - h), o + eps_o * (torch.sigmoid(z_o) - o)
+        phi = torch.minimum(torch.maximum(F.leaky_relu(z_h, ens.slope), -bound), bound)
+        h, o = h + eps_h * (phi - h), o + eps_o * (torch.sigmoid(z_o) - o)
     return h, o
 
 
 @pytest.mark.parametrize("path", ["fused", "torch"])
-def test_full_free_phase_equals_float64_reference(path):
-    """The paper's network (784-1024-10), 125 free steps: every CPU path within 1e-5 of float64.
+@pytest.mark.parametrize("bounds", [(None, None), (0.3, None)])
+def test_full_free_phase_equals_float64_reference(path, bounds):
+    """The paper's network (784-1024-10), 125 free steps: every CPU path within 1e-5 of float64,
+    unbounded and with one model's hidden activation clamped to [-0.3, 0.3] (Config.h_bound).
     (The Triton kernel's own check is in test_gpu.py.)"""
     if path == "fused" and not fused.available():
         pytest.skip("fused CPU kernel could not be built here")
-    configs = [Config(distribution=dist, seed=s) for dist, s in [("gamma", 0), ("scalar", 1)]]
+    configs = [Config(distribution=dist, seed=s, h_bound=b) for (dist, s), b in zip([("gamma", 0), ("scalar", 1)], bounds)]
     ens = Ensemble(configs, device="cpu")
-    x = torch.rand(2, 19, 784, generator=torch.Generator().manual_seed(0))
+    x = 3 * torch.rand(2, 19, 784, generator=torch.Generator().manual_seed(0))   # states past 0.3
     d = ens.drive(x)
     h0, o0 = ens.zero_state(19)
     if path == "fused":
@@ -79,6 +83,9 @@ def test_full_free_phase_equals_float64_reference(path):
     H, O = float64_free_phase(ens, d)
     assert H.abs().max() > 0.1          # states far from zero: a real check of 1e-5
     assert (h.double() - H).abs().max() < 1e-5 and (o.double() - O).abs().max() < 1e-5
+    for m, b in enumerate(bounds):      # the bound binds where set, and only there
+        top = h[m].abs().max().item()
+        assert top <= b + 1e-6 if b else top > 0.5
 
 
 @needs_kernel
@@ -102,8 +109,32 @@ def test_inputs_are_not_modified_and_threads_agree():
 
 
 @needs_kernel
-def test_non_finite_state_shows_in_residual():
-    ens = ensemble(32)
+@pytest.mark.parametrize("h_bound", [None, 0.5])
+def test_kernel_equals_pytorch_path_bounded_and_nudged(h_bound):
+    """Every phase and the branch pass with bounded and unbounded models in one ensemble."""
+    # slope 0.5: negative drives reach past -bound too, so that both sides of the clamp bind
+    configs = [Config(n_in=20, n_hidden=160, t_free=40, slope=0.5, distribution=d, eps_out=e, seed=s, h_bound=b)
+               for (d, e, s), b in zip([("gamma", 0.3, 0), ("lognormal", 0.15, 1), ("scalar", 0.35, 2)],
+                                       [h_bound, None, 0.2])]
+    ens = Ensemble(configs, device="cpu")
+    x, y = inputs(ens, 29)
+    x = 4 * x
+    d = ens.drive(x)
+    fast, ref = both_paths(ens, d, *ens.zero_state(29), 40)
+    for u, v in zip(fast, ref):
+        assert (u - v).abs().max() < 1e-5
+    assert fast[0][2].abs().max() <= 0.2 + 1e-6 and fast[0][1].max() > 0.5 and fast[0][1].min() < -0.5
+    branch = ens.phases(d, y)
+    torch_branch = [ens.relax_torch(d, None, ens.zero_output(29), 28)]
+    torch_branch += [ens.relax_torch(d, *torch_branch[0][:2], 12), ens.relax_torch(d, *torch_branch[0][:2], 12, y=y)]
+    for (u, v) in zip([*branch[0], *branch[1]], [*torch_branch[1], *torch_branch[2]]):
+        assert (u - v).abs().max() < 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize("h_bound", [None, 0.5])
+def test_non_finite_state_shows_in_residual(h_bound):
+    ens = ensemble(32, h_bound=h_bound)
     ens.W2[1, 0, 3] = math.inf          # model 1 blows up, the others do not
     x, _ = inputs(ens, 4)
     d = ens.drive(x)

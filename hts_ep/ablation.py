@@ -1,0 +1,143 @@
+"""The fidelity ablation's rule: which of the first author's stabilisers this project adopts.
+
+Four factors, each at today's value and the author's (docs/model.md, issue 24):
+
+    h_bound     None (unbounded leaky ReLU)  or 1.2 (phi clamped to [-1.2, 1.2])
+    inputs      unit ([0, 1] pixels)         or standardised (data.INPUT_STATS)
+    nudge_from  branch (this project's)      or end (the author's code, in effect)
+    eta1        1.0 (calibrated on MNIST)    or 0.35 (eta1 lambda_max of MNIST on Fashion-MNIST);
+                given for unit inputs, scaled by data.InputStats.eta1_gain when standardised
+
+Stage 1 (spec ablation_screen, profile screen) screens the 16 variants on Fashion-MNIST;
+stage 2 (spec ablation_paper, profile paper) runs the two best and today's at the paper's
+protocol on MNIST and Fashion-MNIST. This module is the rule both stages are judged by,
+written and tested before either ran (tests/test_ablation.py); every number in it is chosen.
+"""
+import math
+
+import pandas as pd
+
+from .analysis import HTS, finals, paper_table1
+
+FACTORS = ("h_bound", "inputs", "nudge_from", "eta1")
+TODAY = (None, "unit", "branch", 1.0)      # the defaults the archive of 2026-12 was made with
+# Stage 2 may adopt a variant over today's only if its score is higher by at least this much
+# (points; chosen: about the seed-to-seed noise of one term of the score)
+MARGIN = 0.5
+
+
+def variant(row):
+    """The factor values of a `finals` row (or a Config dict) as a hashable tuple."""
+    values = tuple(row[f] for f in FACTORS)
+    return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in values)
+
+
+def name(v):
+    """A variant in words, e.g. 'bound 1.2, standardised, end, eta1 0.35'."""
+    h, inputs, nudge, eta1 = v
+    return f"{'unbounded' if h is None else f'bound {h:g}'}, {inputs}, {nudge}, eta1 {eta1:g}"
+
+
+def failed(f):
+    """Per run (rows of analysis.finals): never started, diverged or collapsed: one way in which
+    a set-up is not usable (none is allowed)."""
+    return f.never_started | f.diverged | f.collapsed
+
+
+def _frame(records):
+    f = finals(records)
+    f["variant"] = [variant(r) for _, r in f[list(FACTORS)].iterrows()]
+    return f
+
+
+def _seed_spread(g):
+    """The seed std of the final accuracy, averaged over distributions (0 for one seed)."""
+    return g.groupby("distribution").final_acc.std(ddof=1).fillna(0).mean()
+
+
+def screen(records):
+    """Stage 1: one row per variant with its runs, failed runs, mean best-epoch and final
+    accuracy, seed spread of the final accuracy, and score = (best + final) / 2 - spread
+    (points), sorted best first (failure-free variants before the others)."""
+    f = _frame(records)
+    rows = []
+    for v, g in f.groupby("variant", sort=False):
+        best, final, spread = g.best_acc.mean(), g.final_acc.mean(), _seed_spread(g)
+        rows.append({"variant": v, "name": name(v), "runs": len(g), "failed": int(failed(g).sum()),
+                     "best": best, "final": final, "spread": spread,
+                     "score": (best + final) / 2 - spread})
+    t = pd.DataFrame(rows)
+    return t.sort_values(["failed", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def finalists(table, n=2):
+    """Stage 1's choice: the `n` highest-scoring variants other than today's among those with
+    the fewest failed runs (none, where any variant has none), then today's."""
+    others = table[table.variant != TODAY]
+    fewest = others.failed.min()
+    picked = others[others.failed == fewest].head(n).variant.tolist()
+    return [*picked, TODAY]
+
+
+def paper_cells(dataset, eps_out):
+    """The paper's Table 1 row: {distribution: mean} at (dataset, eps_out)."""
+    row = paper_table1().loc[(dataset, eps_out)]
+    return {d: float(row[f"{d}_mean"]) for d in (*HTS, "scalar")}
+
+
+def judge(records):
+    """Stage 2: one row per variant with its runs, failed runs and, per data set, the gap of
+    the best-epoch and of the final accuracy to the paper (ours - paper, mean over the
+    distributions), the seed spread of the final accuracy, and how far HTS minus scalar (best
+    epoch) lies from the paper's. score = -(sum over data sets of |gap best| + |gap final| +
+    spread + |HTS error|): 0 would be the paper exactly. Sorted best first, failure-free
+    variants before the others."""
+    f = _frame(records)
+    rows = []
+    for v, g in f.groupby("variant", sort=False):
+        row = {"variant": v, "name": name(v), "runs": len(g), "failed": int(failed(g).sum())}
+        penalty = 0.0
+        for ds, d in g.groupby("dataset", sort=False):
+            eps_out = float(d.eps_out.iloc[0])
+            paper = paper_cells(ds, eps_out)
+            means = d.groupby("distribution")[["best_acc", "final_acc"]].mean()
+            dists = list(means.index)
+            gap_best = sum(means.best_acc[x] - paper[x] for x in dists) / len(dists)
+            gap_final = sum(means.final_acc[x] - paper[x] for x in dists) / len(dists)
+            hts = [x for x in dists if x in HTS]
+            hts_error = float("nan")
+            if hts and "scalar" in dists:
+                ours = means.best_acc[hts].mean() - means.best_acc["scalar"]
+                theirs = sum(paper[x] for x in hts) / len(hts) - paper["scalar"]
+                hts_error = abs(ours - theirs)
+            spread = _seed_spread(d)
+            row.update({f"{ds} gap best": gap_best, f"{ds} gap final": gap_final,
+                        f"{ds} spread": spread, f"{ds} HTS error": hts_error})
+            penalty += abs(gap_best) + abs(gap_final) + spread + (0 if hts_error != hts_error else hts_error)
+        row["score"] = -penalty
+        rows.append(row)
+    t = pd.DataFrame(rows)
+    return t.sort_values(["failed", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def decide(table, margin=MARGIN):
+    """Stage 2's choice from `judge`'s table: (variant, adopted, reason). The failure-free
+    variant with the highest score wins; it replaces today's defaults if today's set-up had
+    failed runs, or if it scores at least `margin` points higher. Where no variant is free of
+    failed runs, or today's wins, the defaults stay (adopted False)."""
+    clean = table[table.failed == 0]
+    today = table[table.variant == TODAY]
+    if not len(clean):
+        return TODAY, False, "every variant had runs that failed"
+    best = clean.iloc[0]
+    if best.variant == TODAY:
+        return TODAY, False, "today's set-up scored highest"
+    if not len(today):
+        return best.variant, True, "today's set-up was not run"
+    t = today.iloc[0]
+    if t.failed > 0:
+        return best.variant, True, f"today's set-up had {int(t.failed)} failed runs of {int(t.runs)}"
+    if best.score >= t.score + margin:
+        return best.variant, True, f"it scored {best.score - t.score:.2f} points above today's set-up"
+    return TODAY, False, (f"the best variant scored only {best.score - t.score:.2f} points above today's "
+                          f"set-up (at least {margin} needed)")
