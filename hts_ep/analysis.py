@@ -101,13 +101,21 @@ def fmt(mean, std):
     return f"{mean:.2f} ± {std:.2f}"
 
 
+def check_stat(stat):
+    if stat not in STATS:
+        raise ValueError(f"unknown statistic {stat!r}; allowed: {', '.join(STATS)}")
+    return STATS[stat]
+
+
 def table1(records, datasets=("mnist", "kmnist", "fashion-mnist"), eps_outs=(0.15, 0.2, 0.25, 0.3, 0.35),
-           gaps=None, gap_label="no data", missing="not run"):
-    """Mean ± std over seeds per (data set, eps_out) row and condition column.
+           gaps=None, gap_label="no data", missing="not run", stat="final"):
+    """Mean ± std over seeds per (data set, eps_out) row and condition column, of each run's
+    `stat` (STATS: final epoch, best epoch or mean of the last LAST epochs).
 
     Returns (display, means, stds, counts): `display` holds strings; a cell without runs
     reads "gap: `gap_label`" for a data set in `gaps` (dataset -> reason), else "gap: `missing`".
     """
+    column = check_stat(stat)
     f = finals(records)
     index = pd.MultiIndex.from_product([datasets, eps_outs], names=["dataset", "eps_out"])
     means = pd.DataFrame(index=index, columns=CONDITIONS, dtype=float)
@@ -117,7 +125,7 @@ def table1(records, datasets=("mnist", "kmnist", "fashion-mnist"), eps_outs=(0.1
         for (ds, e, dist), g in f.groupby(["dataset", "eps_out", "distribution"]):
             key = (ds, round(e, 4))
             if key in means.index:
-                s = g[~g.diverged].final_acc
+                s = g[~g.diverged][column]
                 runs.loc[key, dist], counts.loc[key, dist] = len(g), len(s)
                 means.loc[key, dist], stds.loc[key, dist] = s.mean(), s.std(ddof=1)
     display = pd.DataFrame(index=index, columns=CONDITIONS, dtype=object)
@@ -160,11 +168,11 @@ def welch_interval(m1, s1, n1, m2, s2, n2, level=0.95):
     return m1 - m2 - half, m1 - m2 + half
 
 
-def comparison(records, gaps=None, paper_seeds=PAPER_SEEDS, **labels):
-    """Ours beside the paper's, cell by cell: the difference of means, its 95% Welch interval
-    (the paper's seed count assumed to be `paper_seeds`) and whether that interval holds 0
-    (None where ours has fewer than 2 runs: no interval)."""
-    display, means, stds, counts = table1(records, gaps=gaps, **labels)
+def comparison(records, gaps=None, paper_seeds=PAPER_SEEDS, stat="final", **labels):
+    """Ours (each run's `stat`) beside the paper's, cell by cell: the difference of means, its
+    95% Welch interval (the paper's seed count assumed to be `paper_seeds`) and whether that
+    interval holds 0 (None where ours has fewer than 2 runs: no interval)."""
+    display, means, stds, counts = table1(records, gaps=gaps, stat=stat, **labels)
     display = display.rename(columns={v: k for k, v in LABELS.items()})
     paper = paper_table1()
     rows = []
@@ -223,21 +231,23 @@ def t_interval(values, level=0.95):
     return mean, mean - half, mean + half
 
 
-def hts_gain(records, level=0.95):
-    """HTS minus scalar final accuracy (points) per data set, with a `level` t interval over seeds.
+def hts_gain(records, level=0.95, stat="final"):
+    """HTS minus scalar accuracy (points; each run's `stat`) per data set, with a `level` t
+    interval over seeds.
 
     For each seed: the mean over the three distributions minus the scalar run, at each output
     step that has both, then the mean over those steps; diverged runs left out. One row per
     data set: gain, ci_low, ci_high (nan for fewer than 2 seeds), seeds."""
+    column = check_stat(stat)
     f = finals(records)
     rows = []
     if len(f):
-        f = f[~f.diverged]
+        f = f[~f.diverged].assign(acc=lambda t: t[column])
         for ds, g in f.groupby("dataset", sort=False):
             per_seed = []
             for _, s in g.groupby("seed"):
-                hts = s[s.distribution.isin(HTS)].groupby("eps_out").final_acc.mean()
-                scalar = s[s.distribution == "scalar"].groupby("eps_out").final_acc.mean()
+                hts = s[s.distribution.isin(HTS)].groupby("eps_out").acc.mean()
+                scalar = s[s.distribution == "scalar"].groupby("eps_out").acc.mean()
                 both = hts.index.intersection(scalar.index)
                 if len(both):
                     per_seed.append(float((hts[both] - scalar[both]).mean()))
@@ -264,10 +274,10 @@ def gain_verdict(row, paper):
             f"{int(row.seeds)} seeds ({sign}; the paper's {paper:+.2f} lies {inside} it)")
 
 
-def seed_std_columns(records, datasets=("mnist", "kmnist", "fashion-mnist")):
-    """Seed std of the final accuracy per data set and condition, averaged over the output steps,
+def seed_std_columns(records, datasets=("mnist", "kmnist", "fashion-mnist"), stat="final"):
+    """Seed std of each run's `stat` per data set and condition, averaged over the output steps,
     ours beside the paper's: columns (condition, "ours" / "paper")."""
-    stds = table1(records, datasets=datasets)[2]
+    stds = table1(records, datasets=datasets, stat=stat)[2]
     ours = stds.groupby(level=0, sort=False).mean()
     paper = paper_table1()
     theirs = pd.DataFrame({c: paper[f"{c}_std"] for c in CONDITIONS}).groupby(level=0, sort=False).mean()

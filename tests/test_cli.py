@@ -69,3 +69,15 @@ def test_missing_root_entirely(tmp_path):
             env={"HTS_EP_DATA": str(tmp_path / "nothing")})
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "t10k-labels-idx1-ubyte.gz" in p.stderr and "HTS_EP_DATA" in p.stderr
+
+
+@pytest.mark.parametrize("stat", ["final", "best", "last5"])
+def test_table_prints_the_statistic_asked_for(stat, capsys):
+    from hts_ep import analysis, cli, experiments
+    assert cli.main(["table", "table1", "--profile", "paper", "--format", "csv", "--stat", stat]) == 0
+    printed = capsys.readouterr().out
+    records = experiments.records("table1", "paper", datasets=["mnist"])
+    cell = analysis.table1(records, datasets=["mnist"], stat=stat)[0].iloc[0, 0]
+    assert f"mnist,0.15,{cell}," in printed
+    others = {analysis.table1(records, datasets=["mnist"], stat=s)[0].iloc[0, 0] for s in analysis.STATS} - {cell}
+    assert others and not any(f"mnist,0.15,{o}," in printed for o in others)
