@@ -128,10 +128,18 @@ PROVENANCE = {
     "batch_size": ("stated", "batch size 256"),
     "t_free": ("stated", "125 free-phase steps"),
     "t_nudge": ("stated", "12 nudged-phase steps"),
-    "nudge_from": ("inferred", "the nudged phase branches off the free run at step 113 and ends beside "
-                   "the free state at step 125, as the clamped phase starts from a saved 'delay' state "
-                   "in the first author's code; nudging from the free end adds 12 steps of free drift "
-                   "to hb - h0 (the timing experiment compares both)"),
+    "nudge_from": ("chosen", "the nudged phase branches off the free run at step 113 and ends beside the free "
+                   "state at step 125, so that the rule compares states of the same age. The first author's "
+                   "code does not: in his EP actor (ykubo82/HybridRL) the saved 'delay' state is the running "
+                   "state itself, so the nudge starts from the free end ('end'), and his convolutional EP code "
+                   "nudges from a state saved about 20 steps before the end; nudging from the free end adds "
+                   "12 steps of free drift to hb - h0 (the timing and ablation chapters compare both)"),
+    "h_bound": ("chosen", "the leaky ReLU is left unbounded (the paper names the activation, not a bound); the "
+                "first author's 2026 code clamps it to [-1.2, 1.2], his older EP code keeps states in [0, 1] "
+                "(the ablation chapter tries 1.2)"),
+    "inputs": ("chosen", "pixels scaled to [0, 1] for every data set; the first author's 2026 code standardises "
+               "Fashion-MNIST and KMNIST with their training mean and std (the ablation chapter tries that, "
+               "eta1 then scaled by the data set's curvature ratio, data.INPUT_STATS)"),
     "eps_out": ("stated", "output time step swept over 0.15 to 0.35"),
     "distribution": ("stated", "normal, log-normal, gamma against a scalar baseline"),
     "mu": ("inferred", "0.2 in the first author's earlier EP code"),
@@ -148,7 +156,7 @@ PROVENANCE = {
     "eta1": ("chosen", "by the same calibration: screened over 1.0, 0.5 and 0.25"),
     "eta2": ("chosen", "by the same calibration: screened over 0.2 and 0.1 (0.5 was left out after an "
              "earlier 3-epoch round on Fashion-MNIST, results/calibration/fashion-mnist-lr-grid.json)"),
-    "slope": ("chosen", "PyTorch's leaky ReLU default"),
+    "slope": ("chosen", "PyTorch's leaky ReLU default, as in the first author's code"),
     "seed": ("chosen", "the paper does not state seeds or their number"),
     "train_subset": ("chosen", "profiles only: 0 is the full training set"),
     "test_subset": ("chosen", "profiles only: 0 is the full test set"),
@@ -174,7 +182,11 @@ STRUCTURE = [
     ("moment matching", "each family has mean mu and std sigma_eps before clipping", "chosen",
      "the paper gives mean and std only"),
     ("weight initialisation", "PyTorch nn.Linear default", "chosen", "not given"),
-    ("optimiser", "plain SGD, no momentum", "chosen", "not given"),
+    ("optimiser", "plain SGD, no momentum", "chosen", "not given; the first author's predictive-rule EP code "
+     "uses plain SGD"),
+    ("reported accuracy", "each run's final, best and last-5 epochs, all shown", "inferred",
+     "the paper does not say which; its first author's code reports the best epoch on the test set, so "
+     "Table 1 is compared at that statistic too"),
 ]
 
 
