@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from . import __version__
 from .config import DATASETS, INPUT_SCALINGS, NUDGE_SCHEMES, SHARED_FIELDS, Config
 from .sampler import DISTRIBUTIONS
 
@@ -196,6 +197,7 @@ def cmd_table(args):
 
 def parser():
     p = Parser(prog="hts-ep", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one model, or several as one ensemble")
     add_model_options(t)
