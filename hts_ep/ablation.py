@@ -17,7 +17,7 @@ import math
 
 import pandas as pd
 
-from .analysis import HTS, finals, paper_table1
+from .stats import HTS, finals, paper_table1
 
 FACTORS = ("h_bound", "inputs", "nudge_from", "eta1")
 TODAY = (None, "unit", "branch", 1.0)      # the defaults the archive of 2026-12 was made with

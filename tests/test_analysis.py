@@ -120,12 +120,12 @@ def test_comparison_interval_decides_agreement():
     far = table1_records("mnist", 0.25, "gamma", [p - 20.1, p - 20.0, p - 19.9])    # wide seeds do not excuse 20 points
     single = table1_records("mnist", 0.25, "normal", [p])
     comp = analysis.comparison(close + far + single).set_index(["dataset", "eps_out", "condition"])
-    row = comp.loc[("mnist", 0.25, "Scalar")]
+    row = comp.loc[("mnist", 0.25, "scalar")]
     assert row.seeds == 3 and row.difference == pytest.approx(0, abs=1e-9) and row.agrees == True  # noqa: E712
     assert row.ci_low < 0 < row.ci_high
-    assert comp.loc[("mnist", 0.25, "Gamma")].agrees == False  # noqa: E712
-    assert comp.loc[("mnist", 0.25, "Normal")].agrees is None
-    assert comp.loc[("mnist", 0.15, "Scalar")].seeds == 0 and comp.loc[("mnist", 0.15, "Scalar")].agrees is None
+    assert comp.loc[("mnist", 0.25, "gamma")].agrees == False  # noqa: E712
+    assert comp.loc[("mnist", 0.25, "normal")].agrees is None
+    assert comp.loc[("mnist", 0.15, "scalar")].seeds == 0 and comp.loc[("mnist", 0.15, "scalar")].agrees is None
 
 
 def test_agreement_counts_cells_per_data_set():

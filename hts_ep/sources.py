@@ -1,0 +1,131 @@
+"""Where a page's records come from: the archive or a sweep at the book's profile, the data
+sets that are gaps and why, and one sentence naming profile, devices, dates and training time."""
+from dataclasses import dataclass, field
+
+from . import data, experiments
+
+def spec_datasets(spec, datasets=None):
+    """The data sets of a spec's grid (or its fixed one), restricted to `datasets`."""
+    spec_obj = experiments.load_spec(spec)
+    grid = spec_obj.grid.get("dataset") or [spec_obj.fixed.get("dataset", "mnist")]
+    return [ds for ds in grid if datasets is None or ds in datasets]
+
+
+def load(spec, profile, results_root=None, data_root=None, datasets=None, seeds=None, overrides=None):
+    """Records of a spec (optionally some data sets / other seeds / overrides, as in
+    `experiments.sweep`) and the reasons for data sets that cannot run here."""
+    gaps = {ds: reason for ds in spec_datasets(spec, datasets) if (reason := data.unavailable(ds, data_root))}
+    return experiments.records(spec, profile, results_root, datasets, seeds, overrides), gaps
+
+
+@dataclass
+class Results:
+    """The records a page shows for one experiment, and where they come from."""
+    spec: str
+    profile: str                # whose records these are
+    archived: bool              # read from the archive, never trained by this build
+    records: list
+    gaps: dict                  # dataset -> why it has no records
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def gap_label(self):
+        return "not archived" if self.archived else "no data"
+
+    @property
+    def missing(self):
+        return "not archived" if self.archived else "not run"
+
+    def source(self):
+        return source(self.records, self.profile, self.archived, self.overrides)
+
+
+def obtain(spec, profile, data_root=None, device=None, datasets=None, seeds=None, overrides=None,
+           results_root=None):
+    """The records of `spec` for a page under the book's `profile` (see `experiments.resolve`):
+    archived paper-profile records as they are, or the profile's, trained here where missing."""
+    overrides = experiments.check_overrides(overrides)
+    shown, may_train = experiments.resolve(spec, profile, results_root, datasets, seeds, overrides)
+    if may_train:
+        experiments.sweep(spec, shown, results_root=results_root, data_root=data_root, device=device,
+                          datasets=datasets, seeds=seeds, overrides=overrides)
+    recs, gaps = load(spec, shown, results_root, data_root, datasets, seeds, overrides)
+    gaps = {ds: public(reason, data_root) for ds, reason in gaps.items()}
+    if not may_train:       # the archive's own gaps: data sets it holds no record of
+        have = {r["config"]["dataset"] for r in recs}
+        gaps = {ds: f"not in the {shown}-profile archive" + (f"; {gaps[ds]}" if ds in gaps else "")
+                for ds in spec_datasets(spec, datasets) if ds not in have}
+    return Results(spec, shown, not may_train, recs, gaps, overrides)
+
+
+def device_of(record):
+    """The device a record was trained on, as its environment names it."""
+    env = record.get("environment") or {}
+    device, name = env.get("device") or "unknown device", env.get("device_name")
+    return f"{device} ({name})" if name else device
+
+
+def duration(hours):
+    """Hours in words: '5.3 h', '12 min', '<1 min'."""
+    minutes = 60 * hours
+    return f"{hours:.1f} h" if minutes >= 59.5 else f"{minutes:.0f} min" if minutes >= 0.5 else "<1 min"
+
+
+def compute_hours(records):
+    """{device: hours} the records took to train, evaluation included: the sum of
+    their epochs' seconds, each divided by the size of the ensemble it was trained in (an
+    epoch's time is the whole ensemble's, written into each of its models' records). Records
+    without epoch times count zero; their device is left out if none has any."""
+    hours = {}
+    for r in records:
+        env = r.get("environment") or {}
+        size = env.get("ensemble_size") or 1
+        seconds = sum(e.get("seconds") or 0 for e in r.get("epochs", []))
+        if seconds:
+            hours[device_of(r)] = hours.get(device_of(r), 0.0) + seconds / size / 3600
+    return dict(sorted(hours.items()))
+
+
+def source(records, profile, archived=False, overrides=None, no_date=None):
+    """Where the numbers of `records` come from: profile, device(s), date(s) and training time,
+    in one sentence (records written before they carried a date count as "unknown"; if none
+    has a date, `no_date` replaces "trained on unknown" where given)."""
+    text = f"profile {profile}" + (", archived records not retrained by this build" if archived else "")
+    if not records:
+        return text + "; no runs."
+    dates = sorted({r["finished"][:10] for r in records if r.get("finished")})
+    undated = sum(1 for r in records if not r.get("finished"))
+    when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "unknown"
+    if dates and undated:
+        when += f" ({undated} of {len(records)} undated)"
+    text += (f"; {len(records)} run{'s' if len(records) != 1 else ''} on "
+             f"{', '.join(sorted({device_of(r) for r in records}))}, "
+             + (no_date if no_date and not dates else f"trained on {when}"))
+    hours = compute_hours(records)
+    span = {dev: duration(h) for dev, h in hours.items()}
+    devices = {device_of(r) for r in records}
+    if span:
+        text += "; training time " + ", ".join(t + (f" on {dev}" if len(devices) > 1 else "")
+                                               for dev, t in span.items()) + " (summed over its ensembles)"
+    if overrides:
+        text += "; overrides " + ", ".join(f"{k} = {v!r}" for k, v in overrides.items())
+    return text + "."
+
+
+def computed_here(device, profile):
+    """Where a page's own measurement (no records) comes from: this build, its device and date."""
+    import datetime
+
+    import torch
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    n = torch.get_num_threads()
+    return (f"computed by this build on {when}, on {device} ({n} thread{'s' if n != 1 else ''}), "
+            f"at the scale of profile {profile}.")
+
+
+def public(reason, data_root=None):
+    """A gap's reason without the build machine's data path."""
+    root = str(data.data_root(data_root))
+    return reason.replace(root + "/", "the data folder's ").replace(root, "the data folder") if reason else reason
+
+
