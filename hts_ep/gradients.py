@@ -10,12 +10,9 @@ compared per parameter and per layer by
     cosine(update, -gradient)                 1: the rule descends the loss exactly
     norm ratio ||update|| / (eta ||gradient||)   1: as large as an SGD step with the same eta
 
-The dynamics are those of network.py (one model, no model axis):
-
-    h[t+1] = h[t] + eps_h * (-h[t] + phi(W1 x + b1 + gamma * W2^T o[t]))
-    o[t+1] = o[t] + eps_o * (-o[t] + sigma(W2 h[t] + b2))   [+ eps_o * beta * (y - o[t]) nudged]
-
-They are a leaky-integrator vector field, not the gradient of an energy
+The dynamics, the nudge schedules and the rule are dynamics.py's (eq-step,
+eq-nudge, eq-rule of book/methods.md), run here on one model (a model axis
+of 1) in float64. They are a leaky-integrator vector field, not the gradient of an energy
 (their Jacobian is not symmetric), so EP's theorem (update -> -gradient as
 beta -> 0) does not apply to the trajectory. With gamma = 1 the fixed points
 are those of an energy, and the nudge's those of energy + beta * binary
@@ -31,10 +28,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import dynamics
+
 PARAMS = ("W1", "b1", "W2", "b2")
 LAYERS = {"layer1": ("W1", "b1"), "layer2": ("W2", "b2")}     # hidden layer, output layer
 LOSSES = ("mse", "bce", "ce")
-SCHEMES = ("branch", "end")
+SCHEMES = dynamics.SCHEMES
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,7 @@ class Net:
     slope: float
     t_free: int
     t_nudge: int
+    h_bound: float | None = None    # phi clamped to [-h_bound, h_bound]; None: unbounded
 
     @classmethod
     def from_ensemble(cls, ens, m):
@@ -61,7 +61,8 @@ class Net:
         return cls(W1=f64(ens.W1), b1=f64(ens.b1), W2=f64(ens.W2), b2=f64(ens.b2),
                    eps_h=f64(ens.eps_hidden)[0], eps_o=ens.eps_out[m].item(), gamma=ens.gamma[m].item(),
                    beta=ens.beta[m].item(), eta1=ens.eta1[m].item(), eta2=ens.eta2[m].item(),
-                   slope=ens.slope, t_free=ens.t_free, t_nudge=ens.t_nudge)
+                   slope=ens.slope, t_free=ens.t_free, t_nudge=ens.t_nudge,
+                   h_bound=None if ens.h_bound is None else ens.h_bound[m].item())
 
     def params(self):
         return {k: getattr(self, k) for k in PARAMS}
@@ -73,27 +74,24 @@ class Net:
         """The learning rate of a parameter or a layer."""
         return self.eta1 if name in ("W1", "b1", "layer1") else self.eta2
 
-
-def relax(net, p, drive, h, o, steps, y=None, beta=None):
-    """`steps` Euler steps from (h [B,H], o [B,O]); differentiable in p = {"W2", "b2"} and drive.
-
-    As Ensemble.relax_torch, written out of place so that autograd can run back
-    through it. drive = W1 x + b1 [B,H]; y one-hot [B,O] nudges with strength beta.
-    """
-    for _ in range(steps):
-        z_h = drive + net.gamma * o @ p["W2"]          # [B,H]  W1 x + b1 + gamma W2^T o[t]
-        z_o = h @ p["W2"].T + p["b2"]                  # [B,O]  W2 h[t] + b2
-        dh = net.eps_h * (F.leaky_relu(z_h, net.slope) - h)
-        do = torch.sigmoid(z_o) - o
-        if y is not None:
-            do = do + beta * (y - o)
-        h, o = h + dh, o + net.eps_o * do              # synchronous: both read step t
-    return h, o
+    def dynamics(self, p=None, beta=None):
+        """This model as dynamics.Params, with a model axis of 1: weights from p (default: its own,
+        may require grad), beta from `beta` (default: its own)."""
+        p = self.params() if p is None else p
+        def column(v):
+            return torch.full((1, 1, 1), float(v), dtype=torch.float64)
+        return dynamics.Params(
+            *(p[k].unsqueeze(0) for k in PARAMS), eps_hidden=self.eps_h.view(1, 1, -1),
+            eps_out=column(self.eps_o), gamma=column(self.gamma), beta=column(self.beta if beta is None else beta),
+            eta1=column(self.eta1), eta2=column(self.eta2),
+            h_bound=None if self.h_bound is None else column(self.h_bound),
+            slope=self.slope, t_free=self.t_free, t_nudge=self.t_nudge)
 
 
-def zero_state(net, batch):
-    H, O = net.W1.shape[0], net.W2.shape[0]
-    return torch.zeros(batch, H, dtype=torch.float64), torch.zeros(batch, O, dtype=torch.float64)
+def start(P, x):
+    """The drive W1 x + b1 [1,B,H] of inputs x [B,n_in] under P, and the zero output [1,B,O]."""
+    drive = dynamics.drive(P, x.unsqueeze(0))
+    return drive, drive.new_zeros(1, x.shape[0], P.W2.shape[1])
 
 
 def loss_of(o, y, kind):
@@ -113,59 +111,44 @@ def loss_of(o, y, kind):
     raise ValueError(f"unknown loss {kind!r}; allowed: {', '.join(LOSSES)}")
 
 
-def free_phase(net, p, x, keep=None):
-    """The free phase from zero with parameters p (may require grad): (h0, o0) at t_free.
+def free_phase(net, p, x):
+    """The free phase from zero with parameters p (may require grad): (h0 [B,H], o0 [B,O]) at t_free."""
+    P = net.dynamics(p)
+    drive, o = start(P, x)
+    h0, o0, _ = dynamics.relax(P, drive, None, o, net.t_free)
+    return h0[0], o0[0]
 
-    With keep=k it also returns the state at step k (detached), where the branching nudge starts.
-    """
-    drive = x @ p["W1"].T + p["b1"]                    # [B,H]
-    h, o = zero_state(net, x.shape[0])
-    if keep is None:
-        return relax(net, p, drive, h, o, net.t_free)
-    hk, ok = relax(net, p, drive, h, o, keep)
-    h0, o0 = relax(net, p, drive, hk, ok, net.t_free - keep)
-    return h0, o0, (hk.detach(), ok.detach())
+
+def gradients(net, x, y, losses):
+    """BPTT through one free phase, for each loss: {kind: (loss, {"W1": [H,n_in], ..., "b2": [O]})}."""
+    p = {k: v.clone().requires_grad_(True) for k, v in net.params().items()}
+    _, o0 = free_phase(net, p, x)
+    out = {}
+    for kind in losses:
+        loss = loss_of(o0, y, kind)
+        grads = torch.autograd.grad(loss, [p[k] for k in PARAMS], retain_graph=True)
+        out[kind] = (loss.item(), {k: g.contiguous() for k, g in zip(PARAMS, grads)})
+    return out
 
 
 def gradient(net, x, y, kind="mse"):
     """BPTT through the free phase: (loss, {"W1": [H,n_in], "b1": [H], "W2": [O,H], "b2": [O]})."""
-    p = {k: v.clone().requires_grad_(True) for k, v in net.params().items()}
-    _, o0 = free_phase(net, p, x)
-    loss = loss_of(o0, y, kind)
-    grads = torch.autograd.grad(loss, [p[k] for k in PARAMS])
-    return loss.item(), dict(zip(PARAMS, grads))
+    return gradients(net, x, y, [kind])[kind]
+
+
+def rule(P, x, h0, o0, hb, ob):
+    """dynamics.rule on one model's states ([1,B,H], [1,B,O]): {"W1": [H,n_in], "b1": [H], "W2": [O,H], "b2": [O]}."""
+    return dict(zip(PARAMS, (t[0] for t in dynamics.rule(x.unsqueeze(0), h0, o0, hb, ob, P.eta1, P.eta2, P.beta))))
 
 
 @torch.no_grad()
-def nudged_state(net, drive, y, beta, scheme, start):
-    """(hb, ob) of the nudged phase: from the branch point (scheme 'branch') or the free end ('end').
-
-    drive = W1 x + b1 [B,H]; start: the state it begins in, (hk, ok) at step t_free - t_nudge
-    or (h0, o0) at t_free.
-    """
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
-    return relax(net, net.params(), drive, start[0], start[1], net.t_nudge, y=y, beta=beta)
-
-
-@torch.no_grad()
-def rule(net, x, h0, o0, hb, ob, beta):
-    """The learning rule's update (network.py, model.md), not applied: dW1 [H,n_in] ... db2 [O]."""
-    B = x.shape[0]
-    dh = (hb - h0) * (net.eta1 / (beta * B))          # [B,H]
-    do = (ob - o0) * (net.eta2 / (beta * B))          # [B,O]
-    return {"W1": dh.T @ x, "b1": dh.sum(0), "W2": do.T @ hb, "b2": do.sum(0)}
-
-
 def update(net, x, y, beta=None, scheme="branch"):
     """The rule's update on batch x [B,n_in], y [B,O] under `scheme`, at beta (default: net.beta)."""
-    beta = net.beta if beta is None else beta
-    with torch.no_grad():
-        keep = net.t_free - net.t_nudge
-        h0, o0, branch_point = free_phase(net, net.params(), x, keep=keep)
-        start = branch_point if scheme == "branch" else (h0, o0)
-        hb, ob = nudged_state(net, x @ net.W1.T + net.b1, y, beta, scheme, start)
-    return rule(net, x, h0, o0, hb, ob, beta)
+    P = net.dynamics(beta=beta)
+    drive, o = start(P, x)
+    (h0, o0, _), (hb, ob, _) = dynamics.phases(dynamics.relaxer(P, drive), None, o, net.t_free, net.t_nudge,
+                                               scheme, y.unsqueeze(0))
+    return rule(P, x, h0, o0, hb, ob)
 
 
 def agreement(upd, grad, eta):
@@ -194,27 +177,24 @@ def compare(net, x, y, betas=None, schemes=SCHEMES, losses=("mse",)):
     """Every comparison on one batch x [B,n_in], y one-hot [B,O]: one row per
     (loss, scheme, beta, parameter or layer) with its cosine and norm ratio.
 
-    The free phase runs once (with autograd); each nudge runs from its start state.
+    The free phase runs once with autograd (the gradients) and once per scheme without
+    (kept where that scheme's nudge starts); each beta's nudged phase runs from there.
     """
     betas = [net.beta] if betas is None else list(betas)
-    p = {k: v.clone().requires_grad_(True) for k, v in net.params().items()}
-    keep = net.t_free - net.t_nudge
-    h0, o0, branch_point = free_phase(net, p, x, keep=keep)
-    grads = {}
-    for kind in losses:
-        loss = loss_of(o0, y, kind)
-        grads[kind] = (loss.item(), dict(zip(PARAMS, torch.autograd.grad(loss, [p[k] for k in PARAMS],
-                                                                            retain_graph=True))))
-    h0, o0 = h0.detach(), o0.detach()
-    drive = (x @ net.W1.T + net.b1)                    # [B,H]
+    grads = gradients(net, x, y, losses)
     rows = []
-    for scheme in schemes:
-        start = branch_point if scheme == "branch" else (h0, o0)
-        for beta in betas:
-            hb, ob = nudged_state(net, drive, y, beta, scheme, start)
-            upd = rule(net, x, h0, o0, hb, ob, beta)
-            for kind, (loss, grad) in grads.items():
-                for name, (cos, ratio) in agreement(upd, grad, net.eta).items():
-                    rows.append({"loss": kind, "scheme": scheme, "beta": beta, "param": name,
-                                 "cosine": cos, "ratio": ratio, "loss_value": loss})
+    P = net.dynamics()
+    drive, o = start(P, x)
+    with torch.no_grad():
+        for scheme in schemes:
+            (h0, o0, _), kept = dynamics.free_phase(dynamics.relaxer(P, drive), None, o, net.t_free, net.t_nudge,
+                                                    scheme)
+            for beta in betas:                         # each beta's nudged phase from the kept state
+                Pb = net.dynamics(beta=beta)
+                hb, ob, _ = dynamics.relax(Pb, drive, *kept, net.t_nudge, y.unsqueeze(0))
+                upd = rule(Pb, x, h0, o0, hb, ob)
+                for kind, (loss, grad) in grads.items():
+                    for name, (cos, ratio) in agreement(upd, grad, net.eta).items():
+                        rows.append({"loss": kind, "scheme": scheme, "beta": beta, "param": name,
+                                     "cosine": cos, "ratio": ratio, "loss_value": loss})
     return rows

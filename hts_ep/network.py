@@ -6,30 +6,18 @@ pass). Model m is exactly the network built from `configs[m]` alone: its own
 weights, hidden time steps `eps_hidden`, `eps_out`, `gamma`, `beta`, learning
 rates and random stream.
 
-Dynamics (synchronous Euler steps; both layers read the states of step t):
-
-    h[t+1] = h[t] + eps_hidden * (-h[t] + phi(W1 x + b1 + gamma * W2^T o[t]))
-                                      (phi: leaky ReLU, clamped to [-h_bound, h_bound] if set)
-    o[t+1] = o[t] + eps_out    * (-o[t] + sigma(W2 h[t] + b2))            free
-    o[t+1] = (same)            + eps_out * beta * (y - o[t])             nudged
-
-The nudged phase branches off the free run (Config.nudge_from = "branch"):
-the free state at step t_free - t_nudge is kept, the free phase runs on to
-step t_free (h0, o0) and the nudged phase runs t_nudge steps from the kept
-state (hb, ob), so both compared states have the same age. With "end" it runs
-from (h0, o0) instead, and hb - h0 also holds t_nudge steps of free drift.
-
-Learning rule (predictive, no prediction units):
-
-    dW1 = eta1 / (beta B) (hb - h0)^T x      db1 = eta1 / (beta B) sum(hb - h0)
-    dW2 = eta2 / (beta B) (ob - o0)^T hb     db2 = eta2 / (beta B) sum(ob - o0)
+The model itself (the Euler step, the two nudge schedules, the learning rule)
+is written once, in dynamics.py, with its equations; this class holds the
+weights and routes each relaxation to the fastest path that covers it: on CPU
+the fused C++ kernel (fused.py), on CUDA the Triton kernel (gpu.py), else the
+reference itself (`relax_torch`). The nudged phase branches off the free run
+(Config.nudge_from = "branch") or starts from its end ("end").
 """
 import math
 
 import torch
-import torch.nn.functional as F
 
-from . import data, fused, gpu
+from . import data, dynamics, fused, gpu
 from .config import check_ensemble
 from .sampler import sample_time_steps
 
@@ -96,8 +84,8 @@ class Ensemble:
     # -- relaxation ---------------------------------------------------------
 
     def drive(self, x):
-        """W1 x + b1 for inputs x [M, B, n_in]: constant through both phases, so computed once."""
-        return torch.baddbmm(self.b1.unsqueeze(1), x, self.W1.transpose(1, 2))
+        """W1 x + b1 [M, B, H] for inputs x [M, B, n_in]: constant through both phases, so computed once."""
+        return dynamics.drive(self, x)
 
     def relax(self, drive, h, o, steps, y=None, trace=None):
         """Run `steps` Euler steps from (h, o); nudged towards one-hot y [M, B, n_out] if given.
@@ -117,29 +105,8 @@ class Ensemble:
         return self.relax_torch(drive, h, o, steps, y, trace)
 
     def relax_torch(self, drive, h, o, steps, y=None, trace=None):
-        if h is None:                                      # the zero state
-            h = torch.zeros_like(drive)
-        W2T = self.W2.transpose(1, 2)
-        feedback = self.gamma * self.W2
-        b2 = self.b2.unsqueeze(1)
-        residual = torch.zeros(len(self), device=drive.device)
-        for t in range(steps):
-            z_h = torch.baddbmm(drive, o, feedback)        # W1 x + b1 + gamma W2^T o
-            z_o = torch.baddbmm(b2, h, W2T)                # W2 h + b2, from h[t]
-            phi = F.leaky_relu_(z_h, self.slope)
-            if self.h_bound is not None:                   # clamp keeps NaN: divergence still shows
-                phi = torch.clamp(phi, -self.h_bound, self.h_bound)
-            dh = phi.sub_(h).mul_(self.eps_hidden)
-            do = torch.sigmoid(z_o).sub_(o)
-            if y is not None:
-                do.add_(self.beta * (y - o))
-            h = h + dh
-            o = o + do.mul_(self.eps_out)
-            if t == steps - 1 or trace is not None:
-                residual = dh.abs().amax(dim=(1, 2))
-                if trace is not None:
-                    trace.append(residual)
-        return h, o, residual
+        """The reference (dynamics.relax) in the ensemble's float32: the path where no kernel applies."""
+        return dynamics.relax(self, drive, h, o, steps, y, trace)
 
     def zero_state(self, batch):
         M, H = len(self), self.W1.shape[1]
@@ -167,21 +134,18 @@ class Ensemble:
         only the nudge: under "branch" it is then exactly zero).
         """
         drive = self.drive(x)
-        scale = self.eta1 / (self.beta * x.shape[1])       # eta1 / (beta B), per model
+        scale = dynamics.rate(self.eta1, self.beta, x.shape[1])     # eta1 / (beta B), [M, 1, 1]
         (dh, o0, res_free), (hb, ob, res_nudge) = self.phases(drive, y, dh_scale=scale)
         self.update(x, dh, o0, hb, ob)
         return o0, res_free, res_nudge
 
     def phases(self, drive, y, nudge_from=None, dh_scale=None):
-        """The free and the nudged end states, each (h, o, residual), as the learning rule compares them.
+        """The free and the nudged end states, each (h, o, residual), as the learning rule compares them
+        (dynamics.phases: the scheme `nudge_from`, default Config.nudge_from, on this ensemble's relax).
 
-        branch: t_free - t_nudge free steps, then from that state t_nudge free
-                steps (h0, o0) and t_nudge nudged steps (hb, ob);
-        end:    t_free free steps (h0, o0), then t_nudge nudged steps from there (hb, ob).
-        Both relax t_free + t_nudge steps per batch. With `dh_scale` (one value per
-        model: [M], [M, 1, 1], or one number for all), the free state's h0 is
-        replaced by dh = dh_scale (hb - h0), the factor of the weight update (the
-        fused kernel forms it while both states are in cache).
+        With `dh_scale` (one value per model: [M], [M, 1, 1], or one number for all), the
+        free state's h0 is replaced by dh = dh_scale (hb - h0), the factor of the weight
+        update (the fused kernel forms it while both states are in cache).
         Under "branch" the fused CPU kernel runs all three relaxations in one call
         (fused.branch), not through `self.relax`: replacing `relax` on an instance
         does not reach that path.
@@ -193,31 +157,23 @@ class Ensemble:
         h, o = None, self.zero_output(drive.shape[1])     # h None: the zero state
         if scheme == "branch" and fused.supports(drive, o, self.slope):   # the three relaxations in one pass
             return fused.branch(self, drive, h, o, self.t_free - self.t_nudge, self.t_nudge, y, dh_scale=dh_scale)
-        if scheme == "branch":
-            hk, ok, _ = self.relax(drive, h, o, self.t_free - self.t_nudge)
-            free = self.relax(drive, hk, ok, self.t_nudge)
-            nudged = self.relax(drive, hk, ok, self.t_nudge, y=y)
-        else:
-            free = self.relax(drive, h, o, self.t_free)
-            nudged = self.relax(drive, free[0], free[1], self.t_nudge, y=y)
+        free, nudged = dynamics.phases(lambda h, o, steps, y=None: self.relax(drive, h, o, steps, y),
+                                       h, o, self.t_free, self.t_nudge, scheme, y)
         if dh_scale is not None:
             free = ((nudged[0] - free[0]).mul_(dh_scale), *free[1:])
         return free, nudged
 
     @torch.no_grad()
     def increments(self, x, y, nudge_from=None):
-        """The update train_step would apply to this batch, under either scheme, not applied:
-        (dW1 [M,H,n_in], db1 [M,H], dW2 [M,O,H], db2 [M,O])."""
+        """The update train_step would apply to this batch (dynamics.rule), under either scheme, not
+        applied: (dW1 [M,H,n_in], db1 [M,H], dW2 [M,O,H], db2 [M,O])."""
         (h0, o0, _), (hb, ob, _) = self.phases(self.drive(x), y, nudge_from)
-        B = x.shape[1]
-        dh = (hb - h0) * (self.eta1 / (self.beta * B))
-        do = (ob - o0) * (self.eta2 / (self.beta * B))
-        return dh.transpose(1, 2) @ x, dh.sum(1), do.transpose(1, 2) @ hb, do.sum(1)
+        return dynamics.rule(x, h0, o0, hb, ob, self.eta1, self.eta2, self.beta)
 
     def update(self, x, dh, o0, hb, ob):
-        """Apply one batch's update; dh = eta1 / (beta B) (hb - h0), already formed."""
-        B = x.shape[1]
-        do = (ob - o0).mul_(self.eta2 / (self.beta * B))   # eta2 / (beta B) (ob - o0)
+        """Apply one batch's update (dynamics.rule) in place; dh = eta1 / (beta B) (hb - h0), already
+        formed. In place and fused (W += dh^T x in one baddbmm_): the bits every record was made with."""
+        do = (ob - o0).mul_(dynamics.rate(self.eta2, self.beta, x.shape[1]))   # eta2 / (beta B) (ob - o0)
         self.W1.baddbmm_(dh.transpose(1, 2), x)            # W1 += dh^T x
         self.b1.add_(dh.sum(1))
         self.W2.baddbmm_(do.transpose(1, 2), hb)           # W2 += do^T hb
