@@ -449,6 +449,10 @@ def test_wheel_ships_specs_and_profiles(installed):
     for f in (REPO / "experiments").glob("*.yaml"):
         assert f"hts_ep/experiments_data/{f.name}" in names
     assert "hts_ep/paper_table1.csv" in names
+    # every file of the package folder, whatever its kind (the fused kernel's C++ source, data)
+    package = {f"hts_ep/{f.relative_to(REPO / 'hts_ep')}" for f in (REPO / "hts_ep").rglob("*")
+               if f.is_file() and "__pycache__" not in f.parts}
+    assert package - set(names) == set()
     assert installed["wheel"].name.startswith(f"hts_ep-{hts_ep.__version__}-")
     assert installed["sdist"].name == f"hts_ep-{hts_ep.__version__}.tar.gz"
 
