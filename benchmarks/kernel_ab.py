@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/kernel_ab.py [--mode relax|sweep] [--reps N] [VARIANT ...]
 
-VARIANT: name=path[:old=>new;;old=>new...], a fused.py (or any file holding its
-SOURCE string) with literal replacements applied; none given: the package's
+VARIANT: name=path[:old=>new;;old=>new...], the kernel's C++ source
+(hts_ep/fused.cpp, or a copy of it; an older fused.py holding it in a SOURCE
+string works too) with literal replacements applied; none given: the package's
 own source, twice (an A/A run: how far apart two identical builds land).
 Example, the register block of the hidden sweep:
 
-    benchmarks/kernel_ab.py base=hts_ep/fused.py \\
-        "s3u4=hts_ep/fused.py:ZS = 4, ZU = 4,=>ZS = 3, ZU = 4,"
+    benchmarks/kernel_ab.py base=hts_ep/fused.cpp \\
+        "s3u4=hts_ep/fused.cpp:ZS = 4, ZU = 4,=>ZS = 3, ZU = 4,"
 
 Every variant goes into one binary (one namespace each, compiled with the
 kernel's flags for this CPU) that times one group of 24 samples of the
@@ -23,7 +24,7 @@ call gives each variant's time in "slots" per 16-lane vector of state: how
 many vector multiply-adds the core could have issued meanwhile (a step's
 ideal is 24: 20 multiply-adds and 4 other vector operations, benchmarks/
 bench_relax.py). The sweep mode calls the kernel's internal
-sweep<RES, PC>(...): a variant that changes that signature runs in relax
+sweep<RES, PC[, BND]>(...): a variant that changes that signature runs in relax
 mode only. Results are checked, not just timed: each variant's final states
 are summed into a checksum it prints (equal sums: most likely the same
 arithmetic; the kernel's tests decide).
@@ -144,10 +145,12 @@ def build(variants, mode_sweep):
     head = "".join(f"#include <{h}>\n" for h in HEADERS) + "#if defined(__x86_64__)\n#include <immintrin.h>\n#endif\n"
     body = ""
     for name, src in variants:
-        relax = "relax_group_<1024 + PAD>(model, d, hs, ob, n, steps, nullptr, res)" if "relax_group_" in src \
+        # the unbounded network (Config.h_bound None), where a source has the bound as a template parameter
+        bnd, bound = (", false", ", INFINITY") if "bool BND>" in src else ("", "")
+        relax = f"relax_group_<1024 + PAD{bnd}>(model, d, hs, ob, n, steps, nullptr, res)" if "relax_group_" in src \
             else "relax_group(model, d, hs, ob, n, steps, nullptr, res)"
-        sweep = ("for (int k = 0; k < steps; ++k) sweep<false, 1024 + PAD>(d, hs, W, eps, P, H, n, c, acc, 0.01f, rs)"
-                 if mode_sweep else "(void)0")
+        sweep = (f"for (int k = 0; k < steps; ++k) sweep<false, 1024 + PAD{bnd}>(d, hs, W, eps, P, H, n, c, acc, "
+                 f"0.01f{bound}, rs)" if mode_sweep else "(void)0")
         # namespaces prefixed: a variant's name may be a C++ keyword
         body += (f"namespace v_{name} {{\n{src}\n" + HARNESS.replace("RELAX_CALL", relax).replace("SWEEP_CALL", sweep)
                  + "static const int width = V;\n}\n#undef IN_REGISTER\n#undef SHUFFLE\n#undef VECTOR_EXPF\n")
@@ -167,7 +170,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.reps < 4:
         p.error("--reps must be >= 4 (quartiles)")
-    specs = args.variants or [f"a={fused.__file__}", f"b={fused.__file__}"]
+    specs = args.variants or [f"a={fused.SOURCE_PATH}", f"b={fused.SOURCE_PATH}"]
     variants = [variant_source(s) for s in specs]
     if len({n for n, _ in variants}) != len(variants):
         p.error("variant names must differ")

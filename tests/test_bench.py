@@ -77,7 +77,7 @@ def kernel_ab():
 def test_kernel_ab_times_variants_of_the_source_and_checks_their_states(kernel_ab, capsys):
     """Two variants in one binary: the package's source, and one whose leaky ReLU has another
     slope (other states: its checksum must differ, the identical build's must not)."""
-    src = fused.__file__
+    src = fused.SOURCE_PATH
     changed = f"slope=>{src}:const vec zz = z[s][u], sz = slope * zz;=>const vec zz = z[s][u], sz = 0.5f * zz;"
     assert kernel_ab.main(["--reps", "4", f"base={src}", f"new={src}", changed.replace("slope=>", "other=")]) == 0
     lines = {l.split()[0]: l for l in capsys.readouterr().out.splitlines() if "checksum" in l}
@@ -89,4 +89,4 @@ def test_kernel_ab_times_variants_of_the_source_and_checks_their_states(kernel_a
 
 def test_kernel_ab_names_a_replacement_it_cannot_find(kernel_ab):
     with pytest.raises(SystemExit, match="not found"):
-        kernel_ab.main(["--reps", "4", f"x={fused.__file__}:no such text=>y"])
+        kernel_ab.main(["--reps", "4", f"x={fused.SOURCE_PATH}:no such text=>y"])
