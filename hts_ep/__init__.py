@@ -1,5 +1,5 @@
 """hts-ep: heterogeneous time steps in equilibrium propagation (Kubo, Modi, Patel 2026)."""
-__version__ = "0.2.0.dev0"   # the one place; pyproject.toml reads it, CHANGELOG.md says what changed
+__version__ = "0.2.0"   # the one place; pyproject.toml reads it, CHANGELOG.md says what changed
 
 from .config import Config, DATASETS, PROVENANCE  # noqa: E402
 from .sampler import DISTRIBUTIONS, clipped_fractions, sample_time_steps  # noqa: E402

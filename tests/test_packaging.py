@@ -330,6 +330,37 @@ def test_dependabot_updates_actions_and_pip_weekly():
 
 # -- version, citation, changelog, Binder, _config ------------------------------------
 
+def changelog_releases(text):
+    """{version: date} of the CHANGELOG's release headings, `## [X.Y.Z] - YYYY-MM-DD`."""
+    return dict(re.findall(r"^## \[(\d[^\]]*)\] - (\d{4}-\d\d-\d\d)$", text, flags=re.M))
+
+
+def changelog_problems(text, version, date_released):
+    """Where CHANGELOG.md disagrees with the package version and CITATION.cff's release date."""
+    from packaging.version import Version
+    problems = []
+    released = changelog_releases(text)
+    headings = re.findall(r"^## \[([^\]]+)\]", text, flags=re.M)
+    if headings[:1] != ["Unreleased"]:
+        problems.append("the first heading is not ## [Unreleased]")
+    if Version(version).is_devrelease:
+        if f"## [Unreleased] ({version})" not in text:
+            problems.append(f"a development version: the heading should read ## [Unreleased] ({version})")
+    elif released.get(version) != str(date_released):
+        problems.append(f"no heading ## [{version}] - {date_released} (CITATION.cff's date-released)")
+    # every heading links to its tag (compare view), the oldest to its release page
+    for name in headings:
+        if not re.search(rf"^\[{re.escape(name)}\]: https://github\.com/hts-ep/hts-ep/\S+$", text, flags=re.M):
+            problems.append(f"no link line for [{name}]")
+    order = [v for v in headings if v != "Unreleased"]
+    for newer, older in zip(order, order[1:]):
+        if f"[{newer}]: https://github.com/hts-ep/hts-ep/compare/v{older}...v{newer}" not in text:
+            problems.append(f"[{newer}] should link compare/v{older}...v{newer}")
+    if order and f"[Unreleased]: https://github.com/hts-ep/hts-ep/compare/v{order[0]}...HEAD" not in text:
+        problems.append(f"[Unreleased] should link compare/v{order[0]}...HEAD")
+    return problems
+
+
 def test_version_in_one_place():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
@@ -339,18 +370,33 @@ def test_version_in_one_place():
     cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
     assert str(cff["version"]) == hts_ep.__version__
     changelog = (REPO / "CHANGELOG.md").read_text()
-    released = re.findall(r"^## \[(\d[^\]]*)\]", changelog, flags=re.M)
-    assert "0.1.0" in released
-    assert f"## [Unreleased] ({hts_ep.__version__})" in changelog or hts_ep.__version__ in released
+    assert "0.1.0" in changelog_releases(changelog)
+    assert changelog_problems(changelog, hts_ep.__version__, cff["date-released"]) == []
+
+
+def test_changelog_check_catches_a_stale_heading_or_link():
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    version, date = hts_ep.__version__, str(cff["date-released"])
+    assert changelog_problems(changelog, version, "1999-01-01") != []
+    assert changelog_problems(changelog, version + ".post1", date) != []
+    broken = re.sub(r"^\[Unreleased\]: .*$", "[Unreleased]: https://github.com/hts-ep/hts-ep/compare/v0.1.0...HEAD",
+                    changelog, flags=re.M)
+    assert changelog_problems(broken, version, date) != []
 
 
 def test_citation():
     cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0" and cff["type"] == "software" and cff["message"]
     assert cff["repository-code"] == "https://github.com/hts-ep/hts-ep"
+    assert cff["license"] == "MIT"
+    # a citation without a date has no year; YAML reads an unquoted date as a date, quoted as a string
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", str(cff["date-released"]))
     paper = next(r for r in cff["references"] if "arXiv:2603.03402" in str(r))
     assert paper["title"] == "Heterogeneous Time Constants Improve Stability in Equilibrium Propagation"
     assert [a["family-names"] for a in paper["authors"]] == ["Kubo", "Modi", "Patel"] and paper["year"] == 2026
+    done = check_jsonschema("vendor.citation-file-format", REPO / "CITATION.cff")   # CFF 1.2.0's schema
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_book_config_launch_buttons_and_repository():
