@@ -1,5 +1,6 @@
 # Two entry points: `make book` (run every experiment of the chosen profile and
 # build the book) and `make test`. Each sets up its own environment first.
+# `make` alone (or `make help`) lists the targets and installs nothing.
 PYTHON ?= python3
 VENV ?= .venv
 # These machines need the torch/torchvision pins; GPU users: make ... CONSTRAINTS=
@@ -11,24 +12,33 @@ export HTS_EP_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test book bench clean
+.DEFAULT_GOAL := help
+.PHONY: help install test lint book bench clean
 
-install: $(STAMP)
+help: ## list the targets (the default)
+	@echo "hts-ep: make TARGET [PROFILE=archive|smoke|quick|paper] [CONSTRAINTS=] [BOOK_ARGS=...]"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(firstword $(MAKEFILE_LIST))
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+install: $(STAMP) ## create .venv with the package and every extra (again when pyproject.toml, the pins or the version change)
+
+# hts_ep/__init__.py holds the version: reinstalling refreshes the installed metadata.
+$(STAMP): pyproject.toml $(CONSTRAINTS) hts_ep/__init__.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[all]'
 	touch $@
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) ## the test suite, ruff included (skipped tests say why)
+	$(BIN)/python -m pytest -q -rs
+
+lint: $(STAMP) ## ruff check over the repository (also a test of `make test`)
+	$(BIN)/ruff check .
 
 # BOOK_ARGS: e.g. --no-execute, --only 02-table1, --parameters "device='cuda'"
-book: $(STAMP)
+book: $(STAMP) ## run the notebooks at PROFILE (default archive) and build _build/html
 	$(BIN)/python -m hts_ep.book --profile $(PROFILE) $(BOOK_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) ## time the training step and relaxation against a plain implementation
 	$(BIN)/python benchmarks/bench_relax.py
 
-clean:
+clean: ## remove the built book (_build, book/generated); results and .venv stay
 	rm -rf _build book/generated

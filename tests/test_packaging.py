@@ -55,6 +55,23 @@ def test_makefile_targets_parsed():
     assert {"install", "test", "book", "bench", "clean"} <= makefile_targets()
 
 
+def test_make_alone_lists_the_targets_and_installs_nothing(tmp_path):
+    """A fresh clone: `make` and `make help` print every target with what it does; no .venv appears."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    shutil.copy2(REPO / "Makefile", tmp_path / "Makefile")
+    outputs = []
+    for args in ([], ["help"]):
+        done = subprocess.run(["make", "-s", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
+    listed = dict(re.findall(r"^  make (\S+)\s+(.+)$", outputs[0], flags=re.M))
+    assert set(listed) == makefile_targets(), outputs[0]
+    assert all(len(text) > 10 for text in listed.values())
+    assert list(tmp_path.iterdir()) == [tmp_path / "Makefile"]
+
+
 def test_workflow_runs_only_make_targets():
     wf = workflow()
     runs = [s["run"] for s in steps(wf) if "run" in s]
