@@ -432,6 +432,48 @@ def test_book_config_launch_buttons_and_repository():
         assert not unknown, f"{section}: keys jupyter-book does not know: {unknown}"
 
 
+def conda_environment_problems(env, workflow_env, constraints, requires_python):
+    """Where a conda environment file departs from the README's environment (make install)."""
+    problems = []
+    if env.get("channels") != ["conda-forge"]:
+        problems.append(f"channels {env.get('channels')}: conda-forge only")
+    deps = env.get("dependencies") or []
+    conda = {re.split(r"[=<>! ]", d)[0]: d for d in deps if isinstance(d, str)}
+    for name, why in (("python", "the interpreter"), ("pip", "the package itself"), ("nodejs", "npm for MathJax"),
+                      ("cxx-compiler", "the fused kernel"), ("ninja", "the fused kernel's build")):
+        if name not in conda:
+            problems.append(f"no {name} ({why})")
+    python = re.fullmatch(r"python=(\d+)\.(\d+)", conda.get("python", ""))
+    low = re.fullmatch(r">=(\d+)\.(\d+)", requires_python)
+    if not python or tuple(map(int, python.groups())) < tuple(map(int, low.groups())):
+        problems.append(f"{conda.get('python')}: requires-python is {requires_python}")
+    pip = next((d["pip"] for d in deps if isinstance(d, dict) and "pip" in d), [])
+    if f"--extra-index-url {workflow_env['PIP_EXTRA_INDEX_URL']}" not in pip:
+        problems.append("not torch's CPU index (CI's PIP_EXTRA_INDEX_URL): pip would pull the CUDA stack")
+    if "-c constraints.txt" not in pip or not constraints.exists():
+        problems.append("not constrained by constraints.txt (the README's pins)")
+    if "-e .[all]" not in pip:
+        problems.append("not the package with every extra (make install)")
+    pinned = [d for d in pip if re.match(r"(torch|torchvision|triton)\b", d)]
+    if pinned:
+        problems.append(f"pins of its own {pinned}: constraints.txt holds them")
+    return problems
+
+
+def test_conda_environment_reproduces_make_install():
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    args = (workflow()["env"], REPO / "constraints.txt", project["project"]["requires-python"])
+    assert conda_environment_problems(env, *args) == []
+    assert env["name"] == "hts-ep"
+    # the same Python as CI
+    assert f"python={workflow()['jobs']['test']['steps'][1]['with']['python-version']}" in env["dependencies"]
+    # the file the issue found: no pins, no CPU index, no nodejs, no compiler, no ninja
+    before = {"name": "hts-ep", "channels": ["conda-forge"],
+              "dependencies": ["python=3.11", "pip", {"pip": ["-e .[all]"]}]}
+    assert len(conda_environment_problems(before, *args)) == 5
+
+
 def test_binder_installs_the_package_and_places_the_chapters():
     post = (REPO / "binder" / "postBuild").read_text()
     assert re.search(r"pip install .*-e \"?\.\[book\]", post)
