@@ -482,6 +482,35 @@ def test_binder_installs_the_package_and_places_the_chapters():
     assert "cp notebooks/*.ipynb book/generated/" in post
     env = yaml.safe_load((REPO / "binder" / "environment.yml").read_text())
     assert any(str(d).startswith("python") for d in env["dependencies"])
+    # the same pins and CPU wheels as CI and environment.yml
+    assert "-c constraints.txt" in post and f"--extra-index-url {workflow()['env']['PIP_EXTRA_INDEX_URL']}" in post
+
+
+def test_binder_fetches_the_data_at_image_build(tmp_path):
+    """postBuild's data step: every data set of the package, through its own loader, into the default
+    data root; a failed download does not fail the image (set -e is answered by `|| echo`)."""
+    post = (REPO / "binder" / "postBuild").read_text()
+    step = re.search(r"^python - <<'PY' \|\| echo [^\n]*\n(.*?)^PY$", post, flags=re.M | re.S)
+    assert step, "postBuild fetches no data (a python heredoc answered by || echo)"
+    assert "HTS_EP_DATA" not in post and "data.DATASETS" in step.group(1)
+    # run it offline against an empty cache: it names each data set and exits 0
+    env = clean_env(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"), HTS_EP_OFFLINE="1")
+    env.pop("HTS_EP_DATA")
+    done = subprocess.run([sys.executable, "-c", step.group(1)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from hts_ep.data import DATASETS
+    for name in DATASETS:
+        assert re.search(rf"^postBuild: {name}: not fetched \(data set '{name}' is not available", done.stdout, re.M)
+
+
+def test_readme_binder_badge_opens_this_repository():
+    readme = (REPO / "README.md").read_text()
+    badge = re.search(r"\[!\[Binder\]\(https://mybinder\.org/badge_logo\.svg\)\]\((\S+)\)", readme)
+    assert badge, "the README has no Binder badge"
+    assert badge.group(1).startswith("https://mybinder.org/v2/gh/hts-ep/hts-ep/HEAD")
+    # it opens a chapter that postBuild places
+    chapter = re.search(r"labpath=book%2Fgenerated%2F([\w-]+\.ipynb)", badge.group(1))
+    assert chapter and (REPO / "notebooks" / chapter.group(1)).exists()
 
 
 # -- the experiments page --------------------------------------------------------------
