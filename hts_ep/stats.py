@@ -362,3 +362,127 @@ def healthy(records):
     return [r for r, k in zip(records, healthy_rows(f)) if k]
 
 
+
+
+def spreads(records, datasets=("mnist", "kmnist", "fashion-mnist")):
+    """Seed std per cell, averaged over Table 1's cells of each data set, for every statistic in
+    STATS, beside the paper's: one row per (data set, stat) with ours, paper and their ratio.
+    Data sets without runs are left out."""
+    paper = paper_table1()
+    rows = []
+    for stat in STATS:
+        stds = table1(records, datasets=datasets, stat=stat)[1]
+        for ds in datasets:
+            ours = stds.loc[ds].stack().mean() if ds in stds.index.get_level_values(0) else float("nan")
+            if ours == ours:
+                theirs = paper.loc[ds][[f"{c}_std" for c in CONDITIONS]].stack().mean()
+                rows.append({"dataset": ds, "stat": stat, "ours": ours, "paper": theirs, "ratio": ours / theirs})
+    return pd.DataFrame(rows, columns=["dataset", "stat", "ours", "paper", "ratio"])
+
+
+def closest_spread(table):
+    """{data set: the statistic whose seed spread lies nearest the paper's (by log ratio)}."""
+    if not len(table):
+        return {}
+    t = table.assign(off=lambda x: x.ratio.map(lambda r: abs(math.log(r)) if r > 0 else math.inf))
+    return {ds: g.sort_values("off").stat.iloc[0] for ds, g in t.groupby("dataset", sort=False)}
+
+
+def fisher(a, n, b, m):
+    """Two-sided p of Fisher's exact test that a of n and b of m are the same rate (1 without runs)."""
+    if not n or not m:
+        return 1.0
+    from scipy.stats import fisher_exact
+    return float(fisher_exact([[a, n - a], [b, m - b]]).pvalue)
+
+
+def summary(records, stat="best"):
+    """The numbers of the book's first screen, per data set with runs: Table 1 against the paper
+    (mean over cells, ours and paper, cells within the paper's interval), HTS minus scalar with
+    its interval (both at `stat`), the stability endpoint with its interval, and what became of
+    the runs. One dict per data set; keys are stable (the introduction reads them)."""
+    comp = comparison(records, stat=stat)
+    agree = agreement(comp)
+    gain, endpoint, paper = hts_gain(records, stat=stat), stability_endpoint(records), paper_gain()
+    out = outcomes(records, by=("dataset",)).set_index("dataset")
+    cond = outcomes(records).assign(scalar=lambda t: t.distribution == "scalar")
+    result = {}
+    for ds in out.index:
+        a, g, e, o = agree.loc[ds], gain.loc[ds], endpoint.loc[ds], out.loc[ds]
+        by = cond[cond.dataset == ds].groupby("scalar")[["runs", "never_started"]].sum()
+        cells = comp[(comp.dataset == ds) & comp.difference.notna()]
+        result[ds] = {
+            "ours": float(cells["mean"].mean()), "paper": float(cells.paper_mean.mean()), "diff": float(a.mean_diff),
+            "cells": int(a.run), "interval": int(a.interval), "within": int(a.within),
+            "gain": float(g.gap), "gain_low": float(g.ci_low), "gain_high": float(g.ci_high),
+            "gain_seeds": int(g.seeds),
+            "paper_gain": float(paper[ds]),
+            "endpoint": float(e.gap), "endpoint_low": float(e.ci_low), "endpoint_high": float(e.ci_high),
+            "runs": int(o.runs), "never_started": int(o.never_started),
+            "broke": int(o.diverged + o.collapsed),
+            **{f"{k}_{side}": int(by.loc[flag, k]) if flag in by.index else 0
+               for side, flag in (("scalar", True), ("hts", False)) for k in ("runs", "never_started")}}
+        r = result[ds]
+        r["never_started_p"] = fisher(r["never_started_scalar"], r["runs_scalar"], r["never_started_hts"],
+                                      r["runs_hts"])
+    return result
+
+
+def clipping(config, n_samples, seed=0):
+    """Draws of each heterogeneous distribution at `config`'s mu, sigma_eps and bounds, and per
+    distribution the fraction (%) clipped at each bound, counted in the draws and expected from
+    the distribution's CDF, with the draws' mean and std and how many binomial standard errors
+    the counted fraction lies from the expected one (largest of the two bounds)."""
+    import torch
+
+    from .sampler import clipped_fractions, sample_time_steps
+    c, draws, rows = config, {}, []
+    for fam in HTS:
+        eps = sample_time_steps(fam, n_samples, c.mu, c.sigma_eps, c.eps_min, c.eps_max,
+                                generator=torch.Generator().manual_seed(seed))
+        draws[fam] = eps.numpy()
+        expected = dict(zip(("min", "max"), clipped_fractions(fam, c.mu, c.sigma_eps, c.eps_min, c.eps_max)))
+        counted = {"min": (eps <= c.eps_min).double().mean().item(), "max": (eps >= c.eps_max).double().mean().item()}
+        z = max(abs(counted[b] - expected[b]) / max(math.sqrt(expected[b] * (1 - expected[b]) / n_samples), 1e-12)
+                for b in ("min", "max"))
+        rows.append({"distribution": fam, **{f"{k} at eps_{b} (%)": 100 * v[b] for b in ("min", "max")
+                                              for k, v in (("sampled", counted), ("expected", expected))},
+                     "sample mean": eps.mean().item(), "sample std": eps.std().item(), "z": z})
+    return draws, pd.DataFrame(rows).set_index("distribution")
+
+
+def matched_step(records):
+    """The beyond-range sweep at a matched largest hidden step (spec stability): per largest step
+    eps_max and output step, and pooled over output steps, how many scalar and log-normal runs
+    diverged or collapsed, Fisher's p for the two rates, and each side's mean final accuracy over
+    the runs that kept finite weights."""
+    f = finals(records)
+    rows = []
+    if not len(f):
+        return pd.DataFrame()
+    f = f.assign(broke=f.diverged | f.collapsed)
+    for (L, e), g in [*f.groupby(["eps_max", "eps_out"]), *((k, g) for k, g in f.groupby(
+            [f.eps_max, pd.Series("all", index=f.index)]))]:
+        s, h = g[g.distribution == "scalar"], g[g.distribution != "scalar"]
+        rows.append({"eps_max": L, "eps_out": e, "scalar_broke": int(s.broke.sum()), "scalar_runs": len(s),
+                     "hts_broke": int(h.broke.sum()), "hts_runs": len(h),
+                     "p": fisher(int(s.broke.sum()), len(s), int(h.broke.sum()), len(h)),
+                     "scalar_acc": s[~s.diverged].final_acc.mean(), "hts_acc": h[~h.diverged].final_acc.mean()})
+    return pd.DataFrame(rows)
+
+
+def spread_gaps(records, level=0.95):
+    """HTS minus scalar final accuracy per data set at each spread sigma_eps of the heterogeneous
+    runs (spec sigma_eps), paired by seed with its `level` interval (`paired_gap`)."""
+    f = finals(records)
+    out = []
+    for s in sorted(f[f.distribution != "scalar"].sigma_eps.unique()) if len(f) else []:
+        keep = [r for r, (_, row) in zip(records, f.iterrows()) if row.distribution == "scalar" or row.sigma_eps == s]
+        out.append(paired_gap(keep, "final_acc", level).assign(sigma_eps=s).reset_index())
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(
+        columns=["dataset", "gap", "ci_low", "ci_high", "seeds", "sigma_eps"])
+
+
+def late_window_of(records):
+    """The late window (`late_window`) of the longest of `records` (1 without records)."""
+    return late_window(max([len(r["epochs"]) for r in records] or [1]))

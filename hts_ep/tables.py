@@ -72,3 +72,187 @@ def table1(records, datasets=("mnist", "kmnist", "fashion-mnist"), eps_outs=(0.1
             else:
                 display.loc[idx, cond] = "gap: " + (gap_label if idx[0] in (gaps or {}) else missing)
     return display.rename(columns=LABELS)
+
+
+def devices(records):
+    """The device each column of Table 1 was trained on: one row per data set, one column per
+    condition, e.g. "cpu" or "cpu 15, cuda (NVIDIA H200) 10" where a column mixes them."""
+    from .sources import device_of
+    from .wording import DATASET_LABELS
+    counts = {}
+    for r in records:
+        c = r["config"]
+        cell = counts.setdefault((c["dataset"], c["distribution"]), {})
+        cell[device_of(r)] = cell.get(device_of(r), 0) + 1
+    rows = {}
+    for (ds, cond), cell in counts.items():
+        text = next(iter(cell)) if len(cell) == 1 else ", ".join(f"{d} {n}" for d, n in sorted(cell.items()))
+        rows.setdefault(DATASET_LABELS[ds], {})[LABELS[cond]] = text
+    order = [DATASET_LABELS[d] for d in DATASET_LABELS if DATASET_LABELS[d] in rows]
+    return pd.DataFrame(rows).T.reindex(index=order, columns=[LABELS[c] for c in CONDITIONS]).fillna("—")
+
+
+def pretty(frame):
+    """Table 1's (data set, eps_out) index as the pages print it."""
+    from .wording import DATASET_LABELS
+    frame = frame.copy()
+    frame.index = frame.index.set_names(["data set", "ε_out"])
+    return frame.rename(index=DATASET_LABELS, level=0).rename(index=lambda e: f"{e:.2f}", level=1)
+
+
+def beside_paper(records, stat="best", **labels):
+    """Table 1 at `stat` with the paper's cell beside each of ours (text)."""
+    from .stats import paper_table1
+    ours = table1(records, stat=stat, **labels)
+    paper = paper_table1()
+    published = pd.DataFrame({LABELS[c]: [fmt(m, s) for m, s in zip(paper[f"{c}_mean"], paper[f"{c}_std"])]
+                              for c in CONDITIONS}, index=ours.index)
+    side = pd.concat({LABELS[c]: pd.DataFrame({"this build": ours[LABELS[c]], "paper": published[LABELS[c]]})
+                      for c in CONDITIONS}, axis=1)
+    return pretty(side)
+
+
+def differences(comp):
+    """stats.comparison as one cell per condition: "ours − paper [95% interval]" in points, the
+    difference alone for a single run, "gap" or "diverged" where there is none."""
+    from .wording import interval
+
+    def cell(row):
+        if row.difference != row.difference:
+            return "diverged" if row.runs else "gap"
+        return interval(row.difference, row.ci_low, row.ci_high, unit="")
+    t = comp.assign(cell=comp.apply(cell, axis=1)).pivot_table(
+        index=["dataset", "eps_out"], columns="condition", values="cell", aggfunc="first", sort=False)
+    return pretty(t[CONDITIONS].rename(columns=LABELS))
+
+
+def agreement_by_stat(records):
+    """Per data set and statistic: mean of ours and the paper's over the cells, the mean
+    difference, cells whose interval holds the paper's value, and the mean seed spreads."""
+    from .stats import STATS, agreement, comparison, spreads
+    from .wording import DATASET_LABELS, STAT_LABELS
+    sp = spreads(records).set_index(["dataset", "stat"])
+    rows = []
+    for stat in STATS:
+        comp = comparison(records, stat=stat)
+        for ds, a in agreement(comp).iterrows():
+            if not a.run:
+                continue
+            cells = comp[(comp.dataset == ds) & comp.difference.notna()]
+            rows.append({"data set": DATASET_LABELS[ds], "statistic": STAT_LABELS[stat],
+                         "ours (%)": f"{cells['mean'].mean():.2f}", "paper (%)": f"{cells.paper_mean.mean():.2f}",
+                         "ours − paper": f"{a.mean_diff:+.2f}",
+                         "cells within the paper's interval": f"{a.within} of {a.interval}",
+                         "seed std, ours": f"{sp.loc[(ds, stat), 'ours']:.2f}",
+                         "seed std, paper": f"{sp.loc[(ds, stat), 'paper']:.2f}"})
+    return pd.DataFrame(rows).set_index(["data set", "statistic"]) if rows else pd.DataFrame()
+
+
+def gains(records, level=0.95):
+    """HTS minus scalar per data set for every statistic, with its interval and its direction,
+    beside the paper's."""
+    from .stats import STATS, hts_gain, paper_gain
+    from .wording import DATASET_LABELS, STAT_LABELS, direction, interval
+    paper = paper_gain()
+    rows = []
+    for stat in STATS:
+        for ds, g in hts_gain(records, level, stat).iterrows():
+            if g.seeds:
+                rows.append({"data set": DATASET_LABELS[ds], "statistic": STAT_LABELS[stat],
+                             "HTS − scalar, 95% interval": interval(g.gap, g.ci_low, g.ci_high),
+                             "seeds": int(g.seeds), "verdict": direction(g.ci_low, g.ci_high, "HTS higher", "HTS lower"),
+                             "paper": f"{paper[ds]:+.2f} points"})
+    return pd.DataFrame(rows).set_index(["data set", "statistic"]) if rows else pd.DataFrame()
+
+
+def outcomes(records):
+    """stats.outcomes per data set and condition, as the pages print it."""
+    from .stats import outcomes as counts
+    from .wording import DATASET_LABELS
+    t = counts(records)
+    if not len(t):
+        return t
+    t = t.assign(dataset=t.dataset.map(DATASET_LABELS), distribution=t.distribution.map(LABELS))
+    return t.rename(columns={"dataset": "data set", "never_started": "never started"}).set_index(
+        ["data set", "distribution"])
+
+
+def export(records, folder, name):
+    """Write Table 1 at every statistic (one row per cell and statistic, beside the paper's) and
+    the runs' per-epoch records to `folder`/`name`-table1.csv and `name`-runs.csv, for the page's
+    download links; returns both file names."""
+    from pathlib import Path
+
+    from .stats import STATS, comparison, curves
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.concat([comparison(records, stat=s).assign(stat=s) for s in STATS], ignore_index=True)
+    files = (f"{name}-table1.csv", f"{name}-runs.csv")
+    table.to_csv(folder / files[0], index=False, float_format="%.4f")
+    curves(records).to_csv(folder / files[1], index=False, float_format="%.6g")
+    return files
+
+
+def summary(numbers, stat="best"):
+    """The introduction's table (claim, paper, this build, verdict) from stats.summary's dict."""
+    from .wording import DATASET_LABELS, STAT_LABELS, claims
+    rows = []
+    for ds, s in numbers.items():
+        c, name = claims(s), DATASET_LABELS[ds]
+        rows += [
+            {"claim": f"{name}: accuracy ({STAT_LABELS[stat]}, mean over {s['cells']} cells)",
+             "paper": f"{s['paper']:.2f}%", "this build": f"{s['ours']:.2f}%", "verdict": c["accuracy_verdict"]},
+            {"claim": f"{name}: HTS − scalar ({STAT_LABELS[stat]}, paired by seed)",
+             "paper": f"{s['paper_gain']:+.2f} points", "this build": c["gain_text"], "verdict": c["gain_verdict"]},
+            {"claim": f"{name}: late spread, HTS − scalar (the stability endpoint)", "paper": "not reported",
+             "this build": c["endpoint_text"], "verdict": c["endpoint_verdict"]},
+            {"claim": f"{name}: runs that never started (scalar; HTS)", "paper": "not reported",
+             "this build": f"{s['never_started_scalar']} of {s['runs_scalar']}; {s['never_started_hts']} of "
+                           f"{s['runs_hts']}",
+             "verdict": f"{s['broke']} of {s['runs']} diverged or collapsed"}]
+    return pd.DataFrame(rows).set_index("claim")
+
+
+def matched_step(table):
+    """stats.matched_step as the stability page prints it, with the direction its test supports."""
+    from .wording import rates_verdict
+    if not len(table):
+        return table
+    t = pd.DataFrame({
+        "largest step L": table.eps_max.map("{:g}".format), "ε_out": table.eps_out.map(str),
+        "scalar: broke": [f"{a} of {n}" for a, n in zip(table.scalar_broke, table.scalar_runs)],
+        "log-normal: broke": [f"{a} of {n}" for a, n in zip(table.hts_broke, table.hts_runs)],
+        "scalar: accuracy (%)": table.scalar_acc.map(lambda v: "all diverged" if v != v else f"{v:.1f}"),
+        "log-normal: accuracy (%)": table.hts_acc.map(lambda v: "all diverged" if v != v else f"{v:.1f}"),
+        "verdict": [rates_verdict(r) for r in table.itertuples()]})
+    return t.set_index(["largest step L", "ε_out"])
+
+
+def spread_gaps(table):
+    """stats.spread_gaps with each interval's direction."""
+    from .wording import DATASET_LABELS, direction, interval
+    if not len(table):
+        return table
+    t = pd.DataFrame({"data set": table.dataset.map(DATASET_LABELS), "σ_ε": table.sigma_eps.map("{:g}".format),
+                      "HTS − scalar, final accuracy": [interval(g, lo, hi) for g, lo, hi in
+                                                       zip(table.gap, table.ci_low, table.ci_high)],
+                      "seeds": table.seeds,
+                      "verdict": [direction(lo, hi, "HTS higher", "HTS lower")
+                                  for lo, hi in zip(table.ci_low, table.ci_high)]})
+    return t.set_index(["data set", "σ_ε"])
+
+
+def endpoint(table, records):
+    """stats.stability_endpoint per data set with its direction; a data set whose runs have no late
+    window (one epoch) says so instead of showing nothing."""
+    from .wording import DATASET_LABELS, LATE_UNDEFINED, direction, interval
+    rows = {}
+    for ds in [d for d in DATASET_LABELS if d in {r["config"]["dataset"] for r in records}]:
+        if ds in table.index:
+            g = table.loc[ds]
+            rows[DATASET_LABELS[ds]] = {"late spread, HTS − scalar": interval(g.gap, g.ci_low, g.ci_high),
+                                        "seeds": int(g.seeds), "verdict": direction(
+                                            g.ci_low, g.ci_high, "HTS less stable", "HTS more stable")}
+        else:
+            rows[DATASET_LABELS[ds]] = {"late spread, HTS − scalar": LATE_UNDEFINED, "seeds": 0, "verdict": "—"}
+    return pd.DataFrame(rows).T

@@ -10,6 +10,90 @@ from .stats import LAST
 LABELS = {"normal": "Normal", "lognormal": "Log-normal", "gamma": "Gamma", "scalar": "Scalar"}
 DATASET_LABELS = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "Fashion-MNIST"}
 STAT_LABELS = {"final": "final epoch", "best": "best epoch", "last5": f"mean of the last {LAST} epochs"}
+
+
+def interval(gap, low, high, digits=2, unit=" points", missing="no runs"):
+    """'+0.07 points [-0.12, +0.25]', or without the interval where there is none (one seed);
+    `missing` where there is no value at all."""
+    if gap != gap:
+        return missing
+    text = f"{gap:+.{digits}f}{unit}"
+    return text if low != low else f"{text} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def direction(low, high, above="higher", below="lower", level="95%"):
+    """The direction a `level` interval [low, high] supports: `above`, `below`, or that it
+    cannot tell (the interval holds zero, or there is none)."""
+    if low != low or high != high:
+        return "cannot tell apart (no interval: fewer than two seeds)"
+    if low > 0:
+        return above
+    if high < 0:
+        return below
+    return f"cannot tell apart (the {level} interval holds zero)"
+
+
+def accuracy_verdict(s):
+    """A data set's Table 1 against the paper's, from one entry of stats.summary."""
+    side = "below" if s["diff"] < 0 else "above"
+    return (f"{abs(s['diff']):.2f} points {side} the paper; {s['within']} of {s['interval']} cells "
+            "within the paper's 95% interval")
+
+
+NO_RUNS = "no runs in this build"
+CLAIMS = ("gain_text", "gain_verdict", "endpoint_text", "endpoint_verdict", "accuracy_verdict", "never_started_text")
+LATE_UNDEFINED = "undefined at this profile (a run needs two epochs in its late window)"
+
+
+def claims(s):
+    """The introduction's verdict texts for one data set (an entry of stats.summary)."""
+    return {"gain_text": interval(s["gain"], s["gain_low"], s["gain_high"]),
+            "gain_verdict": direction(s["gain_low"], s["gain_high"], "HTS higher", "HTS lower"),
+            "endpoint_text": interval(s["endpoint"], s["endpoint_low"], s["endpoint_high"], missing=LATE_UNDEFINED),
+            "endpoint_verdict": direction(s["endpoint_low"], s["endpoint_high"], "HTS less stable",
+                                          "HTS more stable") if s["endpoint"] == s["endpoint"] else LATE_UNDEFINED,
+            "accuracy_verdict": accuracy_verdict(s), "never_started_text": never_started(s)}
+
+
+def never_started(s, alpha=0.05):
+    """Runs that never started, scalar against HTS, with Fisher's exact test (stats.summary entry)."""
+    a, n, b, m, p = (s["never_started_scalar"], s["runs_scalar"], s["never_started_hts"], s["runs_hts"],
+                     s["never_started_p"])
+    counts = f"{a} of {n} scalar runs and {b} of {m} heterogeneous runs never started"
+    if a + b == 0:
+        return f"every one of the {n + m} runs started"
+    if p < alpha:
+        side = "scalar" if a / n > b / m else "heterogeneous"
+        return f"{counts}: more often {side} (Fisher's exact test, p = {p:.2g})"
+    return f"{counts}: cannot tell the rates apart (Fisher's exact test, p = {p:.2g})"
+
+
+def rates_verdict(row, alpha=0.05):
+    """Which side broke more often (a row of stats.matched_step), only where Fisher's test says so."""
+    if row.scalar_broke + row.hts_broke == 0:
+        return "none broke"
+    if row.p < alpha:
+        return ("scalar" if row.scalar_broke / row.scalar_runs > row.hts_broke / row.hts_runs
+                else "log-normal") + f" broke more often (p = {row.p:.2g})"
+    return f"cannot tell apart (p = {row.p:.2g})"
+
+
+def spread_match(table, closest):
+    """Which statistic's seed spread matches the paper's, per data set (`stats.spreads` and
+    `stats.closest_spread`): one sentence."""
+    if not closest:
+        return "No data set has runs here, so no statistic can be compared with the paper's spreads."
+    parts = []
+    for ds, stat in closest.items():
+        row = table[(table.dataset == ds) & (table.stat == stat)].iloc[0]
+        parts.append(f"on {DATASET_LABELS[ds]} the {STAT_LABELS[stat]} ({row.ours:.2f} points against the "
+                     f"paper's {row.paper:.2f}, {row.ratio:.1f} times)")
+    same = len(set(closest.values())) == 1
+    head = (f"The {STAT_LABELS[next(iter(closest.values()))]} comes nearest the paper's seed spreads"
+            if same else "The statistic nearest the paper's seed spreads is")
+    return head + ": " + "; ".join(parts) + "."
+
+
 def agreement_text(row):
     """A sentence fragment on one data set's cells (a row of `agreement`)."""
     if row is None or row.run == 0:

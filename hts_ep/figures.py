@@ -1,0 +1,232 @@
+"""One function per figure of the book: each takes the tidy frames of `stats` and returns a
+matplotlib figure; `publish` glues it for its page. One style, one colour per condition."""
+import math
+
+import numpy as np
+
+from .stats import CONDITIONS
+from .wording import DATASET_LABELS, LABELS
+
+COLORS = {"scalar": "0.25", "normal": "tab:blue", "lognormal": "tab:orange", "gamma": "tab:green"}
+SCHEMES = {"branch": ("-", "o", None), "end": ("--", "s", "none")}     # line, marker, face
+
+
+def style():
+    """One figure style for the book."""
+    import matplotlib.pyplot as plt
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.spines.top": False,
+                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+                         "font.size": 9, "legend.frameon": False})
+
+
+def publish(fig, name, legend_from=None, top=None, ncol=4):
+    """Lay out `fig`, glue it under `name` for the page's {glue:figure}, and close it.
+
+    `legend_from`: an axes whose handles make one legend for the whole figure, above `top`
+    (the fraction of the height left to the panels)."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+    if legend_from is not None:
+        handles, labels = legend_from.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=ncol, bbox_to_anchor=(0.5, 1.0), fontsize=7.5)
+    if not fig.get_constrained_layout():
+        fig.tight_layout(rect=(0, 0, 1, top) if top else None)
+    glue(name, fig, display=False)
+    plt.close(fig)
+
+
+def _panels(n, width, height, **kw):
+    import matplotlib.pyplot as plt
+    return plt.subplots(1, max(1, n), figsize=(width * max(1, n), height), squeeze=False, **kw)
+
+
+def _order(conditions):
+    """The scalar baseline first, then the heterogeneous distributions in the paper's order."""
+    return [c for c in ("scalar", *CONDITIONS[:3]) if c in set(conditions)]
+
+
+def time_steps(draws, fractions, c):
+    """Histograms of the hidden time steps of each distribution (`draws`: name -> samples), the
+    scalar value and the clipping bounds of Config `c`, each panel with its clipped fractions
+    (`fractions`: stats.clipping's table)."""
+    fig, axes = _panels(len(draws), 3.4, 3.1, sharey=True)
+    bins = np.linspace(0, c.eps_max * 1.06, 80)
+    for ax, (fam, eps) in zip(axes[0], draws.items()):
+        ax.hist(np.asarray(eps), bins=bins, density=True, color=COLORS[fam], alpha=0.8)
+        ax.axvline(c.mu, color=COLORS["scalar"], ls="--", lw=1.2, label=f"scalar ε = μ = {c.mu:g}")
+        for b in (c.eps_min, c.eps_max):
+            ax.axvline(b, color="crimson", ls=":", lw=1.2)
+        f = fractions.loc[fam]
+        ax.text(0.98, 0.97, "\n".join(
+            f"at ε_{b} = {getattr(c, 'eps_' + b):g}:\n  {f[f'sampled at eps_{b} (%)']:.2f}% "
+            f"(expected {f[f'expected at eps_{b} (%)']:.2f}%)" for b in ("min", "max")),
+            transform=ax.transAxes, ha="right", va="top", fontsize=7, bbox=dict(boxstyle="round", fc="white", ec="0.8"))
+        ax.set_title(LABELS[fam])
+        ax.set_xlabel("hidden time step ε")
+    axes[0, 0].set_ylabel("density")
+    axes[0, 0].legend(loc="center right", fontsize=7.5)
+    return fig
+
+
+def against_paper(comp, label):
+    """Every cell of Table 1, ours minus the paper's (points) with its 95% Welch interval, one
+    panel per data set with runs; `comp` from stats.comparison, `label` names the statistic."""
+    comp = comp[comp.difference.notna()]
+    shown = [d for d in DATASET_LABELS if d in set(comp.dataset)]
+    fig, axes = _panels(len(shown), 4.6, 3.3)
+    width = 0.8 / len(CONDITIONS)
+    for ax, ds in zip(axes[0], shown):
+        part = comp[comp.dataset == ds]
+        steps = sorted(part.eps_out.unique())
+        for k, cond in enumerate(CONDITIONS):
+            g = part[part.condition == cond].set_index("eps_out").reindex(steps)
+            x = np.arange(len(steps)) + (k - (len(CONDITIONS) - 1) / 2) * width
+            low, high = (g.difference - g.ci_low).fillna(0), (g.ci_high - g.difference).fillna(0)
+            ax.errorbar(x, g.difference, yerr=[low, high], fmt="o", ms=4, capsize=2, color=COLORS[cond],
+                        label=LABELS[cond])
+        ax.axhline(0, color="crimson", lw=1, ls="--")
+        ax.set_xticks(range(len(steps)), [f"{e:g}" for e in steps])
+        ax.set_xlabel("output time step ε_out")
+        ax.set_title(DATASET_LABELS[ds])
+    axes[0, 0].set_ylabel(f"ours − paper, {label} (points)")
+    return fig
+
+
+def curves(cur, band="std"):
+    """Test accuracy per epoch, one row of panels per data set, one panel per output step, one
+    line per condition (mean over seeds, band ± one seed std)."""
+    import matplotlib.pyplot as plt
+    shown = [d for d in DATASET_LABELS if len(cur) and d in set(cur.dataset)]
+    steps = sorted(cur.eps_out.unique()) if len(cur) else []
+    fig, axes = plt.subplots(max(1, len(shown)), max(1, len(steps)), figsize=(2.3 * max(1, len(steps)),
+                             2.5 * max(1, len(shown))), squeeze=False, sharex=True, sharey="row")
+    for i, ds in enumerate(shown):
+        for j, e in enumerate(steps):
+            ax = axes[i, j]
+            for cond in CONDITIONS:
+                g = cur[(cur.dataset == ds) & (cur.eps_out == e) & (cur.distribution == cond)].groupby("epoch")
+                m, s = g.test_acc.mean(), g.test_acc.std(ddof=1).fillna(0)
+                ax.plot(m.index, m.values, "-", lw=1.2, color=COLORS[cond], label=LABELS[cond])
+                ax.fill_between(m.index, m - s, m + s, color=COLORS[cond], alpha=0.15, lw=0)
+            ax.set_title(f"{DATASET_LABELS[ds]}, ε_out = {e:g}", fontsize=8)
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+            if j == 0:
+                ax.set_ylabel("test accuracy (%)")
+            if i == len(shown) - 1:
+                ax.set_xlabel("epoch")
+        low = cur[cur.dataset == ds].groupby(["eps_out", "distribution", "epoch"]).test_acc.mean()
+        axes[i, 0].set_ylim(max(low.quantile(0.1) - 2, 0), min(low.max() + 1, 100))
+    if shown:
+        axes[0, 0].legend(fontsize=6.5, loc="lower right")
+    return fig
+
+
+def metrics(cells, columns):
+    """Per data set, one panel per (column, label) of `columns` against the output step, one line
+    per condition (`cells`: stats.stability by dataset, distribution, eps_out)."""
+    import matplotlib.pyplot as plt
+    shown = [d for d in DATASET_LABELS if len(cells) and d in set(cells.dataset)]
+    fig, axes = plt.subplots(max(1, len(shown)), len(columns), figsize=(2.6 * len(columns), 2.6 * max(1, len(shown))),
+                             squeeze=False)
+    for i, ds in enumerate(shown):
+        for j, (col, label) in enumerate(columns):
+            ax = axes[i, j]
+            part = cells[cells.dataset == ds]
+            for cond in CONDITIONS:
+                g = part[part.distribution == cond].sort_values("eps_out")
+                ax.plot(g.eps_out, g[col], "o-", ms=3, color=COLORS[cond], label=LABELS[cond])
+            if part[col].isna().all():
+                ax.text(0.5, 0.5, "undefined\n(too few epochs)", transform=ax.transAxes, ha="center", va="center")
+            elif col.startswith("residual"):
+                ax.set_yscale("log")
+            ax.set_title(f"{DATASET_LABELS[ds]}: {label}", fontsize=8)
+            ax.set_xlabel("ε_out")
+    if shown:
+        axes[0, 0].legend(fontsize=6.5)
+    return fig
+
+
+def paired(table, label, reference=None):
+    """HTS minus scalar per data set with its interval (`table`: stats.paired_gap), the paper's
+    value as a cross where `reference` (data set -> value) gives one."""
+    import matplotlib.pyplot as plt
+    t = table[table.gap.notna()]
+    fig, ax = plt.subplots(figsize=(4.2, 0.7 + 0.5 * max(1, len(t))))
+    y = np.arange(len(t))
+    ax.errorbar(t.gap, y, xerr=[(t.gap - t.ci_low).fillna(0), (t.ci_high - t.gap).fillna(0)], fmt="o", capsize=3,
+                color="0.2", label="this build, 95% interval over seeds")
+    if reference is not None:
+        ax.plot([reference.get(d, math.nan) for d in t.index], y, "x", color="crimson", ms=7, label="paper")
+    ax.axvline(0, color="0.5", lw=1)
+    ax.set_yticks(y, [DATASET_LABELS[d] for d in t.index])
+    ax.set_ylim(-0.6, len(t) - 0.4)
+    ax.set_xlabel(label)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def breakdown(cells, alive, rows, cols, row_label, col_label, title):
+    """Heat maps of the divergence or collapse rate, one per distribution: `cells` (stats.stability
+    rows with distribution, `rows`[0] and `cols`[0] names), text the mean final accuracy of the runs
+    with finite weights (`alive`: (distribution, row, col) -> %)."""
+    row_name, row_values = rows
+    col_name, col_values = cols
+    dists = _order(cells.distribution)
+    fig, axes = _panels(len(dists), 4.2, 3.3, layout="constrained")
+    im = None
+    for ax, dist in zip(axes[0], dists):
+        grid = np.full((len(row_values), len(col_values)), np.nan)
+        acc = np.full_like(grid, np.nan)
+        for _, r in cells[cells.distribution == dist].iterrows():
+            i, j = row_values.index(r[row_name]), col_values.index(r[col_name])
+            grid[i, j], acc[i, j] = r.divergence_rate, alive.get((dist, r[row_name], r[col_name]), np.nan)
+        im = ax.imshow(grid, origin="lower", cmap="Reds", vmin=0, vmax=1, aspect="auto")
+        for i in range(len(row_values)):
+            for j in range(len(col_values)):
+                text = ("not run" if np.isnan(grid[i, j]) else "all\ndiverged" if np.isnan(acc[i, j])
+                        else f"{acc[i, j]:.1f}%")
+                ax.text(j, i, text, ha="center", va="center", fontsize=7.5,
+                        color="white" if grid[i, j] > 0.6 else "black")
+        ax.set_xticks(range(len(col_values)), [f"{v:g}" for v in col_values])
+        ax.set_yticks(range(len(row_values)), [f"{v:g}" for v in row_values])
+        ax.set_xlabel(col_label)
+        ax.set_ylabel(row_label)
+        ax.set_title(f"{LABELS[dist]}: {title}", fontsize=8.5)
+        ax.grid(False)
+    if im is not None:
+        fig.colorbar(im, ax=axes[0].tolist(), label="divergence / collapse rate")
+    return fig
+
+
+def against_spread(cells, column, ylabel, schemes=("branch",), log=False):
+    """`column` of `cells` (stats.stability by dataset, nudge_from, distribution, sigma_eps) against
+    the spread of the hidden time steps, one panel per data set: the three distributions, the
+    scalar baseline at spread 0, each scheme in its line style; a cross on the axis where every
+    run of a point diverged."""
+    shown = [d for d in DATASET_LABELS if len(cells) and d in set(cells.dataset)]
+    fig, axes = _panels(len(shown), 4.6, 3.4)
+    spreads = sorted(cells[cells.distribution != "scalar"].sigma_eps.unique()) if len(cells) else []
+    for ax, ds in zip(axes[0], shown):
+        for scheme in schemes:
+            ls, mk, face = SCHEMES[scheme]
+            part = cells[(cells.dataset == ds) & (cells.nudge_from == scheme)]
+            suffix = f" ({scheme})" if len(schemes) > 1 else ""
+            for cond in CONDITIONS:
+                g = part[part.distribution == cond].sort_values("sigma_eps")
+                x = [0.0] * len(g) if cond == "scalar" else g.sigma_eps
+                err = g.seed_std.fillna(0) if column == "final_acc" else None
+                ax.errorbar(x, g[column], yerr=err, fmt=mk + ("" if cond == "scalar" else ls), ms=4, capsize=3,
+                            color=COLORS[cond], mfc=face, label=LABELS[cond] + suffix)
+                dead = g[g[column].isna()]
+                ax.plot([0.0] * len(dead) if cond == "scalar" else dead.sigma_eps, [0.02] * len(dead), "x",
+                        color=COLORS[cond], ms=8, transform=ax.get_xaxis_transform())
+        ax.set_title(DATASET_LABELS[ds])
+        ax.set_xticks([0.0, *spreads], ["0", *(f"{v:g}" for v in spreads)])
+        ax.set_xlabel("spread of the hidden time steps σ_ε")
+        if log:
+            ax.set_yscale("log")
+    axes[0, 0].set_ylabel(ylabel)
+    if shown:
+        axes[0, 0].legend(fontsize=6.5)
+    return fig
+
