@@ -345,6 +345,26 @@ def test_dependabot_updates_actions_and_pip_weekly():
     assert {d["dependency-name"] for d in updates["pip"]["ignore"]} == pinned
 
 
+def test_triton_in_the_dev_extra_where_the_platform_has_it():
+    """torch's CPU wheels (CI's) do not pull Triton in, which skipped all of tests/test_gpu.py's
+    interpreter tests there: the dev extra asks for it on Linux, at the version torch's CUDA build
+    requires (constraints.txt); where the marker excludes the platform those tests skip and say why."""
+    import importlib.metadata
+    import importlib.util
+    from packaging.requirements import Requirement
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    triton = [Requirement(r) for r in project["project"]["optional-dependencies"]["dev"] if r.startswith("triton")]
+    assert len(triton) == 1, "the dev extra should ask for triton"
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    wanted = [Requirement(r) for r in importlib.metadata.requires("torch") or [] if r.startswith("triton")]
+    for req in wanted:          # torch's CUDA build names the Triton it works with
+        assert pins["triton"] in req.specifier, f"constraints.txt pins triton {pins['triton']}, torch wants {req}"
+    if not triton[0].marker.evaluate():
+        pytest.skip(f"no Triton wheels for {sys.platform}: tests/test_gpu.py's interpreter tests skip here")
+    assert importlib.util.find_spec("triton"), "the dev extra's triton is not installed: make install"
+
+
 # -- version, citation, changelog, Binder, _config ------------------------------------
 
 def changelog_releases(text):
