@@ -230,3 +230,68 @@ def against_spread(cells, column, ylabel, schemes=("branch",), log=False):
         axes[0, 0].legend(fontsize=6.5)
     return fig
 
+
+
+def calibration_screen(table, epochs, target, late_target):
+    """The calibration screen: final accuracy against late std per candidate (labels eta1/eta2,
+    marker beta), with the targets."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for beta, mk in zip(sorted(table.index.get_level_values("beta").unique()), "os^v"):
+        part = table.xs(beta, level="beta")
+        ax.scatter(part.late_std, part.final_acc, marker=mk, s=30, label=f"β = {beta:g}")
+        for (e1, e2), row in part.iterrows():
+            ax.annotate(f"{e1:g}/{e2:g}", (row.late_std, row.final_acc), fontsize=6.5, xytext=(3, 2),
+                        textcoords="offset points")
+    ax.axvline(late_target, color="crimson", lw=1, ls=":", label="late-std target")
+    ax.axhline(target, color="crimson", lw=1, ls="--", label="paper (target)")
+    ax.set_xlabel(f"late std, last epochs of {epochs} (points)")
+    ax.set_ylabel(f"test accuracy after epoch {epochs} (%)")
+    ax.legend(fontsize=7.5)
+    return fig
+
+
+def calibration_finalists(cur, table, chosen, target, late_target, rates=("eta1", "eta2", "beta")):
+    """The finalists: test accuracy per epoch (mean over seeds; thick: `chosen`), and final accuracy
+    (± seed std) against late std."""
+    import matplotlib.pyplot as plt
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2, 1]})
+    names = dict(zip(rates, ("η1", "η2", "β")))
+    for cand, g in cur.groupby(list(rates)):
+        m = g.groupby("epoch").test_acc.mean()
+        text = ", ".join(f"{names[k]} = {v:g}" for k, v in zip(rates, cand))
+        ax.plot(m.index, m.values, lw=2 if cand == chosen else 1, label=text + (" (chosen)" if cand == chosen else ""))
+    ax.axhline(target, color="crimson", lw=1.2, ls="--", label="paper, scalar baseline")
+    ax.set_ylim(max(cur.test_acc.quantile(0.05) - 1, 0), 100)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MNIST test accuracy (%), mean over seeds")
+    ax.legend(fontsize=7)
+    for cand, r in table.iterrows():
+        ax2.errorbar(r.late_std, r.final_acc, yerr=0 if r.seed_std != r.seed_std else r.seed_std, fmt="o", capsize=3,
+                     mfc=None if cand == chosen else "none")
+        varied = [k for k in rates if table.index.get_level_values(k).nunique() > 1]
+        ax2.annotate(", ".join(f"{names[k]} = {v:g}" for k, v in zip(rates, cand) if k in varied),
+                     (r.late_std, r.final_acc), fontsize=7, xytext=(5, 3), textcoords="offset points")
+    ax2.axvline(late_target, color="crimson", lw=1, ls=":")
+    ax2.axhline(target, color="crimson", lw=1, ls="--")
+    ax2.set_xlabel("late std (points)")
+    ax2.set_ylabel("final accuracy (%), ± seed std")
+    return fig
+
+
+def accuracy_per_epoch(cur, by, target=None, ylabel="test accuracy (%)"):
+    """One line per group `by` of `cur` (stats.curves), test accuracy per epoch, the paper's
+    value dashed where `target` is given."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for key, g in cur.groupby(list(by)):
+        key = key if isinstance(key, tuple) else (key,)
+        m = g.groupby("epoch").test_acc.mean()
+        ax.plot(m.index, m.values, "o-", ms=2, lw=1, label=", ".join(f"{k} = {v:g}" for k, v in zip(by, key)))
+    if target is not None:
+        ax.axhline(target, color="crimson", lw=1.2, ls="--", label="paper, scalar baseline")
+    ax.set_ylim(max(cur.test_acc.quantile(0.05) - 1, 0), 100)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7.5)
+    return fig

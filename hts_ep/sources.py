@@ -129,3 +129,21 @@ def public(reason, data_root=None):
     return reason.replace(root + "/", "the data folder's ").replace(root, "the data folder") if reason else reason
 
 
+
+
+def calibration(folder=None):
+    """The calibration's archived records (results/calibration/): {"screen", "finalists",
+    "fashion", "legacy"} -> lists of records (empty where a file is missing), and the folder read.
+    Under the results store, else in the repository, so that a build into another store (the
+    tests' smoke build) still reads the committed calibration."""
+    import json
+    from pathlib import Path
+    candidates = [experiments.RESULTS / "calibration", experiments.REPO / "results" / "calibration"]
+    folder = Path(folder) if folder else next((p for p in candidates if p.is_dir()), candidates[0])
+
+    def read(where, pattern):
+        return [r for f in sorted(where.glob(pattern)) for r in json.loads(f.read_text())["records"]]
+    return {"screen": read(folder / "branch", "mnist-screen.json"),
+            "finalists": read(folder / "branch", "mnist-finalists.json"),
+            "fashion": read(folder / "branch", "fashion-mnist-check.json"),
+            "legacy": read(folder, "mnist-*.json")}, folder

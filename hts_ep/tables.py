@@ -256,3 +256,42 @@ def endpoint(table, records):
         else:
             rows[DATASET_LABELS[ds]] = {"late spread, HTS − scalar": LATE_UNDEFINED, "seeds": 0, "verdict": "—"}
     return pd.DataFrame(rows).T
+
+
+def calibration(table):
+    """stats.calibration_table as text: dashes where runs cannot give a value, never NaN."""
+    shown = table.drop(columns=["quiet"], errors="ignore")
+    survivors = (shown.runs - shown.get("diverged", 0)).tolist()
+    return readable(shown, survivors, {"diverged": "{:.0f}", "off_target": "{:.2f}"})
+
+
+def fashion_check(records, behind):
+    """The calibration's Fashion-MNIST check per candidate: final accuracy, how far behind the best,
+    fell behind (`behind`: stats.fashion_failures), collapsed, diverged, epochs."""
+    from .stats import RATES, finals
+    if not records:
+        return pd.DataFrame()
+    f = finals(records).set_index(RATES)
+    f["behind_best"] = f.final_acc.max() - f.final_acc
+    f["fell_behind"] = [idx in behind for idx in f.index]
+    f["epochs"] = [len(r["epochs"]) for r in records]
+    return f[["final_acc", "behind_best", "fell_behind", "collapsed", "diverged", "epochs"]].round(2)
+
+
+def legacy_pairs(legacy, finalists):
+    """Runs repeated with the same rates and seed under the old (end) and the new (branch) nudge:
+    both final accuracies."""
+    from .stats import RATES, finals
+    old, new = finals(legacy), finals(finalists)
+    pair = old.merge(new, on=["dataset", "distribution", "eps_out", "mu", *RATES, "seed"], suffixes=("_end", "_branch"))
+    return pair.set_index([*RATES, "seed"])[["final_acc_end", "final_acc_branch"]].round(2)
+
+
+NOTES = {ONE_SURVIVOR: f"{ONE_SURVIVOR[-1]} One run kept finite weights: a seed std needs two.",
+         "—": "— Undefined: a late std over a one-epoch window, or no run with finite weights."}
+
+
+def footnotes(*frames):
+    """Markdown footnotes for the marks that `frames` (from `readable`) use, or None."""
+    used = [text for mark, text in NOTES.items() if any((f.astype(str) == mark).any().any() for f in frames)]
+    return "\n\n".join(used) or None

@@ -191,3 +191,22 @@ def signal_against_state(state, signal):
             + ", ".join(parts) + ".")
 
 
+
+
+def rates(candidate, names=("η1", "η2", "β")):
+    """A calibration candidate (eta1, eta2, beta) in words."""
+    return ", ".join(f"{n} = {v:g}" for n, v in zip(names, candidate))
+
+
+def calibration_verdict(row, chosen, quiet, epochs, late_target, near_best, fell_behind, margin):
+    """The calibration's outcome in one paragraph (a row of stats.calibration_table for `chosen`)."""
+    spread = "" if row.seed_std != row.seed_std else f" ± {row.seed_std:.2f}"
+    text = (f"The chosen candidate, {rates(chosen)}, reaches {row.final_acc:.2f}{spread}% over {int(row.runs)} runs "
+            f"of {epochs} epochs, with a late std of {row.late_std:.2f} points: "
+            + (f"within the {late_target:g}-point target" if quiet else
+               f"no finalist meets the {late_target:g}-point target, so the rule took the quietest within "
+               f"{near_best:g} points of the best final accuracy"))
+    if fell_behind:
+        text += (f". Excluded for falling behind on Fashion-MNIST (diverged, or more than {margin:g} points below "
+                 f"the best candidate there): {'; '.join(rates(c) for c in sorted(fell_behind))}")
+    return text + "."
