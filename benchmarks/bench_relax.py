@@ -9,9 +9,10 @@ random inputs in [0, 1]), it times
   fast   the package: `Ensemble.train_step` and `Ensemble.predict` (on CPU the
          fused C++ relaxation of hts_ep/fused.py; on CUDA the Triton kernel of
          hts_ep/gpu.py)
-  plain  model.md written out in eager PyTorch inside this file: one op at a
+  plain  the model's reference, hts_ep/dynamics.py, run eagerly: one op at a
          time, a new tensor per op, no in-place updates, no fusion; all M
-         models batched with bmm
+         models batched with bmm (on a CPU without the fused kernel, or with
+         HTS_EP_KERNEL=torch, the package runs this same reference)
 
 alternating plain and fast batch by batch (and which goes first), so drifts in
 machine load hit both alike, and right after every timed batch (of either,
@@ -52,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 if "HTS_EP_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
     os.environ["HTS_EP_DATA"] = str(REPO.parent / "shared" / "data")    # as the Makefile does
-from hts_ep import Config, Ensemble, experiments, fused, gpu, machine  # noqa: E402
+from hts_ep import Config, Ensemble, dynamics, experiments, fused, gpu, machine  # noqa: E402
 
 EPOCH_BATCHES = 235          # ceil(60000 / 256): one MNIST/KMNIST/Fashion-MNIST training epoch
 TEST_IMAGES = 10000          # evaluated after every epoch
@@ -69,66 +70,30 @@ DISTRIBUTIONS = ("scalar", "normal", "lognormal", "gamma")
 EPS_OUT = (0.15, 0.20, 0.25, 0.30, 0.35)
 
 
-# -- the plain implementation of model.md -----------------------------------
+# -- the reference, run eagerly ------------------------------------------------
 
 class Plain:
-    """model.md in eager PyTorch, one op per line, new tensors throughout.
-
-    Starts from a copy of an Ensemble's parameters, so both begin identical.
-    """
+    """hts_ep/dynamics.py run eagerly, on a copy of an Ensemble's parameters (so both begin identical)."""
 
     def __init__(self, ens):
-        self.W1, self.b1, self.W2, self.b2 = (p.clone() for p in (ens.W1, ens.b1, ens.W2, ens.b2))
-        self.eps_h = ens.eps_hidden.clone()                  # [M, 1, H]
-        self.eps_o, self.gamma, self.beta = ens.eps_out.clone(), ens.gamma.clone(), ens.beta.clone()
-        self.eta1, self.eta2 = ens.eta1.clone(), ens.eta2.clone()
-        self.slope, self.t_free, self.t_nudge = ens.slope, ens.t_free, ens.t_nudge
+        self.p = dynamics.Params.of(ens, dtype=torch.float32, device=ens.device)
         self.nudge_from = ens.nudge_from
 
     def drive(self, x):
-        return torch.bmm(x, self.W1.transpose(1, 2)) + self.b1.unsqueeze(1)      # W1 x + b1
+        return dynamics.drive(self.p, x)                                         # W1 x + b1
 
-    def phase(self, drive, h, o, steps, y=None):
-        for _ in range(steps):
-            z_h = drive + self.gamma * torch.bmm(o, self.W2)                      # + gamma W2^T o[t]
-            z_o = torch.bmm(h, self.W2.transpose(1, 2)) + self.b2.unsqueeze(1)     # W2 h[t] + b2
-            phi = F.leaky_relu(z_h, self.slope)
-            sig = torch.sigmoid(z_o)
-            h_next = h + self.eps_h * (phi - h)
-            o_next = o + self.eps_o * (sig - o)
-            if y is not None:
-                o_next = o_next + self.eps_o * self.beta * (y - o)
-            h, o = h_next, o_next
-        return h, o
-
-    def zero_state(self, x):
-        M, B = x.shape[:2]
-        return (torch.zeros(M, B, self.W1.shape[1], device=x.device),
-                torch.zeros(M, B, self.W2.shape[1], device=x.device))
+    def zero_output(self, x):
+        return torch.zeros(*x.shape[:2], self.p.W2.shape[1], device=x.device)   # [M, B, O]
 
     @torch.no_grad()
     def predict(self, x):
-        return self.phase(self.drive(x), *self.zero_state(x), self.t_free)[1]
+        return dynamics.relax(self.p, self.drive(x), None, self.zero_output(x), self.p.t_free)[1]
 
     @torch.no_grad()
     def train_step(self, x, y):
-        d = self.drive(x)
-        if self.nudge_from == "branch":     # both phases from the state at t_free - t_nudge
-            hk, ok = self.phase(d, *self.zero_state(x), self.t_free - self.t_nudge)
-            h0, o0 = self.phase(d, hk, ok, self.t_nudge)
-            hb, ob = self.phase(d, hk, ok, self.t_nudge, y)
-        else:                               # "end": the nudge from the end of the free phase
-            h0, o0 = self.phase(d, *self.zero_state(x), self.t_free)
-            hb, ob = self.phase(d, h0, o0, self.t_nudge, y)
-        k1 = self.eta1 / (self.beta * x.shape[1])
-        k2 = self.eta2 / (self.beta * x.shape[1])
-        dh = k1 * (hb - h0)
-        do = k2 * (ob - o0)
-        self.W1 = self.W1 + torch.bmm(dh.transpose(1, 2), x)
-        self.b1 = self.b1 + dh.sum(1)
-        self.W2 = self.W2 + torch.bmm(do.transpose(1, 2), hb)
-        self.b2 = self.b2 + do.sum(1)
-        return o0
+        free, _, increments = dynamics.learn(self.p, x, y, self.nudge_from)
+        self.p = self.p._replace(**{k: getattr(self.p, k) + d for k, d in zip(("W1", "b1", "W2", "b2"), increments)})
+        return free[1]
 
 
 # -- measurement helpers ----------------------------------------------------
@@ -288,12 +253,12 @@ def bench(M, args, device):
     with torch.no_grad():   # both as in predict: drive, zero state, free phase
         mem["fast", "predict"] = peak_bytes(
             lambda: states.update(fast=ens.relax(ens.drive(xt), *ens.zero_state(xt.shape[1]), ens.t_free)), device)
-        mem["plain", "predict"] = peak_bytes(
-            lambda: states.update(plain=plain.phase(plain.drive(xt), *plain.zero_state(xt), plain.t_free)), device)
+        mem["plain", "predict"] = peak_bytes(lambda: states.update(plain=dynamics.relax(
+            plain.p, plain.drive(xt), None, plain.zero_output(xt), ens.t_free)), device)
         d, o = ens.drive(xt), ens.zero_state(xt.shape[1])[1]
         path = ("fused C++ kernel" if fused.supports(d, o, ens.slope) else "Triton kernel" if gpu.supports(d, o)
                 else "PyTorch path (relax_torch)")
-    (h, o, _), (hp, op) = states["fast"], states["plain"]
+    (h, o, _), (hp, op, _) = states["fast"], states["plain"]
     dh, do = (h - hp).abs().max().item(), (o - op).abs().max().item()
     ok = math.isfinite(dh) and math.isfinite(do) and max(dh, do) <= TOLERANCE
     print(f"state check (free phase, package = {path}): max|dh| = {dh:.2e}, max|do| = {do:.2e} "
@@ -350,8 +315,8 @@ def bench(M, args, device):
         paired["relax"].append(relax_flops(c, args.batch, M) / relax_times[-1] / 1e9 / limit.sample())
 
     # both trained on the same batches: how far apart are the weights now?
-    dW1 = (ens.W1 - plain.W1).abs().max().item()
-    dW2 = (ens.W2 - plain.W2).abs().max().item()
+    dW1 = (ens.W1 - plain.p.W1).abs().max().item()
+    dW2 = (ens.W2 - plain.p.W2).abs().max().item()
 
     per_model = experiments.per_model_bytes(c, args.batch)
     weights = sum(p[0].numel() * p.element_size() for p in (ens.W1, ens.b1, ens.W2, ens.b2, ens.eps_hidden))

@@ -159,3 +159,15 @@ def rule(x, h0, o0, hb, ob, eta1, eta2, beta):
     dh = (hb - h0) * rate(eta1, beta, B)                              # [M,B,H]  postsynaptic, hidden
     do = (ob - o0) * rate(eta2, beta, B)                              # [M,B,O]  postsynaptic, output
     return dh.transpose(1, 2) @ x, dh.sum(1), do.transpose(1, 2) @ hb, do.sum(1)
+
+
+def learn(net, x, y, scheme):
+    """One training batch of the reference from the zero state, under `scheme`: the free end
+    (h0, o0, residual), the nudged end (hb, ob, residual) and the rule's increments (not applied).
+
+    x [M, B, n_in], y one-hot [M, B, O] (None: no target force).
+    """
+    d = drive(net, x)                                                 # [M,B,H]
+    o = d.new_zeros(*x.shape[:2], net.W2.shape[1])                    # [M,B,O]  the zero state
+    free, nudged = phases(relaxer(net, d), None, o, net.t_free, net.t_nudge, scheme, y)
+    return free, nudged, rule(x, *free[:2], *nudged[:2], net.eta1, net.eta2, net.beta)

@@ -138,17 +138,18 @@ def gradient(net, x, y, kind="mse"):
 
 def rule(P, x, h0, o0, hb, ob):
     """dynamics.rule on one model's states ([1,B,H], [1,B,O]): {"W1": [H,n_in], "b1": [H], "W2": [O,H], "b2": [O]}."""
-    return dict(zip(PARAMS, (t[0] for t in dynamics.rule(x.unsqueeze(0), h0, o0, hb, ob, P.eta1, P.eta2, P.beta))))
+    return unbatched(dynamics.rule(x.unsqueeze(0), h0, o0, hb, ob, P.eta1, P.eta2, P.beta))
+
+
+def unbatched(increments):
+    """(dW1, db1, dW2, db2) of one model, model axis dropped, as a dict by parameter name."""
+    return {k: t[0] for k, t in zip(PARAMS, increments)}
 
 
 @torch.no_grad()
 def update(net, x, y, beta=None, scheme="branch"):
     """The rule's update on batch x [B,n_in], y [B,O] under `scheme`, at beta (default: net.beta)."""
-    P = net.dynamics(beta=beta)
-    drive, o = start(P, x)
-    (h0, o0, _), (hb, ob, _) = dynamics.phases(dynamics.relaxer(P, drive), None, o, net.t_free, net.t_nudge,
-                                               scheme, y.unsqueeze(0))
-    return rule(P, x, h0, o0, hb, ob)
+    return unbatched(dynamics.learn(net.dynamics(beta=beta), x.unsqueeze(0), y.unsqueeze(0), scheme)[2])
 
 
 def agreement(upd, grad, eta):

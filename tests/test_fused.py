@@ -1,11 +1,13 @@
-"""The fused CPU kernel against the PyTorch path, on the shapes its loops special-case."""
+"""The fused CPU kernel and the PyTorch path against the float64 reference (hts_ep/dynamics.py), on
+the shapes the kernel's loops special-case, and the kernel against itself bit for bit."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from hts_ep import Config, Ensemble, fused
+from hts_ep import Config, Ensemble, fused, machine
+from reference import check_against_reference, close, guard_ensemble, reference
 
 needs_kernel = pytest.mark.skipif(not fused.available(), reason="fused CPU kernel could not be built here")
 
@@ -24,8 +26,14 @@ def inputs(ens, batch, seed=0):
 
 
 def both_paths(ens, d, h, o, steps, y=None):
+    """The fused kernel's and the PyTorch path's (h, o, residual), each checked against the reference."""
     assert fused.supports(d, o, ens.slope)
-    return ens.relax(d, h, o, steps, y=y), ens.relax_torch(d, h, o, steps, y=y)
+    fast, plain = ens.relax(d, h, o, steps, y=y), ens.relax_torch(d, h, o, steps, y=y)
+    ref = reference(ens, d, h, o, steps, y)
+    for path in (fast, plain):
+        for u, v in zip(path, ref):
+            assert close(u, v), (u.double() - v).abs().max()
+    return fast, plain
 
 
 @needs_kernel
@@ -33,33 +41,13 @@ def both_paths(ens, d, h, o, steps, y=None):
 # Batches: one partial group (3 samples in a register block, 2 alone), and a full
 # group of 24 plus a partial one (4 blocks, 1 alone): every way the kernel splits a batch.
 @pytest.mark.parametrize("n_hidden,batch", [(16, 5), (48, 5), (160, 37), (1024, 5), (1024, 37)])
-def test_kernel_equals_pytorch_path(n_hidden, batch):
+def test_kernel_and_pytorch_path_equal_reference(n_hidden, batch):
     ens = ensemble(n_hidden)
     x, y = inputs(ens, batch)
     d = ens.drive(x)
-    fast, ref = both_paths(ens, d, *ens.zero_state(batch), 40)
-    for u, v in zip(fast, ref):
-        assert (u - v).abs().max() < 1e-5
-    fast_n, ref_n = both_paths(ens, d, fast[0], fast[1], 7, y=y)
-    for u, v in zip(fast_n, ref_n):
-        assert (u - v).abs().max() < 1e-5
+    fast, _ = both_paths(ens, d, *ens.zero_state(batch), 40)
+    both_paths(ens, d, fast[0], fast[1], 7, y=y)
     assert (fast[2] > 0).all()          # a residual per model, of the last step
-
-
-def float64_free_phase(ens, d):
-    """A full free phase from zero, model.md's update written out in float64."""
-    W2, b2 = ens.W2.double(), ens.b2.double()
-    eps_h, eps_o, gamma = ens.eps_hidden.double(), ens.eps_out.double(), ens.gamma.double()
-    bound = ens.bounds().double().view(-1, 1, 1)
-    d = d.double()
-    h = torch.zeros(d.shape, dtype=torch.float64)
-    o = torch.zeros(*d.shape[:2], W2.shape[1], dtype=torch.float64)
-    for _ in range(ens.t_free):
-        z_h = d + gamma * o @ W2
-        z_o = h @ W2.transpose(1, 2) + b2.unsqueeze(1)
-        phi = torch.minimum(torch.maximum(F.leaky_relu(z_h, ens.slope), -bound), bound)
-        h, o = h + eps_h * (phi - h), o + eps_o * (torch.sigmoid(z_o) - o)
-    return h, o
 
 
 @pytest.mark.parametrize("path", ["fused", "torch"])
@@ -80,7 +68,7 @@ def test_full_free_phase_equals_float64_reference(path, bounds):
         h, o, _ = ens.relax(d, h0, o0, ens.t_free)
     else:
         h, o, _ = ens.relax_torch(d, h0, o0, ens.t_free)
-    H, O = float64_free_phase(ens, d)
+    H, O, _ = reference(ens, d, h0, o0, ens.t_free)
     assert H.abs().max() > 0.1          # states far from zero: a real check of 1e-5
     assert (h.double() - H).abs().max() < 1e-5 and (o.double() - O).abs().max() < 1e-5
     for m, b in enumerate(bounds):      # the bound binds where set, and only there
@@ -108,27 +96,19 @@ def test_inputs_are_not_modified_and_threads_agree():
         assert torch.equal(u, v)
 
 
-@needs_kernel
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+@pytest.mark.parametrize("scheme", ["branch", "end"])
 @pytest.mark.parametrize("h_bound", [None, 0.5])
-def test_kernel_equals_pytorch_path_bounded_and_nudged(h_bound):
-    """Every phase and the branch pass with bounded and unbounded models in one ensemble."""
-    # slope 0.5: negative drives reach past -bound too, so that both sides of the clamp bind
-    configs = [Config(n_in=20, n_hidden=160, t_free=40, slope=0.5, distribution=d, eps_out=e, seed=s, h_bound=b)
-               for (d, e, s), b in zip([("gamma", 0.3, 0), ("lognormal", 0.15, 1), ("scalar", 0.35, 2)],
-                                       [h_bound, None, 0.2])]
-    ens = Ensemble(configs, device="cpu")
-    x, y = inputs(ens, 29)
-    x = 4 * x
-    d = ens.drive(x)
-    fast, ref = both_paths(ens, d, *ens.zero_state(29), 40)
-    for u, v in zip(fast, ref):
-        assert (u - v).abs().max() < 1e-5
-    assert fast[0][2].abs().max() <= 0.2 + 1e-6 and fast[0][1].max() > 0.5 and fast[0][1].min() < -0.5
-    branch = ens.phases(d, y)
-    torch_branch = [ens.relax_torch(d, None, ens.zero_output(29), 28)]
-    torch_branch += [ens.relax_torch(d, *torch_branch[0][:2], 12), ens.relax_torch(d, *torch_branch[0][:2], 12, y=y)]
-    for (u, v) in zip([*branch[0], *branch[1]], [*torch_branch[1], *torch_branch[2]]):
-        assert (u - v).abs().max() < 1e-5
+def test_every_phase_and_update_equal_reference_over_gamma_beta_bound(kernel, scheme, h_bound, monkeypatch):
+    """The guard: gamma 0.5 and 1.7, beta 0.05 to 0.7, bounded and unbounded models in one ensemble,
+    both schedules; the phases, increments and train_step of the fused kernel (under "branch" its
+    one-pass branch, with dh formed inside) and of the PyTorch path against the float64 reference."""
+    if kernel == "fused" and not fused.available():
+        pytest.skip("fused CPU kernel could not be built here")
+    monkeypatch.setenv("HTS_EP_KERNEL", "auto" if kernel == "fused" else "torch")
+    ens, x, y = guard_ensemble(scheme, h_bound)
+    assert fused.supports(ens.drive(x), y, ens.slope) == (kernel == "fused")
+    check_against_reference(ens, x, y)
 
 
 @needs_kernel
@@ -272,3 +252,18 @@ def test_phases_with_dh_scale_give_the_update_factor(scheme, kernel, monkeypatch
     assert torch.equal(ens.phases(d, y, scheme, dh_scale=scale.view(-1))[0][0], dh)
     one = ens.phases(d, y, scheme, dh_scale=0.5)[0][0]
     assert torch.equal(one, (nudged[0] - h0).mul_(0.5))
+
+
+def test_build_is_keyed_by_the_source_text_and_the_cpu(monkeypatch):
+    """fused.cpp, read at build time, names the build (the extension's name and hts_ep.speed's cache
+    key), and so does the CPU: another text or another CPU is another build."""
+    assert fused.source() == fused.SOURCE_PATH.read_text() and "PYBIND11_MODULE" in fused.source()
+    monkeypatch.setenv("HTS_EP_KERNEL", "auto")
+    tag = fused.source_tag()
+    with monkeypatch.context() as m:
+        m.setattr(fused, "source", lambda: fused.SOURCE_PATH.read_text() + "// another kernel\n")
+        assert fused.source_tag() != tag
+    with monkeypatch.context() as m:
+        m.setattr(machine, "cpu_name", lambda: "another CPU [00000000]")
+        assert fused.source_tag() != tag
+    assert fused.source_tag() == tag
