@@ -1,6 +1,6 @@
 """The book's generated pages (book/generated/, gitignored): the provenance table
-from `hts_ep.config`, the experiments and profiles from their spec files, and the
-software versions of the build. Nothing on them is typed by hand."""
+from `hts_ep.config`, the experiments and profiles from their spec files, the command
+line's reference from its parser, and the software versions of the build. Nothing on them is typed by hand."""
 import dataclasses
 import platform
 import subprocess
@@ -91,6 +91,71 @@ def experiments_markdown():
     return "\n".join(lines)
 
 
+def cli_markdown():
+    """The command line's reference page, read from its argparse parser (`hts_ep.cli.parser`) when the
+    book is built: every command and option, with its values, default and help."""
+    import argparse
+    import re
+
+    from .cli import parser
+    from .config import Config
+    fields = {f.name for f in dataclasses.fields(Config)}
+    top = parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    summaries = {a.dest: a.help for a in sub._choices_actions}
+    # Flags, variables and placeholders as code: Sphinx would typeset '--' as a dash, '<x>' as HTML.
+    code = lambda text: re.sub(r"(--[a-z][\w-]*|\$[A-Z][A-Z0-9_]*|[^\s(]*<[^>]+>[^\s,;)]*)", r"`\1`", text)  # noqa: E731
+
+    def rows(p):
+        out = []
+        for a in p._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            if isinstance(a, argparse._VersionAction):
+                out.append(("`--version`", "", "", "print the version and exit"))
+                continue
+            flag = ", ".join(f"`{o}`" for o in a.option_strings) or f"`{a.metavar or a.dest.upper()}`"
+            if a.choices and not isinstance(a, argparse._SubParsersAction):
+                values = ", ".join(f"`{c}`" for c in a.choices)
+            elif a.nargs == 0:
+                values = "flag"
+            elif a.type in (None, str):
+                values = "text"
+            elif a.type in (int, float):
+                values = a.type.__name__
+            else:       # a converter function: its docstring says what it takes, after the flag
+                values = code((a.type.__doc__ or a.type.__name__).strip().split("\n")[0].split(": ", 1)[-1].rstrip("."))
+            if a.nargs == "+":
+                values += " (one or more)"
+            default = a.default[0] if isinstance(a.default, list) and len(a.default) == 1 else a.default
+            default = "" if a.nargs == 0 or default is None or a.required or not a.option_strings else f"`{default}`"
+            if a.required and a.option_strings:
+                default = "required"
+            text = p._get_formatter()._expand_help(a) if a.help else ""
+            # a model option's help repeats its default: the column has it
+            text = re.sub(r"^default [^;]*(; )?", "", text)
+            if a.dest in fields:
+                text = "; ".join(filter(None, [f"`Config.{a.dest}`", text]))
+            out.append((flag, values, default, code(text)))
+        return out
+
+    lines = ["# Command line", "",
+             "Every command and option of `hts-ep`, generated from its parser (`hts_ep.cli.parser`) when this "
+             "book was built; `hts-ep COMMAND --help` prints the same. A model option that takes one or more "
+             "values trains one ensemble of the product of all the values given; its default is the "
+             "provenance table's on the methods page.", "",
+             "```text", f"hts-ep [--version] {{{','.join(sub.choices)}}} ...", "```", "",
+             md_table(("option", "values", "default", "what"), rows(top)),
+             md_table(("command", "what"), [(f"`hts-ep {n}`", code(summaries[n])) for n in sub.choices])]
+    for name, p in sub.choices.items():
+        positional = " ".join(f"{(a.metavar or a.dest).upper()}" for a in p._actions
+                              if not a.option_strings and not isinstance(a, argparse._HelpAction))
+        lines += ["", f"## `hts-ep {name}`", "", code(summaries[name][0].upper() + summaries[name][1:]) + ".", "",
+                  "```text", f"hts-ep {name} {positional + ' ' if positional else ''}[options]", "```", "",
+                  md_table(("option", "values", "default", "what"), rows(p))]
+    return "\n".join(lines)
+
+
 def versions_markdown(profile, parameters):
     from importlib.metadata import PackageNotFoundError, version
     rows = [("python", platform.python_version()), ("platform", platform.platform())]
@@ -122,4 +187,5 @@ def write_generated(profile, parameters, generated=GENERATED):
     (generated / "provenance.md").write_text(provenance_markdown())
     (generated / "profiles.md").write_text(profiles_markdown())
     (generated / "experiments.md").write_text(experiments_markdown())
+    (generated / "cli.md").write_text(cli_markdown())
     (generated / "versions.md").write_text(versions_markdown(profile, parameters))

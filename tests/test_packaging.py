@@ -556,6 +556,52 @@ def test_experiments_page_names_a_broken_spec(tmp_path, monkeypatch):
         book.experiments_markdown()
 
 
+# -- the command line's reference page -----------------------------------------------
+
+def test_cli_page_lists_every_command_and_option():
+    import argparse
+
+    from hts_ep import cli, pages
+    page = pages.cli_markdown()
+    assert page.startswith("# Command line\n")
+    top = cli.parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    assert "`--version`" in page and set(sub.choices) == {"train", "sweep", "table"}
+    for name, parser in sub.choices.items():
+        section = page.split(f"## `hts-ep {name}`", 1)[1].split("\n## ", 1)[0]
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert f"`{option}`" in section, (name, option)
+        for choice in getattr(parser._actions[1], "choices", None) or []:
+            assert f"`{choice}`" in section
+    # the defaults come from the parser, hence from Config
+    assert "| `--beta` | float (one or more) | `0.2` |" in page
+    # no bare flag, variable or placeholder in the prose: Sphinx would typeset -- as a dash, <x> as HTML
+    for row in re.findall(r"^\|.*\|$", page, flags=re.M):
+        prose = re.sub(r"`[^`]*`", "", row)
+        assert not re.search(r"--\w|\$[A-Z]|<\w", prose), row
+
+
+def test_cli_page_is_generated_listed_and_renders(tmp_path):
+    from hts_ep import pages
+    pages.write_generated("smoke", {}, tmp_path / "generated")
+    assert (tmp_path / "generated" / "cli.md").read_text() == pages.cli_markdown()
+    assert "- file: book/generated/cli\n" in (REPO / "_toc.yml").read_text()
+    # rendered by MyST with the book's extensions, warnings as errors (what jupyter-book -W does)
+    pytest.importorskip("myst_parser")
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy2(tmp_path / "generated" / "cli.md", src / "index.md")
+    extensions = yaml.safe_load((REPO / "_config.yml").read_text())["parse"]["myst_enable_extensions"]
+    (src / "conf.py").write_text(f"extensions = ['myst_parser']\nmyst_enable_extensions = {extensions!r}\n")
+    done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(src), str(tmp_path / "html")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    html = (tmp_path / "html" / "index.html").read_text()
+    assert "--h-bound" in html and "&lt;Name&gt;/raw/" in html and "\u2013h-bound" not in html
+
+
 # -- the wheel, installed outside the repository ----------------------------------------
 
 @pytest.fixture(scope="module")
