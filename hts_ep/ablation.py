@@ -141,3 +141,48 @@ def decide(table, margin=MARGIN):
         return best.variant, True, f"it scored {best.score - t.score:.2f} points above today's set-up"
     return TODAY, False, (f"the best variant scored only {best.score - t.score:.2f} points above today's "
                           f"set-up (at least {margin} needed)")
+
+
+def effects(records):
+    """What each factor does, averaged over the other factors: per factor and level, the runs,
+    how many never started, the mean final and best-epoch accuracy, the mean late std (the
+    epoch-to-epoch swings), and HTS minus scalar final accuracy, paired within each variant and
+    seed (mean over those pairs)."""
+    f = _frame(records)
+    pairs = []
+    for (v, seed), g in f.groupby(["variant", "seed"], sort=False):
+        het, sca = g[g.distribution != "scalar"].final_acc.mean(), g[g.distribution == "scalar"].final_acc.mean()
+        pairs.append({"variant": v, "gap": het - sca})
+    pairs = pd.DataFrame(pairs)
+    rows = []
+    for i, factor in enumerate(FACTORS):
+        levels = f.variant.map(lambda v: v[i])
+        for level in sorted(levels.unique(), key=lambda x: (x is not None, str(x))):
+            g = f[levels == level]
+            gaps = pairs[pairs.variant.map(lambda v: v[i]) == level].gap
+            rows.append({"factor": factor, "level": "none" if level is None else level, "runs": len(g),
+                         "never_started": int(g.never_started.sum()), "failed": int(failed(g).sum()),
+                         "final": g.final_acc.mean(), "best": g.best_acc.mean(), "late_std": g.late_std.mean(),
+                         "hts_minus_scalar": gaps.mean()})
+    return pd.DataFrame(rows)
+
+
+def curvature(datasets=("mnist", "fashion-mnist"), data_root=None):
+    """Per data set with training images here: the largest eigenvalue of E[x x^T] over its training
+    images, with unit and with standardised inputs (the curvature the W1 update sees), and the
+    eta1 gain the package uses (data.INPUT_STATS); data sets that are missing are left out."""
+    import torch
+
+    from . import data
+    rows = []
+    for ds in datasets:
+        if data.unavailable(ds, data_root):
+            continue
+        x = data.load(ds, data_root, train=True).x.double()
+        stats = data.INPUT_STATS[ds]
+
+        def top(z):
+            return torch.linalg.eigvalsh(z.T @ z / len(z))[-1].item()
+        rows.append({"dataset": ds, "unit": top(x), "standardised": top((x - stats.mean) / stats.std),
+                     "eta1_gain": stats.eta1_gain})
+    return pd.DataFrame(rows)

@@ -295,3 +295,23 @@ def accuracy_per_epoch(cur, by, target=None, ylabel="test accuracy (%)"):
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7.5)
     return fig
+
+
+def variants(table, score="score", label="score (points)"):
+    """One bar per variant of an ablation table (ablation.screen or judge), its score, hatched
+    where a run failed, today's set-up outlined."""
+    import matplotlib.pyplot as plt
+    from .ablation import TODAY
+    t = table.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.28 * len(t)))
+    y = np.arange(len(t))
+    bars = ax.barh(y, t[score], color=["0.75" if f else "tab:blue" for f in t.failed],
+                   hatch=None, edgecolor=["crimson" if v == TODAY else "none" for v in t.variant], linewidth=1.5)
+    for bar, f in zip(bars, t.failed):
+        if f:
+            bar.set_hatch("//")
+    ax.set_yticks(y, t.name, fontsize=7)
+    ax.set_xlabel(label)
+    lo, hi = t[score].min(), t[score].max()
+    ax.set_xlim(lo - 0.1 * (hi - lo + 1), hi + 0.1 * (hi - lo + 1))
+    return fig

@@ -295,3 +295,16 @@ def footnotes(*frames):
     """Markdown footnotes for the marks that `frames` (from `readable`) use, or None."""
     used = [text for mark, text in NOTES.items() if any((f.astype(str) == mark).any().any() for f in frames)]
     return "\n\n".join(used) or None
+
+
+def variants(table, columns):
+    """An ablation table (ablation.screen or judge) as text: one row per variant, in its order."""
+    shown = table.set_index("name")[list(columns)]
+    return shown.rename_axis("variant").round(2)
+
+
+def effects(table):
+    """ablation.effects as the fidelity page prints it."""
+    t = table.copy()
+    t["level"] = t.level.map(lambda v: f"{v:g}" if isinstance(v, float) else v)
+    return t.set_index(["factor", "level"]).round(2)

@@ -20,6 +20,12 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def pytest_configure(config):
+    # `make test` runs the fast tier (-m "not slow"); .ci/run runs everything.
+    config.addinivalue_line("markers", "slow: minutes, not seconds (book builds, wheels, subprocess kills, "
+                            "Dask, concurrency, full-data passes); left out of `make test`, run by .ci/run")
+
+
 @functools.cache
 def missing_mnist():
     from hts_ep import data
