@@ -26,6 +26,13 @@ INPUT_SCALINGS = ("unit", "standardised")
 # was made with: to_dict() leaves them out at that value, so those records keep their
 # keys, and a record that names one was made with another value.
 LATER_FIELDS = {"h_bound": None, "inputs": "unit"}
+# Upper limits (chosen), each far above any run of this model: past them a value fails deep
+# inside torch or the kernels (an allocation, a C++ int) with a traceback, after the work began.
+#   n_hidden  2**20: W1 alone is then 3.2 GB per model (1024 times the paper's layer)
+#   t_free, t_nudge  10**6 steps a phase: 8,000 times the paper's 125, and within the kernels' int
+#   seed  below 2**63: a signed 64-bit integer, what torch's generators, NumPy and pandas hold
+UPPER_LIMITS = {"n_hidden": 2**20, "t_free": 10**6, "t_nudge": 10**6}
+SEED_LIMIT = 2**63
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,11 @@ class Config:
         for name in ("eta1", "eta2", "gamma", "slope", "train_subset", "test_subset", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        for name, limit in UPPER_LIMITS.items():
+            if getattr(self, name) > limit:
+                raise ValueError(f"{name}={getattr(self, name)} must be <= {limit}")
+        if self.seed >= SEED_LIMIT:
+            raise ValueError(f"seed={self.seed} must be < 2**63 = {SEED_LIMIT}")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
