@@ -235,7 +235,8 @@ def test_workflow_actions_at_current_majors():
         used.add(action)
         m = re.fullmatch(r"v(\d+)(\.\d+){0,2}", ref)
         assert m, f"{step['uses']}: pin a release (vN), not a branch"
-        assert int(m.group(1)) >= ACTION_MAJORS[action], f"{step['uses']}: the current major is v{ACTION_MAJORS[action]}"
+        current = ACTION_MAJORS[action]
+        assert int(m.group(1)) >= current, f"{step['uses']}: the current major is v{current}"
     assert used == set(ACTION_MAJORS)
 
 
@@ -351,6 +352,7 @@ def test_triton_in_the_dev_extra_where_the_platform_has_it():
     requires (constraints.txt); where the marker excludes the platform those tests skip and say why."""
     import importlib.metadata
     import importlib.util
+
     from packaging.requirements import Requirement
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     triton = [Requirement(r) for r in project["project"]["optional-dependencies"]["dev"] if r.startswith("triton")]
