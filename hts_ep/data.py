@@ -1,16 +1,22 @@
 """MNIST, KMNIST and Fashion-MNIST as flat [0, 1] tensors, preloaded on the device.
 
-Loading goes through torchvision. The data root may be read-only (the
-project's shared copy is): the upstream `.gz` files are then linked into a
-writable cache where torchvision can extract them, without any network.
+The upstream IDX files are read here, from `<Name>/raw/` under the data root, each
+extracted file or `.gz` checked against its known header, size and checksum first
+(a file of another data set, or labels of the wrong length, are refused, never
+trained on). Reading writes nothing, so the root may be read-only (the project's
+shared copy is). Missing files are downloaded from torchvision's mirrors, into the
+root where it is writable, else into the user cache.
 """
 import contextlib
 import functools
+import gzip
 import hashlib
+import logging
 import os
-import shutil
 import socket
+import struct
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,19 +119,32 @@ def data_root(root=None):
     return Path(root or os.environ.get("HTS_EP_DATA") or cache_dir() / "data")
 
 
-def _writable_root(root, folder):
-    """A root where torchvision may write `<folder>/raw/`: the root itself, or a cache mirror."""
-    raw = root / folder / "raw"
-    if os.access(root, os.W_OK) and (not raw.exists() or os.access(raw, os.W_OK)):
-        return root
-    mirror = cache_dir() / "data-mirror"
-    (mirror / folder / "raw").mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        src, dst = raw / name, mirror / folder / "raw" / name
-        # Copied again when the source changed (a corrupted file replaced by a good one).
-        if src.exists() and (not dst.exists() or dst.stat().st_size != src.stat().st_size):
-            shutil.copyfile(src, dst)
-    return mirror
+# What the upstream IDX files hold, checked in every file before use (a folder may hold another
+# data set's files under this one's name, or a truncated or foreign file): the header's magic
+# number and count, the byte size, and the SHA-256 of the extracted file where it is known
+# (the shared data's CHECKSUMS.txt; KMNIST's training images are not on this project's
+# machines, so their header, size and .gz MD5 are checked, not their extracted checksum).
+IDX = {  # file name (extracted) -> (magic number, count, bytes)
+    "train-images-idx3-ubyte": (2051, 60000, 16 + 60000 * INPUTS),
+    "train-labels-idx1-ubyte": (2049, 60000, 8 + 60000),
+    "t10k-images-idx3-ubyte": (2051, 10000, 16 + 10000 * INPUTS),
+    "t10k-labels-idx1-ubyte": (2049, 10000, 8 + 10000),
+}
+EXTRACTED_SHA256 = {
+    ("mnist", "train-images-idx3-ubyte"): "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ("mnist", "train-labels-idx1-ubyte"): "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ("mnist", "t10k-images-idx3-ubyte"): "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ("mnist", "t10k-labels-idx1-ubyte"): "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ("fashion-mnist", "train-images-idx3-ubyte"): "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ("fashion-mnist", "train-labels-idx1-ubyte"): "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ("fashion-mnist", "t10k-images-idx3-ubyte"): "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ("fashion-mnist", "t10k-labels-idx1-ubyte"): "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ("kmnist", "train-images-idx3-ubyte"): None,
+    ("kmnist", "train-labels-idx1-ubyte"): "2a16eeae62da984b8bd24fa32e31d47291f01dac3fe84d5594f304f71e7d374b",
+    ("kmnist", "t10k-images-idx3-ubyte"): "76fbd229ce87db80dd281af5e6670de4ad0e42fb30a7bd643972994c47c1f42e",
+    ("kmnist", "t10k-labels-idx1-ubyte"): "a11dc742be8e781a40a92f53d6a4957e7b7d36df2faa097659131ebfd8fd60c6",
+}
+log = logging.getLogger(__name__)
 
 
 def expected_md5(dataset):
@@ -134,54 +153,197 @@ def expected_md5(dataset):
     return dict(getattr(torchvision.datasets, DATASETS[dataset]).resources)
 
 
+_digests = {}   # (kind, path, size, mtime, inode) -> hex digest: each file is hashed once per process
+
+
+def digest(path, kind="md5"):
+    st = os.stat(path)
+    memo = (kind, str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if memo not in _digests:
+        h = hashlib.new(kind)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _digests[memo] = h.hexdigest()
+    return _digests[memo]
+
+
 def md5(path):
-    h = hashlib.md5()
+    return digest(path, "md5")
+
+
+def _reason(error):
+    return error.strerror or str(error) if isinstance(error, OSError) else str(error)
+
+
+def check_header(path, head, name):
+    """None if `head` (the first bytes of extracted IDX data) is the header `name` must have, else why not."""
+    magic, count, _ = IDX[name]
+    kind = "images" if magic == 2051 else "labels"
+    size = 16 if magic == 2051 else 8
+    if len(head) < size:
+        return f"it is {len(head)} bytes long, shorter than an IDX header"
+    fields = struct.unpack(">" + "I" * (size // 4), head[:size])
+    if fields[0] != magic:
+        return f"its IDX magic number is {fields[0]}, not {magic} ({kind})"
+    if fields[1] != count:
+        return f"it holds {fields[1]} {kind}, expected {count}"
+    if magic == 2051 and tuple(fields[2:]) != (28, 28):
+        return f"its images are {fields[2]}x{fields[3]}, not 28x28"
+    return None
+
+
+def check_extracted(dataset, path):
+    """None if `path` is the extracted upstream file of its name for `dataset`, else why not."""
+    name = path.name
+    _, _, size = IDX[name]
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        head = f.read(16)
+    reason = check_header(path, head, name)
+    if reason is None and path.stat().st_size != size:
+        reason = f"it is {path.stat().st_size} bytes long, expected {size}"
+    if reason is None:
+        got = digest(path, "sha256")
+        want = EXTRACTED_SHA256[(dataset, name)]
+        if got != want:
+            same = [f"{ds}'s {n}" for (ds, n), sha in EXTRACTED_SHA256.items() if sha == got]
+            if same:
+                reason = f"it is {same[0]}"
+            elif want is not None:
+                reason = f"its SHA-256 is {got}, expected {want}"
+    return None if reason is None else f"{path} is not the upstream file of {dataset!r}: {reason}"
 
 
-def corrupted(dataset, root):
-    """[(path, md5 found, md5 expected)] for the .gz files under root that are not the upstream ones."""
+def raw_folders(dataset, root):
+    """Where a data set's files may be: the root's <Name>/raw, then the user cache's copy
+    (downloads land there when the root cannot be written)."""
+    folder = DATASETS[dataset]
+    return [root / folder / "raw", cache_dir() / "data-mirror" / folder / "raw"]
+
+
+def locate(dataset, root, names, problems):
+    """{extracted name: (path, gzipped)} of the checked files of `names`; what was wrong on the
+    way is appended to `problems` (absent files are not problems: missing_message lists them)."""
+    want = expected_md5(dataset)
+    found = {}
+    for name in names:
+        for raw in raw_folders(dataset, root):
+            plain, gz = raw / name, raw / f"{name}.gz"
+            bad = None
+            try:
+                if plain.exists():
+                    bad = check_extracted(dataset, plain)
+                    if bad is None:
+                        found[name] = (plain, False)
+                        break
+                if gz.exists():
+                    got = md5(gz)
+                    if got == want[gz.name]:
+                        if bad is not None:
+                            log.warning("%s; read from its .gz instead", bad)
+                        found[name] = (gz, True)
+                        break
+                    problems.append(f"Corrupted: {gz} has MD5 {got}, expected {want[gz.name]} "
+                                    "(truncated or not the upstream file).")
+            except OSError as error:
+                problems.append(f"{error.filename or plain} cannot be read ({_reason(error)}).")
+            if bad is not None:
+                problems.append(f"{bad}.")
+    return found
+
+
+# Set once a download waited DOWNLOAD_TIMEOUT for a silent network: later attempts in this
+# process (the other split, the other data sets of a sweep) fail at once instead of waiting again.
+_silent = []
+
+
+def download(dataset, root, names):
+    """Fetch the .gz of `names` from torchvision's mirrors into the first writable raw folder;
+    give up at the first time-out (DataMissingError's reason says so), not once per file and mirror."""
+    import torchvision
+    from torchvision.datasets.utils import download_url
+    if _silent:
+        raise OSError(_silent[0])
+    cls = getattr(torchvision.datasets, DATASETS[dataset])
+    md5s = dict(cls.resources)
+    target = None
+    for raw in raw_folders(dataset, root):
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(raw, os.W_OK):
+            target = raw
+            break
+    if target is None:
+        raise OSError(f"neither {raw_folders(dataset, root)[0]} nor the user cache "
+                      f"{raw_folders(dataset, root)[1]} can be written to download into")
+    log.info("downloading %s into %s (HTS_EP_OFFLINE=1 never tries; the network gets %g s to answer)",
+             DATASETS[dataset], target, DOWNLOAD_TIMEOUT)
+    with network_timeout(DOWNLOAD_TIMEOUT):
+        for name in names:
+            gz = f"{name}.gz"
+            errors = []
+            for mirror in cls.mirrors:
+                try:
+                    download_url(f"{mirror}{gz}", root=str(target), filename=gz, md5=md5s[gz])
+                    break
+                except Exception as error:      # URLError, OSError, RuntimeError (bad MD5), ...
+                    timeout = isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None),
+                                                                            TimeoutError)
+                    if timeout:
+                        _silent.append(f"the network did not answer within {DOWNLOAD_TIMEOUT:g} s (timed out); "
+                                       "set HTS_EP_OFFLINE=1 to skip downloads")
+                        raise OSError(_silent[0]) from None
+                    errors.append(f"{mirror}: {' '.join(str(error).split())[:150]}")
+            else:
+                raise OSError("; ".join(errors))
+
+
+def missing_message(dataset, root, error, problems=()):
     raw = root / DATASETS[dataset] / "raw"
-    out = []
-    for name, want in expected_md5(dataset).items():
-        if (raw / name).exists() and (got := md5(raw / name)) != want:
-            out.append((raw / name, got, want))
-    return out
-
-
-def missing_message(dataset, root, error):
-    raw = root / DATASETS[dataset] / "raw"
-    missing = [name for name in FILES if not (raw / name).exists()]
-    bad = corrupted(dataset, root)
+    missing = [name for name in FILES if not any((r / name).exists() or (r / name[:-3]).exists()
+                                                 for r in raw_folders(dataset, root))]
     reason = " ".join(str(error).split())[:300]
     lines = [f"data set {dataset!r} is not available."]
     if missing:
         lines.append(f"Missing from {raw}: {', '.join(missing)}.")
-    for path, got, want in bad:
-        lines.append(f"Corrupted: {path} has MD5 {got}, expected {want} (truncated or not the upstream file).")
-    if not missing and not bad:
+    lines += list(dict.fromkeys(problems))
+    if not missing and not problems:
         lines.append(f"Its files in {raw} could not be read.")
     lines.append(f"Loading or downloading failed ({reason}). Place the upstream files there, or point "
                  f"--data-root / HTS_EP_DATA at a folder holding {DATASETS[dataset]}/raw/.")
     return "\n".join(lines)
 
 
+def files_of(dataset, root, train):
+    """{extracted name: (path, gzipped)} of the split's two files, each checked, downloaded if
+    need be (and allowed); DataMissingError saying what is missing or wrong otherwise."""
+    names = [n[:-3] for n in FILES if n.startswith("train" if train else "t10k")]
+    problems = []
+    found = locate(dataset, root, names, problems)
+    if len(found) < len(names):
+        error = "offline (HTS_EP_OFFLINE=1), no download tried" if offline() else None
+        if error is None:
+            try:
+                download(dataset, root, [n for n in names if n not in found])
+            except OSError as failure:
+                error = _reason(failure)
+            else:
+                problems = []
+                found = locate(dataset, root, names, problems)
+                if len(found) < len(names):
+                    error = "the downloaded files are not the upstream ones"
+        if len(found) < len(names):
+            raise DataMissingError(missing_message(dataset, root, error, problems))
+    return found
+
+
 def unavailable(dataset, root=None):
     """None if `dataset` can be loaded (downloading it if need be), else the reason, in one line."""
-    raw = data_root(root) / DATASETS[dataset] / "raw"
-    want = expected_md5(dataset)
-    # Fast path: every file extracted, or its .gz is the upstream one (an MD5 of
-    # ~60 MB at most). A present but corrupted .gz goes the slow way, whose
-    # message names it, instead of counting as available.
-    if all((raw / name[:-3]).exists() or ((raw / name).exists() and md5(raw / name) == want[name])
-           for name in FILES):
-        return None
     try:
-        load(dataset, root, train=True)
-        load(dataset, root, train=False)
+        for train in (True, False):
+            files_of(dataset, data_root(root), train)
     except DataMissingError as error:
         return " ".join(str(error).split())
     return None
@@ -222,22 +384,42 @@ def network_timeout(seconds):
             socket.setdefaulttimeout(before)
 
 
+def read_idx(path, gzipped, name):
+    """The payload of one checked IDX file (its header already matched IDX[name])."""
+    _, count, size = IDX[name]
+    opener = gzip.open if gzipped else open
+    with opener(path, "rb") as f:
+        blob = f.read(size + 1)         # never more than the file should hold
+    reason = check_header(path, blob[:16], name) or (
+        None if len(blob) == size else f"it holds {len(blob)} bytes once extracted, expected {size}")
+    if reason:
+        raise DataMissingError(f"{path} is not the upstream file: {reason}")
+    return blob[16:] if IDX[name][0] == 2051 else blob[8:]
+
+
 def load_uncached(dataset, root=None, train=True):
-    """The train or test split of `dataset` as a CPU Split, downloaded if need be."""
+    """The train or test split of `dataset` as a CPU Split, read from checked files (downloaded
+    if need be). Nothing is written where the files are valid: a read-only folder and a
+    read-only HOME work, offline or not."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
-    import torchvision  # heavy import, only when data is needed
-
-    folder = DATASETS[dataset]
     root = data_root(root)
+    found = files_of(dataset, root, train)
+    (images, (ipath, igz)), (labels, (lpath, lgz)) = sorted(found.items(), key=lambda kv: "labels" in kv[0])
     try:
-        with network_timeout(DOWNLOAD_TIMEOUT):
-            ds = getattr(torchvision.datasets, folder)(
-                str(_writable_root(root, folder)), train=train, download=not offline())
-    except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ...
-        raise DataMissingError(missing_message(dataset, root, error)) from error
-    x = ds.data.reshape(len(ds.data), -1).to(torch.float32).div_(255)
-    return Split(x, ds.targets.to(torch.int64))
+        pixels = read_idx(ipath, igz, images)
+        classes = read_idx(lpath, lgz, labels)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataMissingError(missing_message(dataset, root, _reason(error),
+                                               [f"{ipath} or {lpath} cannot be read ({_reason(error)})."])) from None
+    x = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).reshape(-1, INPUTS)
+    y = torch.frombuffer(bytearray(classes), dtype=torch.uint8).to(torch.int64)
+    if len(x) != len(y):        # both counts are checked against IDX: a guard, not a case
+        raise DataMissingError(f"{ipath} holds {len(x)} images but {lpath} {len(y)} labels")
+    if int(y.max()) >= CLASSES:
+        raise DataMissingError(f"{lpath} is not the upstream file: it holds label {int(y.max())}, "
+                               f"the data set has {CLASSES} classes")
+    return Split(x.to(torch.float32).div_(255), y)
 
 
 def subset(split, n, name="subset"):

@@ -11,6 +11,16 @@ import math
 import torch
 
 DISTRIBUTIONS = ("scalar", "normal", "lognormal", "gamma")
+# A spread at or below mean * 2**-60 (chosen) moves no draw of any family, 40 standard deviations
+# out, by half a float64 unit in the last place of the mean: every draw is the mean, exactly as
+# at spread 0. Below it the families' own parameters under- or overflow (gamma's shape
+# (mean/std)^2 is inf from std ~ 1e-154 mean, which drew every step at eps_max).
+NEGLIGIBLE_SPREAD = 2.0 ** -60
+
+
+def negligible(mean, std):
+    """True where the spread `std` cannot move a draw off `mean` (see NEGLIGIBLE_SPREAD)."""
+    return std <= mean * NEGLIGIBLE_SPREAD
 
 
 def check_parameters(distribution, n, mean, std, low, high, names=("mean", "std", "low", "high")):
@@ -57,7 +67,7 @@ def gamma_params(mean, std):
 
 def draw(distribution, n, mean, std, generator=None):
     """The unclipped, moment-matched draw (float64), as model.md specifies it."""
-    if distribution == "scalar" or std == 0:
+    if distribution == "scalar" or negligible(mean, std):
         return torch.full((n,), float(mean), dtype=torch.float64)
     if distribution == "normal":
         return mean + std * torch.randn(n, generator=generator, dtype=torch.float64)
@@ -71,8 +81,9 @@ def draw(distribution, n, mean, std, generator=None):
 def sample_time_steps(distribution, n, mean, std, low, high, generator=None):
     """Draw `n` hidden time steps (float32, shape [n]), clipped to [low, high].
 
-    Deterministic for a given `torch.Generator`. `std == 0` gives every neuron
-    `mean`, whatever the family: the limit of each distribution.
+    Deterministic for a given `torch.Generator`. `std == 0` (or negligible, see
+    NEGLIGIBLE_SPREAD) gives every neuron `mean`, whatever the family: the limit of each
+    distribution.
     """
     check_parameters(distribution, n, mean, std, low, high)
     return draw(distribution, n, mean, std, generator).clamp(low, high).to(torch.float32)
@@ -80,7 +91,7 @@ def sample_time_steps(distribution, n, mean, std, low, high, generator=None):
 
 def cdf(distribution, x, mean, std):
     """P(eps <= x) of the unclipped draw."""
-    if distribution == "scalar" or std == 0:
+    if distribution == "scalar" or negligible(mean, std):
         return float(x >= mean)
     if distribution == "normal":
         return 0.5 * (1 + math.erf((x - mean) / (std * math.sqrt(2))))
@@ -97,6 +108,6 @@ def cdf(distribution, x, mean, std):
 def clipped_fractions(distribution, mean, std, low, high):
     """Expected fraction of neurons clipped at (low, high), from the CDF (no sampling)."""
     check_parameters(distribution, 1, mean, std, low, high)
-    if distribution == "scalar" or std == 0:
+    if distribution == "scalar" or negligible(mean, std):
         return 0.0, 0.0
     return cdf(distribution, low, mean, std), 1.0 - cdf(distribution, high, mean, std)
