@@ -403,12 +403,14 @@ def summary(records, stat="best"):
     the runs. One dict per data set; keys are stable (the introduction reads them)."""
     comp = comparison(records, stat=stat)
     agree = agreement(comp)
-    gain, endpoint, paper = hts_gain(records, stat=stat), stability_endpoint(records), paper_gain()
     out = outcomes(records, by=("dataset",)).set_index("dataset")
+    # a data set without a paired value (one seed, one epoch) has a row of NaN: its texts say why
+    gain, endpoint = (t.reindex(out.index) for t in (hts_gain(records, stat=stat), stability_endpoint(records)))
+    gain["seeds"], paper = gain.seeds.fillna(0), paper_gain()
     cond = outcomes(records).assign(scalar=lambda t: t.distribution == "scalar")
     result = {}
     for ds in out.index:
-        a, g, e, o = agree.loc[ds], gain.loc[ds], endpoint.loc[ds], out.loc[ds]
+        a, g, e, o = agree.reindex(out.index).loc[ds], gain.loc[ds], endpoint.loc[ds], out.loc[ds]
         by = cond[cond.dataset == ds].groupby("scalar")[["runs", "never_started"]].sum()
         cells = comp[(comp.dataset == ds) & comp.difference.notna()]
         result[ds] = {

@@ -89,7 +89,7 @@ def devices(records):
         text = next(iter(cell)) if len(cell) == 1 else ", ".join(f"{d} {n}" for d, n in sorted(cell.items()))
         rows.setdefault(DATASET_LABELS[ds], {})[LABELS[cond]] = text
     order = [DATASET_LABELS[d] for d in DATASET_LABELS if DATASET_LABELS[d] in rows]
-    return pd.DataFrame(rows).T.reindex(index=order, columns=[LABELS[c] for c in CONDITIONS]).fillna("—")
+    return pd.DataFrame(rows).T.reindex(index=order, columns=[LABELS[c] for c in CONDITIONS]).astype(object).fillna("—")
 
 
 def pretty(frame):

@@ -31,10 +31,10 @@ def test_parameters_cell(path):
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
     declared = notebook_parameters(path)
-    assert "overrides" in declared and "overrides = {}" in "".join(tagged[0]["source"])
     if "profile" in declared:
-        assert PARAMETERS <= declared
-        assert 'profile = "quick"' in "".join(tagged[0]["source"])
+        assert PARAMETERS <= declared and "overrides = {}" in "".join(tagged[0]["source"])
+        # the profile that shows real numbers fastest where a notebook is opened on its own (Binder)
+        assert 'profile = "archive"' in "".join(tagged[0]["source"])
 
 
 def names_read(source):
@@ -61,3 +61,15 @@ def test_in_table_of_contents(path):
 def test_toc_parses():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     assert toc["root"] == "book/intro"
+
+
+LONGEST_CELL = 25       # lines: a chapter's code cells are short steps (the rest is in the package)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cells_are_short_and_a_third_visible(path):
+    code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    lengths = [len("".join(c["source"]).strip().splitlines()) for c in code]
+    assert max(lengths) <= LONGEST_CELL, f"{path.name}: a code cell of {max(lengths)} lines"
+    hidden = [c for c in code if {"hide-input", "remove-cell", "remove-input"} & set(c.get("metadata", {}).get("tags", []))]
+    assert len(code) - len(hidden) >= len(code) / 3, f"{path.name}: {len(hidden)} of {len(code)} code cells hidden"
