@@ -1,4 +1,4 @@
-"""The Triton relaxation kernel against the PyTorch path.
+"""The Triton relaxation kernel against the float64 reference (hts_ep/dynamics.py).
 
 Without a GPU, Triton's interpreter (TRITON_INTERPRET=1, set by conftest.py)
 executes the kernel program by program with NumPy on CPU tensors: that
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from hts_ep import Config, Ensemble, gpu
+from reference import check_against_reference, close, guard_ensemble, reference
 
 interpreted = pytest.mark.skipif(gpu.triton is None or not gpu.interpreting(),
                                  reason="needs Triton and TRITON_INTERPRET=1 before its import")
@@ -61,19 +62,19 @@ def inputs(ens, batch, seed=0):
 
 
 def check_phases(ens, batch, tolerance=1e-5):
-    """A free phase from zero, then a nudged one: kernel (via Ensemble.relax) against relax_torch."""
+    """A free phase from zero, then a nudged one: kernel (via Ensemble.relax) against the float64 reference."""
     x, y = inputs(ens, batch)
     d = ens.drive(x)
     h, o = ens.zero_state(batch)
     h_copy = h.clone()
-    fast, ref = ens.relax(d, h, o, 30), ens.relax_torch(d, h, o, 30)
+    fast, ref = ens.relax(d, h, o, 30), reference(ens, d, h, o, 30)
     assert torch.equal(h, h_copy)                       # the inputs are not modified
     for u, v in zip(fast, ref):
-        assert u.shape == v.shape and (u - v).abs().max() < tolerance
+        assert u.shape == v.shape and close(u, v, tolerance), (u.double() - v).abs().max()
     fast_n = ens.relax(d, fast[0], fast[1], 7, y=y)
-    ref_n = ens.relax_torch(d, ref[0], ref[1], 7, y=y)
+    ref_n = reference(ens, d, ref[0], ref[1], 7, y=y)
     for u, v in zip(fast_n, ref_n):
-        assert (u - v).abs().max() < tolerance
+        assert close(u, v, tolerance), (u.double() - v).abs().max()
     assert (fast_n[2] > 0).all()
     assert not torch.allclose(fast_n[1], fast[1])        # the nudge moved the outputs
 
@@ -81,7 +82,7 @@ def check_phases(ens, batch, tolerance=1e-5):
 # 21 samples: a full tile of 16 and a partial one; hidden and output sizes
 # that are not powers of two (nor 10) exercise the padding.
 @pytest.mark.parametrize("n_hidden,n_out", [(40, 10), (64, 3), (16, 17)])
-def test_kernel_equals_pytorch_path(triton_kernel, device, n_hidden, n_out):
+def test_kernel_equals_reference(triton_kernel, device, n_hidden, n_out):
     check_phases(ensemble(n_hidden, n_out=n_out, device=device), 21)
     assert len(triton_kernel) == 2
 
@@ -100,7 +101,7 @@ def test_kernel_takes_the_zero_state_as_none(triton_kernel, device):
 # with tiles smaller and larger than the 21 samples.
 @pytest.mark.parametrize("text", ["variant=outer,block_b=4,warps=2", "variant=outer,block_b=8",
                                   "variant=outer,block_b=32,warps=4", "variant=dot,block_b=32,warps=4"])
-def test_kernel_settings_equal_pytorch_path(triton_kernel, device, monkeypatch, text):
+def test_kernel_settings_equal_reference(triton_kernel, device, monkeypatch, text):
     monkeypatch.setenv("HTS_EP_TRITON", text)
     launched = []
     options = gpu.launch_options
@@ -138,11 +139,22 @@ def test_non_finite_state_shows_in_residual(triton_kernel, device, monkeypatch, 
     x, _ = inputs(ens, 4)
     d = ens.drive(x)
     fast = ens.relax(d, *ens.zero_state(4), 6)
-    ref = ens.relax_torch(d, *ens.zero_state(4), 6)
+    ref = reference(ens, d, *ens.zero_state(4), 6)
     assert triton_kernel
     assert torch.isnan(fast[2][1]) and torch.isnan(ref[2][1])
     assert torch.isfinite(fast[2][[0, 2]]).all()
-    assert torch.allclose(fast[0][[0, 2]], ref[0][[0, 2]], atol=1e-5)
+    assert close(fast[0][[0, 2]], ref[0][[0, 2]])
+
+
+@pytest.mark.parametrize("scheme", ["branch", "end"])
+@pytest.mark.parametrize("h_bound", [None, 0.5])
+def test_every_phase_and_update_equal_reference_over_gamma_beta_bound(triton_kernel, device, scheme, h_bound):
+    """The guard of test_fused.py through the Triton kernel: gamma 0.5 and 1.7, beta 0.05 to 0.7,
+    bounded and unbounded models, both schedules; phases, increments and train_step against the
+    float64 reference."""
+    ens, x, y = guard_ensemble(scheme, h_bound, n_hidden=48, t_free=20, t_nudge=6, batch=21, device=device)
+    check_against_reference(ens, x, y)
+    assert len(triton_kernel) == 3 * (3 if scheme == "branch" else 2)   # phases, increments, train_step
 
 
 def test_training_through_the_kernel_equals_pytorch_path(triton_kernel, device, monkeypatch):

@@ -8,10 +8,10 @@ from hts_ep import Config, Ensemble
 from hts_ep import gradients as G
 
 
-def tiny(distribution="lognormal", n_out=3, **kw):
+def tiny(distribution="lognormal", n_out=3, n_hidden=7, **kw):
     """A small float64 network (and its float32 ensemble) with a batch of 4 samples."""
     kw = {"t_free": 20, "t_nudge": 6, **kw}
-    c = Config(n_in=5, n_hidden=7, n_out=n_out, distribution=distribution, sigma_eps=0.1, seed=3, **kw)
+    c = Config(n_in=5, n_hidden=n_hidden, n_out=n_out, distribution=distribution, sigma_eps=0.1, seed=3, **kw)
     ens = Ensemble([c], device="cpu")
     g = torch.Generator().manual_seed(7)
     x = torch.rand(4, c.n_in, generator=g, dtype=torch.float64)
@@ -19,9 +19,14 @@ def tiny(distribution="lognormal", n_out=3, **kw):
     return ens, G.Net.from_ensemble(ens, 0), x, y
 
 
+# gamma away from 1 with a bound that binds (0.1: the free states reach about 0.6 without it)
+GUARD = {"gamma": 1.7, "h_bound": 0.1}
+
+
+@pytest.mark.parametrize("model", [{}, GUARD])
 @pytest.mark.parametrize("kind", G.LOSSES)
-def test_bptt_matches_finite_differences(kind):
-    _, net, x, y = tiny()
+def test_bptt_matches_finite_differences(kind, model):
+    _, net, x, y = tiny(**model)
     _, grad = G.gradient(net, x, y, kind)
     h = 1e-6
     for name in G.PARAMS:
@@ -37,23 +42,33 @@ def test_bptt_matches_finite_differences(kind):
         assert torch.allclose(grad[name], ref, rtol=1e-5, atol=1e-9), (name, (grad[name] - ref).abs().max())
 
 
-def test_relaxation_mirrors_the_package():
-    ens, net, x, y = tiny()
+@pytest.mark.parametrize("gamma,h_bound", [(1.0, None), (0.5, None), (1.7, 0.1)])
+def test_free_phase_mirrors_the_package(gamma, h_bound):
+    """gradients.py's free phase (the BPTT's: Net -> dynamics.Params, a model axis of 1) against the
+    package's relaxation, gamma on both sides of 1 and a bound that binds."""
+    ens, net, x, y = tiny(gamma=gamma, h_bound=h_bound)
     h0, o0 = G.free_phase(net, net.params(), x)
     with torch.no_grad():
-        H0, O0, _ = ens.relax_torch(ens.drive(x.float()[None]), *ens.zero_state(4), ens.t_free)
+        H0, O0, _ = ens.relax(ens.drive(x.float()[None]), *ens.zero_state(4), ens.t_free)
     assert torch.allclose(h0, H0[0].double(), atol=1e-5) and torch.allclose(o0, O0[0].double(), atol=1e-5)
+    if h_bound:
+        assert h0.max() <= h_bound + 1e-6 < G.free_phase(net.replace(h_bound=None), net.params(), x)[0].max()
 
 
+# 7 hidden neurons take the PyTorch path, 16 the fused kernel (10 outputs, a multiple of 16)
+@pytest.mark.parametrize("n_hidden", [7, 16])
+@pytest.mark.parametrize("model", [{}, {"gamma": 0.5, "beta": 0.7}, {**GUARD, "beta": 0.05}])
 @pytest.mark.parametrize("scheme", G.SCHEMES)
-def test_rule_matches_ensemble_increments(scheme):
-    """The float64 update is the one train_step applies (float32, the package's own relaxation)."""
-    ens, net, x, y = tiny(n_out=10)
+def test_rule_matches_ensemble_increments(scheme, model, n_hidden):
+    """The float64 update is the one train_step applies (float32, the package's own relaxation),
+    under both schedules, with gamma and beta away from their defaults and a binding bound."""
+    ens, net, x, y = tiny(n_out=10, n_hidden=n_hidden, **model)
     ours = G.update(net, x, y, scheme=scheme)
     theirs = ens.increments(x.float()[None], y.float()[None], scheme)
     for name, t in zip(G.PARAMS, theirs):
         assert ours[name].shape == t[0].shape, name
         assert torch.allclose(ours[name], t[0].double(), rtol=1e-3, atol=1e-5), (name, scheme)
+        assert ours[name].abs().max() > 1e-3                 # far above the tolerance
 
 
 def test_comparison_sign_and_scale():
