@@ -45,6 +45,8 @@ def failed(f):
 
 
 def _frame(records):
+    if not records:
+        raise ValueError("no records: the ablation's runs are not in this store")
     f = finals(records)
     f["variant"] = [variant(r) for _, r in f[list(FACTORS)].iterrows()]
     return f
@@ -150,16 +152,16 @@ def effects(records):
     seed (mean over those pairs)."""
     f = _frame(records)
     pairs = []
-    for (v, seed), g in f.groupby(["variant", "seed"], sort=False):
+    for (v, _), g in f.groupby(["variant", "seed"], sort=False):
         het, sca = g[g.distribution != "scalar"].final_acc.mean(), g[g.distribution == "scalar"].final_acc.mean()
         pairs.append({"variant": v, "gap": het - sca})
     pairs = pd.DataFrame(pairs)
     rows = []
     for i, factor in enumerate(FACTORS):
-        levels = f.variant.map(lambda v: v[i])
+        levels, pair_levels = f.variant.str[i], pairs.variant.str[i]
         for level in sorted(levels.unique(), key=lambda x: (x is not None, str(x))):
             g = f[levels == level]
-            gaps = pairs[pairs.variant.map(lambda v: v[i]) == level].gap
+            gaps = pairs[pair_levels == level].gap
             rows.append({"factor": factor, "level": "none" if level is None else level, "runs": len(g),
                          "never_started": int(g.never_started.sum()), "failed": int(failed(g).sum()),
                          "final": g.final_acc.mean(), "best": g.best_acc.mean(), "late_std": g.late_std.mean(),

@@ -301,6 +301,7 @@ def variants(table, score="score", label="score (points)"):
     """One bar per variant of an ablation table (ablation.screen or judge), its score, hatched
     where a run failed, today's set-up outlined."""
     import matplotlib.pyplot as plt
+
     from .ablation import TODAY
     t = table.iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.28 * len(t)))

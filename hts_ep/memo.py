@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -83,7 +83,7 @@ def cached(name, inputs, compute, root=None):
     result = compute()
     env = {"device": str(inputs.get("device") or "cpu"), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "python": platform.python_version(), "processor": platform.processor(),
-           "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+           "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     write_json(path(name, inputs, root), {"name": name, "inputs": inputs, "result": encode(result),
                                           "environment": env})
     return decode(encode(result)), env
@@ -94,4 +94,5 @@ def computed(env, profile):
     when = (env.get("finished") or "")[:10] or "an unknown date"
     n = env.get("threads")
     threads = f", {n} thread{'s' if n != 1 else ''}" if n else ""
-    return f"computed on {when} on {env.get('device', 'an unknown device')}{threads}, at the scale of profile {profile}."
+    device = env.get("device", "an unknown device")
+    return f"computed on {when} on {device}{threads}, at the scale of profile {profile}."

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from . import data, experiments
 
+
 def spec_datasets(spec, datasets=None):
     """The data sets of a spec's grid (or its fixed one), restricted to `datasets`."""
     spec_obj = experiments.load_spec(spec)
@@ -117,7 +118,7 @@ def computed_here(device, profile):
     import datetime
 
     import torch
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     n = torch.get_num_threads()
     return (f"computed by this build on {when}, on {device} ({n} thread{'s' if n != 1 else ''}), "
             f"at the scale of profile {profile}.")

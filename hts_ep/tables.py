@@ -4,8 +4,10 @@ import math
 
 import pandas as pd
 
-from .stats import CONDITIONS, finals, stability, table1 as table1_numbers
+from .stats import CONDITIONS, finals, stability
+from .stats import table1 as table1_numbers
 from .wording import LABELS
+
 
 def fmt(mean, std):
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
@@ -160,7 +162,8 @@ def gains(records, level=0.95):
             if g.seeds:
                 rows.append({"data set": DATASET_LABELS[ds], "statistic": STAT_LABELS[stat],
                              "HTS − scalar, 95% interval": interval(g.gap, g.ci_low, g.ci_high),
-                             "seeds": int(g.seeds), "verdict": direction(g.ci_low, g.ci_high, "HTS higher", "HTS lower"),
+                             "seeds": int(g.seeds),
+                             "verdict": direction(g.ci_low, g.ci_high, "HTS higher", "HTS lower"),
                              "paper": f"{paper[ds]:+.2f} points"})
     return pd.DataFrame(rows).set_index(["data set", "statistic"]) if rows else pd.DataFrame()
 

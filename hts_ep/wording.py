@@ -156,23 +156,6 @@ def hts_gap(part, sigma, scalar, digits, name=True):
     return gap
 
 
-def gap_trend(hts, scalar, chosen, small):
-    """How the heterogeneous models' gap to the scalar baseline moves as the spread shrinks from
-    `chosen` to `small`: `hts` maps spread -> final accuracy (%), `scalar` the baseline's. Text
-    for a sentence: "narrows", "widens" or "stays the same", after "changes sign and" where
-    it does, then both gaps in points."""
-    values = [hts[s] if s in hts else float("nan") for s in (chosen, small)] + [scalar]
-    if any(pd.isna(v) for v in values):
-        return "cannot be followed here (a spread or the baseline has no finite run)"
-    a, b = round(values[0] - scalar, 1), round(values[1] - scalar, 1)     # compared as printed
-    size = "narrows" if abs(b) < abs(a) else "widens" if abs(b) > abs(a) else ""
-    if a * b < 0:
-        word = "changes sign" + (f" and {size}" if size else "")
-    else:
-        word = size or "stays the same"
-    return f"{word}: HTS minus scalar is {a:+.1f} points at σ_ε = {chosen:g} and {b:+.1f} at {small:g}"
-
-
 def signal_against_state(state, signal):
     """Which way the nudged phase moves the networks' differences: `state` and `signal` map a
     distribution to its relative difference from the scalar network (free-phase end state,

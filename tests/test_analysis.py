@@ -185,16 +185,6 @@ def test_hts_gap_names_the_survivors_it_averages():
     assert analysis.hts_gap(full, 0.1, 50.0, 1) == "+10.0"          # all three: no names
 
 
-def test_gap_trend_says_which_way_the_gap_moves():
-    assert analysis.gap_trend({0.1: 88.8, 0.025: 89.8}, 89.3, 0.1, 0.025) == \
-        "changes sign: HTS minus scalar is -0.5 points at σ_ε = 0.1 and +0.5 at 0.025"
-    assert analysis.gap_trend({0.1: 88.0, 0.025: 89.0}, 89.3, 0.1, 0.025).startswith("narrows: HTS minus scalar is -1.3")
-    assert analysis.gap_trend({0.1: 88.0, 0.025: 89.0}, 88.5, 0.1, 0.025).startswith("changes sign:")
-    assert analysis.gap_trend({0.1: 70.0, 0.025: 72.0}, 68.5, 0.1, 0.025).startswith("widens: HTS minus scalar is +1.5")
-    assert analysis.gap_trend({0.1: 71.7, 0.025: 52.9}, 68.5, 0.1, 0.025).startswith("changes sign and widens: HTS minus scalar is +3.2")
-    assert analysis.gap_trend({0.1: 71.7}, 68.5, 0.1, 0.025).startswith("cannot be followed")
-    assert analysis.gap_trend({0.1: 71.7, 0.025: float("nan")}, 68.5, 0.1, 0.025).startswith("cannot")
-
 def test_signal_against_state_sorts_the_distributions():
     state = {"normal": 0.5, "lognormal": 0.01, "gamma": 0.02}
     signal = {"normal": 0.3, "lognormal": 0.19, "gamma": 0.02}

@@ -5,8 +5,6 @@ import sys
 
 import pytest
 
-from conftest import SHARED_DATA
-
 # Eight batches of 32: one batch of 256 leaves every model at chance.
 SMALL = ["--n-hidden", "32", "--t-free", "20", "--t-nudge", "4", "--train-subset", "256", "--batch-size", "32",
          "--epochs", "1", "--threads", "1", "--no-progress"]

@@ -71,5 +71,6 @@ def test_cells_are_short_and_a_third_visible(path):
     code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
     lengths = [len("".join(c["source"]).strip().splitlines()) for c in code]
     assert max(lengths) <= LONGEST_CELL, f"{path.name}: a code cell of {max(lengths)} lines"
-    hidden = [c for c in code if {"hide-input", "remove-cell", "remove-input"} & set(c.get("metadata", {}).get("tags", []))]
+    hiding = {"hide-input", "remove-cell", "remove-input"}
+    hidden = [c for c in code if hiding & set(c.get("metadata", {}).get("tags", []))]
     assert len(code) - len(hidden) >= len(code) / 3, f"{path.name}: {len(hidden)} of {len(code)} code cells hidden"
