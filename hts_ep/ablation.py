@@ -188,3 +188,31 @@ def curvature(datasets=("mnist", "fashion-mnist"), data_root=None):
         rows.append({"dataset": ds, "unit": top(x), "standardised": top((x - stats.mean) / stats.std),
                      "eta1_gain": stats.eta1_gain})
     return pd.DataFrame(rows)
+
+
+def paper_variants(spec="ablation_paper"):
+    """The variants stage 2's spec runs (its "h_bound,inputs,nudge_from,eta1" axis)."""
+    from .experiments import load_spec
+    return [tuple(v) for v in load_spec(spec).grid[",".join(FACTORS)]]
+
+
+def stage2_yaml(finalists):
+    """Stage 2's spec for `finalists` (stage 1's choice, today's last): the text of
+    experiments/ablation_paper.yaml."""
+    def value(v):
+        return "null" if v is None else f"{v:g}" if isinstance(v, float) else v
+    rows = ", ".join("[" + ", ".join(value(x) for x in v) + "]" for v in finalists)
+    return f"""name: ablation_paper
+description: >
+  Stage 2 of the fidelity ablation (hts_ep/ablation.py holds its rule): the
+  two variants stage 1 ranked highest and the former defaults, at the paper's
+  protocol (run under the profile "paper"), on MNIST and Fashion-MNIST,
+  scalar and log-normal hidden steps at eps_out 0.25. Written by
+  ablation.stage2_yaml from stage 1's records (ablation.finalists).
+grid:
+  dataset: [mnist, fashion-mnist]
+  distribution: [scalar, lognormal]
+  eps_out: [0.25]
+  {",".join(FACTORS)}: [{rows}]
+fixed: {{}}
+"""

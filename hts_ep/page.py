@@ -61,15 +61,3 @@ def glue_table(name, frame):
     from myst_nb import glue as glue_
     glue_(name, frame, display=False)
 
-
-def glue_summary(numbers):
-    """Glue stats.summary's numbers and wording.claims' texts under "<data set>_<key>" for every
-    data set, so that the introduction's references resolve; a data set without runs gets
-    NO_RUNS for every text."""
-    for ds in wording.DATASET_LABELS:
-        prefix = ds.replace("-", "") + "_"
-        if ds in numbers:
-            glue({k: v for k, v in numbers[ds].items() if v == v}, prefix)     # NaN: the texts say why
-            glue(wording.claims(numbers[ds]), prefix)
-        else:
-            glue(dict.fromkeys(wording.CLAIMS, wording.NO_RUNS), prefix)

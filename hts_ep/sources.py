@@ -148,3 +148,13 @@ def calibration(folder=None):
             "finalists": read(folder / "branch", "mnist-finalists.json"),
             "fashion": read(folder / "branch", "fashion-mnist-check.json"),
             "legacy": read(folder, "mnist-*.json")}, folder
+
+
+def archived(spec, profile, datasets=None):
+    """The complete records of `spec` at `profile` from the results store, else from the repository's
+    own results/ (a build into another store, such as the tests' smoke build, still reads the
+    archive committed with the code)."""
+    recs = experiments.records(spec, profile, datasets=datasets)
+    if not recs and experiments.RESULTS.resolve() != (experiments.REPO / "results").resolve():
+        recs = experiments.records(spec, profile, results_root=experiments.REPO / "results", datasets=datasets)
+    return recs

@@ -40,8 +40,6 @@ def accuracy_verdict(s):
             "within the paper's 95% interval")
 
 
-NO_RUNS = "no runs in this build"
-CLAIMS = ("gain_text", "gain_verdict", "endpoint_text", "endpoint_verdict", "accuracy_verdict", "never_started_text")
 LATE_UNDEFINED = "undefined at this profile (a run needs two epochs in its late window)"
 
 
@@ -53,6 +51,21 @@ def claims(s):
             "endpoint_verdict": direction(s["endpoint_low"], s["endpoint_high"], "HTS less stable",
                                           "HTS more stable") if s["endpoint"] == s["endpoint"] else LATE_UNDEFINED,
             "accuracy_verdict": accuracy_verdict(s), "never_started_text": never_started(s)}
+
+
+def answer(numbers):
+    """The introduction's answer, one clause per data set with runs (stats.summary): HTS minus scalar
+    accuracy and the stability endpoint, each with its interval and the direction it supports."""
+    if not numbers:
+        return "This build has no runs of Table 1, so it gives no answer."
+    acc, late = [], []
+    for ds, s in numbers.items():
+        c = claims(s)
+        acc.append(f"on {DATASET_LABELS[ds]} {c['gain_text']} ({c['gain_verdict']})")
+        late.append(f"on {DATASET_LABELS[ds]} {c['endpoint_text']} ({c['endpoint_verdict']})")
+    started = [f"on {DATASET_LABELS[ds]} {claims(s)['never_started_text']}" for ds, s in numbers.items()]
+    return (f"HTS minus scalar accuracy is {'; '.join(acc)}. On the stability endpoint declared below, HTS minus "
+            f"scalar is {'; '.join(late)}. Runs that never started: {'; '.join(started)}.")
 
 
 def never_started(s, alpha=0.05):

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.data        # the smoke build trains on MNIST
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ["01-time-steps", "02-table1", "03-learning-curves", "04-stability", "05-relaxation", "06-calibration",
-         "07-timing", "08-gradients"]
-FIGURE_PAGES = ["01-time-steps", "03-learning-curves", "04-stability", "05-relaxation", "07-timing", "08-gradients"]
+         "07-timing", "08-gradients", "09-fidelity"]
+FIGURE_PAGES = ["01-time-steps", "02-table1", "03-learning-curves", "04-stability", "05-relaxation",
+                "06-calibration", "07-timing", "08-gradients", "09-fidelity"]
 
 
 def build_smoke(tmp, *parameters):
@@ -52,7 +53,7 @@ def html(tmp_path_factory):
 def test_builds_with_one_data_set_and_one_other_seed(tmp_path):
     # every glue key exists whatever rows exist: one data set, a seed the smoke profile does not have
     out = build_smoke(tmp_path, "datasets=['fashion-mnist']", "seeds=[3]")
-    rows = side_by_side_rows(re.findall(r"<table.*?</table>", page(out, "book/generated/02-table1"), flags=re.S)[0])
+    rows = side_by_side_rows(beside_paper(page(out, "book/generated/02-table1")))
     for dataset, _, ours, _ in rows:
         for cell in ours:
             if dataset == "Fashion-MNIST":
@@ -62,7 +63,8 @@ def test_builds_with_one_data_set_and_one_other_seed(tmp_path):
     seeds = {json.loads(f.read_text())["config"]["seed"] for f in (tmp_path / "results" / "smoke").glob("*.json")}
     assert seeds == {3}
     intro = " ".join(text_of(page(out, "book/intro")).split())
-    assert "from a single seed, which gives no interval" in intro
+    assert "cannot tell apart (no interval: fewer than two seeds)" in intro
+    assert "on MNIST" not in intro and "on Fashion-MNIST" in intro     # only the data sets it has
 
 
 def page(html, name):
@@ -77,8 +79,17 @@ def text_of(s):
     return re.sub(r"<[^>]+>", " ", s)
 
 
+def beside_paper(page_html):
+    """The table of Table 1 with this build's cells beside the paper's."""
+    tables = re.findall(r"<table.*?</table>", page_html, flags=re.S)
+    side = [t for t in tables if ">this build<" in t and ">paper<" in t]
+    assert side, "no table beside the paper's"
+    return side[0]
+
+
 def test_every_page_is_built(html):
-    for name in ["book/intro", "book/methods", "book/reproducibility"] + [f"book/generated/{p}" for p in PAGES]:
+    for name in ["book/intro", "book/methods", "book/glossary", "book/reproducibility"] + \
+            [f"book/generated/{p}" for p in PAGES]:
         assert (html / f"{name}.html").exists(), name
 
 
@@ -98,12 +109,10 @@ def side_by_side_rows(table_html):
 def test_table1_rows(html):
     from hts_ep import data
     s = page(html, "book/generated/02-table1")
-    tables = re.findall(r"<table.*?</table>", s, flags=re.S)
-    assert len(tables) >= 2          # side by side, cell by cell
-    assert ">this build<" in tables[0] and ">paper<" in tables[0]
+    side = beside_paper(s)
     for cond in ("Normal", "Log-normal", "Gamma", "Scalar"):
-        assert f">{cond}<" in tables[0]
-    rows = side_by_side_rows(tables[0])
+        assert f">{cond}<" in side
+    rows = side_by_side_rows(side)
     names = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "Fashion-MNIST"}
     assert [(d, e) for d, e, _, _ in rows] == [(names[d], f"{e:.2f}") for d in names
                                                for e in (0.15, 0.2, 0.25, 0.3, 0.35)]
@@ -158,16 +167,21 @@ def test_no_raw_latex(html):
 
 
 def test_glued_numbers_resolved(html):
-    intro = text_of(page(html, "book/intro"))
-    assert "{glue" not in intro and "glue:text" not in intro
-    assert re.search(r"profile:\s*1 epoch", " ".join(intro.split()))
-    assert re.search(r"Table 1.s runs: profile smoke; \d+ runs on cpu, trained on \d{4}-\d\d-\d\d", " ".join(intro.split()))
+    for name in ["book/intro"] + [f"book/generated/{p}" for p in PAGES]:
+        text = text_of(page(html, name))
+        assert "{glue" not in text and "glue:text" not in text, name
+    intro = " ".join(text_of(page(html, "book/intro")).split())
+    assert re.search(r"retrains the paper.s Table 1 \(\d+ runs, profile smoke\)", intro)
+    # the abstract's verdicts and the summary table's rows are there, each a sentence of wording's
+    assert re.search(r"HTS minus scalar accuracy is on MNIST [+-]\d+\.\d\d points", intro)
+    assert "late spread, HTS − scalar (the stability endpoint)" in intro
 
 
 def test_provenance_table_lists_every_field(html):
+    import dataclasses
+
     from hts_ep import Config
     from hts_ep.config import PROVENANCE
-    import dataclasses
     methods = page(html, "book/methods")
     for f in dataclasses.fields(Config):
         assert f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{f.name}</span></code>" in methods
