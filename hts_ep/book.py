@@ -22,12 +22,12 @@ from pathlib import Path
 from .errors import BookError
 from .mathjax import ensure_mathjax
 from .pages import GENERATED, experiments_markdown, provenance_markdown, rel, write_generated
-from .runner import (check_parameter_types, execute, fingerprint, notebook_parameters,
-                     parse_parameters)
+from .runner import (check_parameter_types, check_parameter_values, execute, fingerprint,
+                     notebook_parameters, parse_parameters)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-__all__ = ["BookError", "build", "check_parameter_types", "ensure_mathjax", "execute", "experiments_markdown",
+__all__ = ["BookError", "build", "check_parameter_types", "check_parameter_values", "ensure_mathjax", "execute", "experiments_markdown",
            "fingerprint", "main", "notebook_parameters", "parse_parameters", "provenance_markdown",
            "write_generated", "GENERATED", "NOTEBOOKS", "REPO"]
 log = logging.getLogger(__name__)
@@ -95,6 +95,10 @@ def main(argv=None):
             raise BookError(f"--parameters {sorted(unknown)}: no notebook has such a parameter; "
                             f"known: {sorted(known)}")
         check_parameter_types(parameters, notebooks)
+        try:
+            check_parameter_values(parameters, args.profile, sorted(nb_dir.glob("*.ipynb")))
+        except experiments.SpecError as error:
+            raise BookError(f"--parameters {error}") from None
         ensure_mathjax(root)
         write_generated(args.profile, parameters, generated)
         if not args.no_execute:

@@ -115,14 +115,19 @@ def set_threads(threads):
 
 
 def cmd_train(args):
-    from .train import check_device, check_writable, train, write_json
+    from .train import (check_device, check_kernel, check_out, check_resumable, check_writable, train,
+                        write_json)
     # Every check before any work: a bad value found after hours of training costs the hours.
     configs = configs_from_args(args)
     check_threads(args.threads)
+    check_kernel()
     check_device(args.device)
     check_writable(args.out, "--out")
+    check_out(args.out)                 # a file someone made is not replaced
     if args.checkpoint is not None:
         check_writable(args.checkpoint, "--checkpoint")
+        if not args.replace_checkpoint:
+            check_resumable(args.checkpoint, configs)
     set_threads(args.threads)
     records = train(configs, data_root=args.data_root, device=args.device,
                     progress=not args.no_progress, checkpoint=args.checkpoint)
@@ -142,6 +147,9 @@ def cmd_sweep(args):
     if args.max_group < 1:
         raise UserError(f"--max-group={args.max_group} must be >= 1")
     check_threads(args.threads)
+    from .train import check_kernel
+    check_kernel()
+    lock_wait = experiments.lock_wait_seconds(args.lock_wait)
     if args.dry_run:
         from .train import check_device
         check_device(args.device)
@@ -154,7 +162,7 @@ def cmd_sweep(args):
     start = time.perf_counter()
     p = experiments.sweep(args.spec, args.profile, data_root=args.data_root, device=args.device,
                           threads=args.threads, max_group=args.max_group, workers=args.workers,
-                          scheduler=args.scheduler, progress=not args.no_progress)
+                          scheduler=args.scheduler, progress=not args.no_progress, lock_wait=lock_wait)
     if p.skipped and not p.missing and not p.cached:
         # Nothing could run at all: a success status would hide that from scripts and schedulers.
         reasons = "; ".join(f"{ds}: {reason}" for ds, reason in p.skipped.items())
@@ -169,11 +177,28 @@ def cmd_sweep(args):
           + (f"; {others} were trained meanwhile by another sweep" if others else ""))
 
 
+def describe_run(config, axes):
+    """One missing run in words: its grid values and seed."""
+    return " ".join(f"{a}={getattr(config, a)}" for a in axes) + f" seed {config.seed}"
+
+
 def cmd_table(args):
-    from . import analysis, experiments
-    recs, gaps = analysis.load(args.spec, args.profile, data_root=args.data_root)
+    from . import analysis, data, experiments
+    experiments.check_store(args.profile)
+    spec = experiments.load_spec(args.spec)
+    configs = experiments.grid_configs(spec, args.profile)
+    store = experiments.Store(args.profile)
+    recs = [r for c in configs if (r := store.get(c)) is not None]
+    bad = store.problems
+    absent = [c for c in configs if not os.path.lexists(store.path(c))]
+    # A data set is a gap only where runs of it have no record, whatever this machine's data:
+    # an archive read without the data sets is complete where its records are.
+    datasets = list(dict.fromkeys(c.dataset for c in configs))
+    short = {ds: [c for c in absent if c.dataset == ds] for ds in datasets}
+    total = {ds: sum(c.dataset == ds for c in configs) for ds in datasets}
+    unavailable = {ds: reason for ds in datasets if short[ds] and (reason := data.unavailable(ds, args.data_root))}
     if args.spec == "table1":
-        frame = analysis.table1(recs, gaps=gaps, stat=args.stat)[0]
+        frame = analysis.table1(recs, gaps=unavailable, stat=args.stat)[0]
     else:
         frame = analysis.by_grid_point(recs, args.spec)     # every axis of the grid kept apart
     if args.format == "csv":
@@ -184,15 +209,30 @@ def cmd_table(args):
               "mean ± std over seeds)")
         print(f"source: {analysis.source(recs, args.profile, archived=args.profile == 'paper')}")
         print(frame.to_markdown())
-        for ds, reason in gaps.items():
-            print(f"\ngap {ds}: {reason}")
+        for ds in datasets:
+            if short[ds]:
+                print(f"\ngap {ds}: {len(short[ds])} of {total[ds]} runs have no record"
+                      + (f"; {unavailable[ds]}" if ds in unavailable else ""))
     # Records that exist but could not be used are left out of the table above:
     # name each, and fail, so that neither a reader nor a script takes the table as whole.
-    bad = experiments.problems(args.spec, args.profile)
     for path, reason in bad:
         log.warning("corrupted or incomplete record %s (%s): left out of the table; "
                     "`hts-ep sweep %s --profile %s` retrains it", path, reason, args.spec, args.profile)
-    return 1 if bad else 0
+    # So are runs without a record that this machine could train: said, and a failure too. Those of
+    # a data set it cannot read are the gaps printed above, for a reason the sweep cannot fix here.
+    trainable = [c for c in absent if c.dataset not in unavailable]
+    if trainable:
+        axes = analysis.grid_axes(spec)
+        counts = "; ".join(f"{ds}: {n} of {total[ds]}" for ds in datasets
+                           if (n := sum(c.dataset == ds for c in trainable)))
+        shown = ", ".join(describe_run(c, axes) for c in trainable[:MISSING_SHOWN])
+        more = f" and {len(trainable) - MISSING_SHOWN} more" if len(trainable) > MISSING_SHOWN else ""
+        log.warning("%d of %d runs of the grid have no record (%s): %s%s; `hts-ep sweep %s --profile %s` "
+                    "trains them", len(trainable), len(configs), counts, shown, more, args.spec, args.profile)
+    return 1 if bad or trainable else 0
+
+
+MISSING_SHOWN = 5       # missing runs `table` names one by one (the rest are counted)
 
 
 def parser():
@@ -204,6 +244,8 @@ def parser():
     add_run_options(t)
     t.add_argument("--out", required=True, help="JSON file for the records (written atomically)")
     t.add_argument("--checkpoint", default=None, help="file updated each epoch; rerunning resumes from it")
+    t.add_argument("--replace-checkpoint", action="store_true",
+                   help="start over in --checkpoint even if it holds another run or is no checkpoint")
     t.set_defaults(func=cmd_train)
 
     from .experiments import spec_names
@@ -214,6 +256,9 @@ def parser():
     s.add_argument("--max-group", type=int, default=20, help="models per ensemble (default 20)")
     s.add_argument("--workers", type=int, default=None, help="start a local Dask cluster of N worker processes")
     s.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, tcp://host:port")
+    s.add_argument("--lock-wait", default=None, metavar="SECONDS",
+                   help="how long to wait for models another process is training, then fail "
+                        "(default: $HTS_EP_LOCK_WAIT, else a day)")
     add_run_options(s)
     s.set_defaults(func=cmd_sweep)
 
@@ -234,13 +279,14 @@ def main(argv=None):
     log_to_stderr()
     from .data import DataMismatchError, DataMissingError
     from .distributed import SchedulerError
-    from .experiments import SpecError
+    from .experiments import SpecError, StoreError
     from .train import InputError
     # The package's own errors only: they carry a message for the user. Anything
     # else is a bug, and its traceback is what a bug report needs.
     try:
         return args.func(args) or 0
-    except (UserError, SpecError, InputError, DataMismatchError, DataMissingError, SchedulerError) as error:
+    except (UserError, SpecError, StoreError, InputError, DataMismatchError, DataMissingError,
+            SchedulerError) as error:
         print(f"hts-ep: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

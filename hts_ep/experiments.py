@@ -2,7 +2,8 @@
 
 A spec (experiments/<name>.yaml) is a grid over Config fields; a profile
 (experiments/profiles.yaml) scales it (seeds, epochs, samples) without
-changing its meaning. Every model of the grid has one record in
+changing its meaning. Those four are the profile's alone: a spec that sets
+one (in `fixed` or as an axis) is refused, not silently overridden. Every model of the grid has one record in
 results/<profile>/<key>.json, where the key hashes its full configuration
 and the numerics version of the training code: rerunning a sweep trains only
 what is missing, and a change of any parameter is a new key.
@@ -16,7 +17,11 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
+import re
+import socket
+import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +29,9 @@ from pathlib import Path
 import yaml
 
 from . import data
-from .config import SHARED_FIELDS, Config
-from .train import (NUMERICS_VERSION, check_device, check_device_name, check_record, check_writable_dir,
-                    checkpoint_epochs, train, write_json)
+from .config import SEED_LIMIT, SHARED_FIELDS, Config
+from .train import (NUMERICS_VERSION, InputError, check_device, check_device_name, check_record,
+                    check_writable_dir, checkpoint_epochs, json_depth, read_json, train, write_json)
 
 REPO = Path(__file__).resolve().parent.parent
 # In a source checkout (an editable install): the repository's experiments/ and results/.
@@ -45,17 +50,110 @@ class SpecError(ValueError):
     """A spec, profile or grid that cannot be run; the message says why."""
 
 
+class StoreError(RuntimeError):
+    """The results store cannot be used as asked (a lock, a folder in a record's place, a lock
+    held past the wait allowed); the message says which file and why."""
+
+
+# Limits on what a spec or profile file may ask for (chosen). The largest spec, table1 at the
+# paper profile, is 300 models; 10,000 is some 500,000 model-epochs at 50 epochs, weeks of a
+# GPU. A YAML file may alias a list inside a list (anchors): 100,000 values once expanded is
+# a thousand times the largest spec, and reached long before a crafted file fills the memory
+# (nine levels of ten aliases are 10**9 values). Specs are a few hundred bytes.
+MAX_MODELS = 10_000
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 32
+MAX_YAML_BYTES = 2**20
+PROFILE_FIELDS = ("seed", "epochs", "train_subset", "test_subset")     # the profile's alone
+# How long a sweep waits for a model's lock that another process holds (HTS_EP_LOCK_WAIT or
+# --lock-wait, in seconds; chosen): a day, longer than the largest group of the paper profile
+# takes on the slowest machine measured (100 models x 50 epochs x 5.9 s per model-epoch = 8 h),
+# so that a legitimate wait is not cut short, yet a lock that is never released ends. While it
+# waits it says whom it waits for every LOCK_REPORT_EVERY seconds.
+DEFAULT_LOCK_WAIT = 24 * 3600
+LOCK_REPORT_EVERY = 300
+OWNER_BYTES = 1024                      # an owner file is about 80 bytes
+HOST_NAME = re.compile(r"[A-Za-z0-9._-]{1,253}")
+
+
+def lock_wait_seconds(value=None):
+    """Seconds to wait for a held lock: `value`, else HTS_EP_LOCK_WAIT, else DEFAULT_LOCK_WAIT."""
+    if value is None:
+        value = os.environ.get("HTS_EP_LOCK_WAIT")
+        if value is None:
+            return DEFAULT_LOCK_WAIT
+        where = f"HTS_EP_LOCK_WAIT={value!r}"
+    else:
+        where = f"--lock-wait={value!r}"
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise StoreError(f"{where} is not a number of seconds > 0")
+    return seconds
+
+
+def _seconds(seconds):
+    return f"{seconds:g} s" if seconds < 5400 else f"{seconds / 3600:g} h"
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line):
+        super().__init__(f"duplicate key {key!r} at line {line}")
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+
+
+def _mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        k = loader.construct_object(key_node, deep=True)
+        try:
+            if k in seen:
+                raise _DuplicateKey(k, key_node.start_mark.line + 1)
+            seen.add(k)
+        except TypeError:           # an unhashable key: construct_mapping says so
+            pass
+    return loader.construct_mapping(node, deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _expanded_size(value):
+    """(values, depth) of `value` counted as if every alias were written out, stopping past
+    MAX_YAML_VALUES or MAX_YAML_DEPTH: the cost of walking it is bounded by those limits."""
+    count, deepest, stack = 0, 0, [(value, 1)]
+    while stack and count <= MAX_YAML_VALUES and deepest <= MAX_YAML_DEPTH:
+        v, depth = stack.pop()
+        count += 1
+        deepest = max(deepest, depth)
+        if isinstance(v, dict):
+            stack += [(x, depth + 1) for pair in v.items() for x in pair]
+        elif isinstance(v, list):
+            stack += [(x, depth + 1) for x in v]
+    return count, deepest
+
+
 # -- specs and profiles ------------------------------------------------------
 
 # Profile keys, each with its check and what is allowed (named in the error).
 def _seeds_ok(v):
-    return (isinstance(v, list) and v and all(type(x) is int and x >= 0 for x in v)
+    return (isinstance(v, list) and v and all(type(x) is int and 0 <= x < SEED_LIMIT for x in v)
             and len(set(v)) == len(v))
+
+
+SEEDS_ALLOWED = "a non-empty list of distinct integers from 0 to 2**63 - 1"
 
 
 PROFILE_SCHEMA = {
     "description": (lambda v: isinstance(v, str), "a text"),
-    "seeds": (_seeds_ok, "a non-empty list of distinct integers >= 0"),
+    "seeds": (_seeds_ok, SEEDS_ALLOWED),
     "epochs": (lambda v: type(v) is int and v >= 1, "an integer >= 1"),
     "train_subset": (lambda v: type(v) is int and 0 <= v <= data.SIZES["train_subset"],
                      f"an integer from 0 (all) to {data.SIZES['train_subset']}"),
@@ -69,14 +167,26 @@ SPEC_KEYS = ("name", "description", "grid", "fixed")
 def read_yaml(path, what):
     """The mapping at the top of a YAML file, or SpecError naming the file and what is wrong."""
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            text = f.read(MAX_YAML_BYTES + 1)
+        if len(text) > MAX_YAML_BYTES:
+            raise SpecError(f"{path}: larger than the {MAX_YAML_BYTES} bytes a {what} file may have")
+        raw = yaml.load(text, Loader=_Loader)
+    except _DuplicateKey as error:
+        raise SpecError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
         raise SpecError(f"{path}: not valid YAML{at} ({getattr(error, 'problem', None) or error})") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested deeper than YAML can be read") from None
     except OSError as error:
-        raise SpecError(f"{path}: cannot be read ({error.strerror})") from None
+        raise SpecError(f"{path}: cannot be read ({error.strerror or error})") from None
+    count, depth = _expanded_size(raw)
+    if count > MAX_YAML_VALUES:
+        raise SpecError(f"{path}: expands to more than {MAX_YAML_VALUES} values (aliases of aliases?)")
+    if depth > MAX_YAML_DEPTH:
+        raise SpecError(f"{path}: nested deeper than {MAX_YAML_DEPTH} levels")
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a {what} file must hold a mapping at the top level, "
                         f"not {type(raw).__name__ if raw is not None else 'nothing'}")
@@ -132,6 +242,10 @@ class Spec:
         seeds = profile["seeds"]
         if len(set(seeds)) != len(seeds):
             raise SpecError(f"profile seeds have duplicates: {seeds}")
+        points = math.prod(len(values) for values in self.grid.values())
+        if points * len(seeds) > MAX_MODELS:
+            raise SpecError(f"{self.path or self.name}: {points * len(seeds)} models ({points} grid points x "
+                            f"{len(seeds)} seeds), more than the {MAX_MODELS} a sweep may plan")
         scale = {k: profile[k] for k in ("epochs", "train_subset", "test_subset")}
         axes = [(name.split(","), values) for name, values in self.grid.items()]
         out = []
@@ -163,6 +277,10 @@ def load_spec(name):
         raise SpecError(f"spec {name!r} ({path}) has an empty grid")
     for axis, values in grid.items():
         names = str(axis).split(",")
+        owned = [n for n in names if n in PROFILE_FIELDS and n != "seed"]
+        if owned:
+            raise SpecError(f"{path}: axis {owned[0]!r} is the profile's to set (seeds, epochs, train_subset, "
+                            "test_subset: profiles.yaml); remove it from the spec")
         bad = [n for n in names if n not in CONFIG_FIELDS or n == "seed"]
         if bad:
             raise SpecError(f"{path}: unknown axis {bad[0]!r}; allowed: Config fields except seed "
@@ -177,6 +295,11 @@ def load_spec(name):
     if bad:
         raise SpecError(f"{path}: unknown parameter {bad[0]!r} in fixed; allowed: Config fields "
                         f"({', '.join(sorted(CONFIG_FIELDS))})")
+    owned = [k for k in fixed if k in PROFILE_FIELDS]
+    if owned:
+        # The profile's value would win without a word: the spec's is refused instead.
+        raise SpecError(f"{path}: {owned[0]!r} in fixed is the profile's to set (seeds, epochs, train_subset, "
+                        "test_subset: profiles.yaml); remove it from the spec")
     for k in ("name", "description"):
         if k in raw and not isinstance(raw[k], str):
             raise SpecError(f"{path}: key {k!r} must be a text, not {raw[k]!r}")
@@ -202,17 +325,31 @@ class Store:
         return self.dir / f"{key(config)}.json"
 
     def get(self, config):
-        """The complete record of `config`, or None (missing, or corrupted: then reported)."""
+        """The complete record of `config`, or None (missing, or bad: then reported in `problems`).
+
+        A record is read with limits (size, nesting) and checked field by field before use: a
+        store on a shared file system may hold anything, and one bad file must not stop every
+        command that reads the store."""
         path = self.path(config)
-        if not path.exists():
+        if not os.path.lexists(path):
             return None
         try:
-            record = json.loads(path.read_text())
+            record = read_json(path)
             check_record(record, config)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            if record.get("key", path.stem) != path.stem:
+                raise ValueError(f"key={record['key']!r} is not this file's {path.stem!r}")
+        except ValueError as error:
             self.problems.append((str(path), f"{error}"))
             return None
         return record
+
+    def check_writable_records(self, configs):
+        """StoreError if a record of `configs` cannot be written where it belongs (a folder there,
+        which replacing would delete): said before training, not after it."""
+        for c in configs:
+            path = self.path(c)
+            if path.is_dir():
+                raise StoreError(f"{path} is a folder where a record belongs; remove it, then rerun")
 
     def put(self, record):
         # `finished`: when the record was written (UTC); records written before this field
@@ -225,7 +362,7 @@ class Store:
         keys = "".join(sorted(key(c) for c in configs))
         return self.dir / "checkpoints" / f"{hashlib.sha256(keys.encode()).hexdigest()[:20]}.ckpt"
 
-    def lock(self, configs, wait=True):
+    def lock(self, configs, wait=True, timeout=None):
         """Hold the lock of every model of `configs`: a list of held locks (release with
         `unlock`), or None if `wait` is False and another process holds one of them.
 
@@ -233,19 +370,93 @@ class Store:
         the models differently still never train one twice. filelock takes an
         flock(2) lock, which the kernel drops when its process dies (kill -9, a lost
         node): a stale lock is taken over without any clean-up. Locks are taken
-        in key order, so two processes waiting for each other cannot deadlock."""
+        in key order, so two processes waiting for each other cannot deadlock.
+
+        Beside each held lock, locks/<key>.owner says who holds it (process, host, since when),
+        so that a waiting process can say whom it waits for. A lock not free within `timeout`
+        seconds (default: lock_wait_seconds(), HTS_EP_LOCK_WAIT) is a StoreError naming its holder."""
         from filelock import FileLock, Timeout
-        (self.dir / "locks").mkdir(parents=True, exist_ok=True)
+        timeout = lock_wait_seconds() if timeout is None else timeout
+        folder = self.dir / "locks"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"lock folder {folder} cannot be made ({error.strerror or error})") from None
         held = []
-        for k in sorted({key(c) for c in configs}):
-            lock = FileLock(self.dir / "locks" / f"{k}.lock")
-            try:
-                lock.acquire(timeout=-1 if wait else 0)
-            except Timeout:
-                self.unlock(held)
-                return None
-            held.append(lock)
+        try:
+            for k in sorted({key(c) for c in configs}):
+                path = folder / f"{k}.lock"
+                lock = FileLock(path)
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:
+                    if not wait:
+                        self.unlock(held)
+                        return None
+                    self._wait(lock, k, timeout)
+                except OSError as error:
+                    raise StoreError(f"lock file {path} cannot be used ({error.strerror or error}); "
+                                     "remove it if no sweep is running") from None
+                held.append(lock)
+                self._claim(k)
+        except BaseException:
+            self.unlock(held)
+            raise
         return held
+
+    def _wait(self, lock, k, timeout):
+        """Acquire `lock` within `timeout` seconds, saying whom it waits for, now and every
+        LOCK_REPORT_EVERY seconds; StoreError naming the holder when the time is up."""
+        from filelock import Timeout
+        start = time.monotonic()
+        log.info("waiting for the lock of model %s (%s), held by %s; giving up after %s", k,
+                 lock.lock_file, self.holder(k), _seconds(timeout))
+        while True:
+            left = timeout - (time.monotonic() - start)
+            if left <= 0:
+                raise StoreError(f"the lock of model {k} ({lock.lock_file}) is held by {self.holder(k)}; "
+                                 f"gave up after {_seconds(timeout)} (HTS_EP_LOCK_WAIT or --lock-wait sets "
+                                 "how long to wait)")
+            try:
+                lock.acquire(timeout=min(left, LOCK_REPORT_EVERY))
+                return
+            except Timeout:
+                log.info("still waiting for the lock of model %s, held by %s", k, self.holder(k))
+            except OSError as error:
+                raise StoreError(f"lock file {lock.lock_file} cannot be used ({error.strerror or error})") from None
+
+    def _owner(self, k):
+        return self.dir / "locks" / f"{k}.owner"
+
+    def _claim(self, k):
+        """Say who holds the lock of `k` (best effort: a store others cannot read still trains)."""
+        try:
+            write_json(self._owner(k), {"pid": os.getpid(), "host": socket.gethostname(),
+                                        "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        except InputError:
+            pass
+
+    def holder(self, k):
+        """Who holds the lock of `k`, in words, from its owner file (written by whoever holds it,
+        so read with limits and checked like any file of the store)."""
+        try:
+            owner = read_json(self._owner(k), max_bytes=OWNER_BYTES, max_depth=2)
+            pid, host, since = owner["pid"], owner["host"], owner["since"]
+            datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ")
+            if type(pid) is not int or not isinstance(host, str) or not HOST_NAME.fullmatch(host):
+                raise ValueError
+        except (ValueError, TypeError, KeyError):
+            return "an unknown process"
+        return f"process {pid} on {host} since {since}"
+
+    @staticmethod
+    def unlock(held):
+        for lock in reversed(held):
+            try:
+                Path(str(lock.lock_file)).with_suffix(".owner").unlink(missing_ok=True)
+            except OSError:
+                pass
+            lock.release()
 
     def resumable(self, groups):
         """{key: epochs done} for the models of `groups` (as the sweep forms them) whose group
@@ -284,11 +495,6 @@ class Store:
                     ckpt.unlink(missing_ok=True)
                 finally:
                     self.unlock(held)
-
-    @staticmethod
-    def unlock(held):
-        for lock in reversed(held):
-            lock.release()
 
 
 # -- grouping and running -------------------------------------------------------
@@ -340,16 +546,17 @@ def group(configs, max_group, budget=None):
 
 
 def run_group(configs, profile, results_root=None, data_root=None, device=None, threads=None,
-              on_epoch=None, wait=True):
+              on_epoch=None, wait=True, lock_wait=None):
     """Train the models of one group that are still missing, write their records, drop the
     checkpoint; return the keys trained. Runs on Dask workers too.
 
     The group's locks are held throughout, and the store is read again once they
     are: another sweep may have trained some of these models while this one
-    waited. With wait=False, returns None at once if another process holds a lock."""
+    waited. With wait=False, returns None at once if another process holds a lock; with
+    wait=True, StoreError after `lock_wait` seconds (default: HTS_EP_LOCK_WAIT, else a day)."""
     import torch
     store = Store(profile, results_root)
-    held = store.lock(configs, wait)
+    held = store.lock(configs, wait, lock_wait)
     if held is None:
         return None
     try:
@@ -357,6 +564,7 @@ def run_group(configs, profile, results_root=None, data_root=None, device=None, 
             torch.set_num_threads(threads)
         todo = [c for c in configs if store.get(c) is None]
         if todo:
+            store.check_writable_records(todo)
             ckpt = store.checkpoint(todo)
             records = train(todo, data_root=data_root, device=device, progress=False,
                             checkpoint=ckpt, on_epoch=on_epoch)
@@ -418,7 +626,7 @@ def check_overrides(overrides):
             raise SpecError(f"overrides: unknown Config field {name!r}; allowed: "
                             f"{', '.join(sorted(CONFIG_FIELDS - set(NOT_OVERRIDABLE)))}")
     try:
-        Config(**overrides)                 # the types and ranges Config checks
+        data.check_config(Config(**overrides))      # the types and ranges Config checks, sizes the data's
     except ValueError as error:
         raise SpecError(f"overrides: {error}") from None
     return dict(overrides)
@@ -504,20 +712,25 @@ def describe(p, device=None, threads=None):
     for ds, reason in p.skipped.items():
         lines.append(f"skipped {ds}: {reason}")
     for path, reason in p.problems:
-        lines.append(f"corrupted record {path} ({reason}): will be retrained")
+        if Path(path).is_dir():
+            lines.append(f"corrupted record {path} ({reason}): remove it, the sweep cannot replace a folder")
+        else:
+            lines.append(f"corrupted record {path} ({reason}): will be retrained")
     return "\n".join(lines)
 
 
 def sweep(spec_name, profile, results_root=None, data_root=None, device=None, threads=None,
           max_group=20, workers=None, scheduler=None, progress=True, connect_timeout=10,
-          datasets=None, seeds=None, overrides=None):
+          datasets=None, seeds=None, overrides=None, lock_wait=None):
     """Train every missing record of the spec under the profile; return the plan that was run
     (its `trained`: the keys this call trained; others may have been trained meanwhile by
     another sweep into the same store).
 
     `datasets` restricts the sweep to some of the spec's data sets, `seeds`
     replaces the profile's seeds (None: all of them, the profile's), `overrides`
-    replaces Config fields in every model of the grid (new keys: trained and cached apart)."""
+    replaces Config fields in every model of the grid (new keys: trained and cached apart).
+    `lock_wait`: seconds to wait for a model another process holds (default: HTS_EP_LOCK_WAIT,
+    else DEFAULT_LOCK_WAIT), then StoreError naming the holder."""
     # Checked before anything else (grouping sizes ensembles by the device's memory),
     # not when the first group ends. On a cluster the device is the workers' (only its
     # name is checked here), the store must be shared.
@@ -525,6 +738,8 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
         check_device(device)
     elif device is not None:
         check_device_name(device)
+    lock_wait = lock_wait_seconds(lock_wait)
+    check_store(profile, results_root)
     p = plan(spec_name, profile, results_root, data_root, datasets, seeds, overrides, max_group, device)
     if progress:
         log.info("%s", describe(p, device, threads))
@@ -532,6 +747,7 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
     if not p.missing:
         return p
     check_writable_dir(Store(profile, results_root).dir, "results folder")
+    Store(profile, results_root).check_writable_records(p.missing)
     groups = p.groups
     total = sum(c.epochs - p.started.get(key(c), 0) for c in p.missing)      # resumed groups: what is left
     bar = None
@@ -540,7 +756,7 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
         bar = tqdm(total=total, desc=f"{spec_name}/{profile}", unit="model-epoch")
     # Resolved here, so that workers in other processes write where this process reads.
     args = dict(results_root=Path(results_root or RESULTS).resolve(), data_root=data_root, device=device,
-                threads=threads)
+                threads=threads, lock_wait=lock_wait)
     try:
         if workers or scheduler:
             from .distributed import run_groups
@@ -566,6 +782,22 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
         if bar is not None:
             bar.close()
     return p
+
+
+def check_store(profile, results_root=None):
+    """StoreError if the results folder, or the profile's folder in it, is a file: every record
+    would then read as missing (an empty table, a sweep that fails after its first group)."""
+    top = Path(results_root or RESULTS)
+    for folder, what in ((top, "results folder"), (top / profile, f"results folder of profile {profile!r}")):
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise StoreError(f"{what} {folder} is a file, not a folder (HTS_EP_RESULTS sets where the store is)")
+
+
+def missing(spec_name, profile, results_root=None, datasets=None, seeds=None, overrides=None):
+    """The configs of the spec under the profile that have no usable record (missing or bad)."""
+    store = Store(profile, results_root)
+    return [c for c in grid_configs(load_spec(spec_name), profile, datasets, seeds, overrides)
+            if store.get(c) is None]
 
 
 def records(spec_name, profile, results_root=None, datasets=None, seeds=None, overrides=None):

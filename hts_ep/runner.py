@@ -5,6 +5,7 @@ so even a rerun trains nothing that is already there."""
 import ast
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -124,6 +125,96 @@ def tidy(path):
 # what each takes besides None.
 PARAMETER_TYPES = {"datasets": "list of str", "seeds": "list of int", "device": "str", "data_root": "str",
                    "results_dir": "str"}
+
+
+def _int_in(low, high=None):
+    def ok(v):
+        return type(v) is int and v >= low and (high is None or v <= high)
+    return ok, (f"an integer >= {low}" if high is None else f"an integer from {low} to {high}")
+
+
+def _list_of(item, allowed):
+    return (lambda v: isinstance(v, list) and len(v) > 0 and all(item(x) for x in v)), allowed
+
+
+def _finite(v, low, strict):
+    return type(v) in (int, float) and math.isfinite(v) and (v > low if strict else v >= low)
+
+
+def parameter_values():
+    """{parameter: (check, what it allows)} for the notebooks' parameters whose values can be wrong
+    although their type is right (the limits are chosen: the data sets' sizes, Config's own
+    limits, and draws that fit in memory)."""
+    from . import data, experiments
+    from .config import SEED_LIMIT, UPPER_LIMITS
+    return {
+        "seeds": (experiments._seeds_ok, experiments.SEEDS_ALLOWED),
+        "seed": (lambda v: type(v) is int and 0 <= v < SEED_LIMIT, "an integer from 0 to 2**63 - 1"),
+        # 01: draws per family, float64, four families at once: 10**7 is 320 MB
+        "n_samples": _int_in(1, 10**7),
+        "n_probe": _int_in(1, data.SIZES["test_subset"]),
+        "n_test": _int_in(1, data.SIZES["test_subset"]),
+        "train_epochs": _int_in(1),
+        "long_factor": _int_in(1),
+        "batch": _int_in(1, data.SIZES["train_subset"]),
+        "n_batches": _int_in(1),
+        "spreads": _list_of(lambda x: _finite(x, 0, False), "a non-empty list of finite numbers >= 0"),
+        "betas": _list_of(lambda x: _finite(x, 0, True), "a non-empty list of finite numbers > 0"),
+        "t_frees": _list_of(lambda x: type(x) is int and 1 <= x <= UPPER_LIMITS["t_free"],
+                            f"a non-empty list of integers from 1 to {UPPER_LIMITS['t_free']}"),
+    }
+
+
+def check_parameter_values(parameters, profile, notebooks):
+    """BookError unless each --parameters value is one the notebooks can use: data set names,
+    seeds, ranges, a device training runs on, and overrides that every grid a notebook reads
+    takes under `profile` (checked here, before any notebook runs, not in the seventh)."""
+    from . import data, experiments, train
+    checks = parameter_values()
+    for name, value in parameters.items():
+        if value is None:
+            continue
+        if name == "datasets":
+            if not value:
+                raise BookError("--parameters datasets=[] must name at least one data set (None: all of them)")
+            for ds in value:
+                if ds not in data.DATASETS:
+                    raise BookError(f"--parameters datasets={value!r}: unknown data set {ds!r}; allowed: "
+                                    f"{', '.join(data.DATASETS)}")
+            if len(set(value)) != len(value):
+                raise BookError(f"--parameters datasets={value!r} names a data set twice")
+        elif name == "device":
+            try:
+                train.check_device_name(value)
+            except train.InputError as error:
+                raise BookError(f"--parameters device: {error}") from None
+        elif name in checks:
+            ok, allowed = checks[name]
+            if not ok(value):
+                if isinstance(value, list) or name == "seeds":
+                    raise BookError(f"--parameters {name}={value!r} is not allowed; allowed: {allowed}")
+                raise BookError(f"--parameters {name}={value!r} must be {allowed}")
+    overrides = experiments.check_overrides(parameters.get("overrides"))
+    if not (overrides or "seeds" in parameters or "datasets" in parameters):
+        return
+    profiles = ([experiments.ARCHIVED, experiments.FALLBACK] if profile == experiments.ARCHIVE else [profile])
+    for spec in specs_read(notebooks):
+        for prof in profiles:
+            spec_obj = experiments.load_spec(spec)
+            try:
+                experiments.apply_overrides(
+                    experiments.grid_configs(spec_obj, prof, parameters.get("datasets"), parameters.get("seeds")),
+                    overrides, where=f"overrides: {spec_obj.path}")
+            except experiments.SpecError as error:
+                raise BookError(f"--parameters {error}") from None
+
+
+def specs_read(notebooks):
+    """The experiment specs the notebooks name (as a quoted string in their code)."""
+    from . import experiments
+    sources = "".join("".join(c["source"]) for nb in notebooks
+                      for c in json.loads(Path(nb).read_text())["cells"] if c["cell_type"] == "code")
+    return [name for name in experiments.spec_names() if f'"{name}"' in sources or f"'{name}'" in sources]
 
 
 def check_parameter_types(parameters, notebooks):

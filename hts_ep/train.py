@@ -13,15 +13,17 @@ import math
 import os
 import pickle
 import platform
+import re
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from . import __version__, data
-from .config import check_ensemble
+from .config import Config, check_ensemble, kernel_choice
 from .network import Ensemble, default_device
 
 # Bump when a change alters the numbers training produces: it is part of
@@ -52,12 +54,47 @@ def check_device(device):
     return dev
 
 
+# The device types training runs on (the PyTorch path, the fused CPU kernel, the Triton
+# kernel); torch knows others (meta, mps, xla ...) on which it would fail mid-training.
+DEVICE_TYPES = ("cpu", "cuda")
+
+
 def check_device_name(device):
-    """torch.device(device), or InputError if that is no device name at all."""
+    """torch.device(device), or InputError if that is no device name, or none training runs on."""
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise InputError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1 ...)") from None
+    if dev.type not in DEVICE_TYPES:
+        raise InputError(f"--device {device!r} is not supported; allowed: {', '.join(DEVICE_TYPES)}, cuda:N")
+    return dev
+
+
+def check_kernel():
+    """InputError unless HTS_EP_KERNEL names a relaxation code (it is read inside the first step)."""
+    try:
+        kernel_choice()
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def device_memory(dev):
+    """Bytes of memory the device has in all (the host's RAM for the CPU)."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_properties(dev).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(configs, dev):
+    """InputError if the ensemble cannot fit the device's whole memory: it would fail in an
+    allocation, with a traceback, or drive the machine into swap."""
+    from .experiments import per_model_bytes
+    need = len(configs) * per_model_bytes(configs[0], max(configs[0].batch_size, EVAL_BATCH))
+    have = device_memory(dev)
+    if need > have:
+        raise InputError(f"{len(configs)} models of n_hidden={configs[0].n_hidden} need about "
+                         f"{need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB of {dev}; "
+                         "train fewer models at once or smaller ones")
 
 
 def check_writable(path, what):
@@ -66,9 +103,37 @@ def check_writable(path, what):
     Probes the nearest existing folder with a temporary file (removed at once):
     permission bits do not tell (root ignores them, read-only mounts do not show)."""
     path = Path(path)
+    existing = path.absolute().parent
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    try:
+        longest = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):       # not reported by this file system: its write will say
+        longest = None
+    # First: any other look at the path fails with "File name too long" itself.
+    if longest is not None and len(path.name.encode()) > longest:
+        raise InputError(f"{what}: the file name {path.name[:40]}... is longer than the {longest} bytes "
+                         "a file name may have here")
     if path.is_dir():
         raise InputError(f"{what} {path} is a folder; give a file name")
     check_writable_dir(path.parent, what, path)
+
+
+def check_out(path):
+    """Fail now unless `path` is free or a records file of this package: --out replaces the file,
+    and a file someone made (a thesis.tex) is not ours to replace."""
+    path = Path(path)
+    if not path.exists() or path.is_dir():
+        return
+    try:
+        records = read_json(path)
+        if not isinstance(records, dict) or set(records) != {"records"} or not isinstance(records["records"], list):
+            raise ValueError('it does not hold {"records": [...]}')
+        for r in records["records"]:
+            check_record(r, complete=False)
+    except ValueError as error:
+        raise InputError(f"--out {path} exists and is not a records file of hts-ep ({error}); "
+                         "give another name, or remove it") from None
 
 
 def check_writable_dir(folder, what, target=None):
@@ -90,9 +155,12 @@ def check_writable_dir(folder, what, target=None):
 def atomic_write(path, write):
     """Write through a temporary file in the same folder, then rename: never half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A short prefix of its own: a temporary name built from a long file name would pass
+        # the file system's limit where the file's own name does not.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hts-ep-", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -101,8 +169,14 @@ def atomic_write(path, write):
         # readable by the others who sweep into it, so apply the usual umask.
         os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException as error:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(error, OSError):      # disk full, quota, a folder at the path ...
+            raise InputError(f"{path} could not be written ({error.strerror or error})") from None
         raise
 
 
@@ -130,6 +204,50 @@ def json_safe(obj):
 def write_json(path, obj):
     text = json.dumps(json_safe(obj), indent=1, allow_nan=False)
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+# Limits on a JSON file read from a store others write to (chosen): a record of 50 epochs is
+# about 12 KB and nests 4 levels, a records file of 100 models about 1.2 MB and 6 levels. Past
+# them a file is refused before it is parsed: Python's parser recurses once per level (a file
+# of nested brackets raised RecursionError in every command that read the store) and holds
+# the whole text in memory.
+MAX_JSON_BYTES = 16 * 2**20
+MAX_JSON_DEPTH = 32
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def json_depth(blob):
+    """The deepest nesting of brackets in JSON text `blob` (bytes), strings left out."""
+    import numpy as np
+    skeleton = np.frombuffer(_STRINGS.sub(b'""', blob), dtype=np.uint8)
+    steps = np.zeros(len(skeleton), dtype=np.int32)
+    steps[(skeleton == ord("[")) | (skeleton == ord("{"))] = 1
+    steps[(skeleton == ord("]")) | (skeleton == ord("}"))] = -1
+    return int(steps.cumsum().max(initial=0))
+
+
+def read_json(path, max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH):
+    """The strict JSON value in the file `path`, or ValueError saying why not (unreadable,
+    not a regular file, larger than `max_bytes`, nested deeper than `max_depth`, not JSON)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ValueError("a folder, not a record file")
+        with open(path, "rb") as f:
+            blob = f.read(max_bytes + 1)
+    except OSError as error:
+        raise ValueError(f"cannot be read ({error.strerror or error})") from None
+    if len(blob) > max_bytes:
+        raise ValueError(f"larger than the {max_bytes} bytes a record file may have")
+    if json_depth(blob) > max_depth:
+        raise ValueError(f"nested deeper than {max_depth} levels")
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+    try:
+        return json.loads(blob, parse_constant=refuse)
+    except (ValueError, UnicodeDecodeError) as error:      # JSONDecodeError is a ValueError
+        raise ValueError(f"not valid JSON ({' '.join(str(error).split())[:100]})") from None
 
 
 def environment(device):
@@ -197,33 +315,125 @@ def epoch_summary(records):
     return f"epoch {last[0]['epoch']}/{records[0]['config']['epochs']}: {last[0]['seconds']:.1f} s, test % {accs}"
 
 
-def check_record(record, config, complete=True):
-    """Raise ValueError saying what is wrong unless `record` is a well-formed record of
-    `config` (with all its epochs if `complete`). Records and checkpoints come from a
-    store others can write to: nothing in them is trusted before this check."""
+# The record schema (what train() writes; analysis reads nothing else). Records written before a
+# field existed lack it: `finished`, `key` and `profile` are optional, so is every environment
+# entry but where present each has its type; the config may lack fields added later (Config's
+# default then holds, as LATER_FIELDS and analysis.LEGACY say).
+RECORD_KEYS = {"config", "environment", "epochs", "diverged_epoch", "complete"}
+OPTIONAL_RECORD_KEYS = {"finished", "key", "profile"}
+EPOCH_KEYS = ("epoch", "seconds", "train_acc", "test_acc", "residual_free", "residual_nudge")
+ENVIRONMENT = {  # key -> (check, what it allows)
+    "hts_ep": (lambda v: isinstance(v, str), "a text"),
+    "torch": (lambda v: isinstance(v, str), "a text"),
+    "python": (lambda v: isinstance(v, str), "a text"),
+    "device": (lambda v: isinstance(v, str), "a text"),
+    "device_name": (lambda v: isinstance(v, str), "a text"),
+    "numerics_version": (lambda v: type(v) is int and v >= 1, "an integer >= 1"),
+    "threads": (lambda v: type(v) is int and v >= 1, "an integer >= 1"),
+    "ensemble_size": (lambda v: type(v) is int and v >= 1, "an integer >= 1"),
+    "train_samples": (lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+    "test_samples": (lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+    "input_stats": (lambda v: isinstance(v, dict) and set(v) == {"mean", "std", "eta1_gain"}
+                    and all(_number(x) and x > 0 for k, x in v.items() if k != "mean") and _number(v["mean"]),
+                    "an object of mean, std and eta1_gain, finite numbers"),
+}
+FINISHED = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _number(v):
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _short(v):
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_record(record, config=None, complete=True):
+    """Raise ValueError saying what is wrong unless `record` is a well-formed record (of `config`,
+    when given; with all its epochs if `complete`). Records and checkpoints come from a store
+    others can write to: nothing in them is trusted before this check, every field is."""
     if not isinstance(record, dict):
         raise ValueError(f"a record is a JSON object, not {type(record).__name__}")
-    if record.get("config") != config.to_dict():
+    unknown = sorted(set(record) - RECORD_KEYS - OPTIONAL_RECORD_KEYS, key=str)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}")
+    lacking = sorted(RECORD_KEYS - set(record))
+    if lacking:
+        raise ValueError(f"no {lacking[0]!r}")
+    saved = record["config"]
+    if not isinstance(saved, dict):
+        raise ValueError(f"config={_short(saved)} is not a JSON object")
+    if config is not None and saved != config.to_dict():
         raise ValueError("written for another configuration")
-    epochs = record.get("epochs")
+    if config is None:
+        try:
+            config = Config(**saved)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"config: {' '.join(str(error).split())[:200]}") from None
+    env = record["environment"]
+    if not isinstance(env, dict):
+        raise ValueError(f"environment={_short(env)} is not a JSON object")
+    for k, v in env.items():
+        if k in ENVIRONMENT:
+            ok, allowed = ENVIRONMENT[k]
+            if not ok(v):
+                raise ValueError(f"environment: {k}={_short(v)} is not allowed; allowed: {allowed}")
+        elif not (v is None or isinstance(v, (str, bool)) or _number(v)):
+            raise ValueError(f"environment: {_short(k)}={_short(v)} is not a text or a number")
+    for k in ("key", "profile"):
+        if k in record and not isinstance(record[k], str):
+            raise ValueError(f"{k}={_short(record[k])} is not a text")
+    if "finished" in record:
+        try:
+            datetime.strptime(record["finished"], FINISHED)
+        except (TypeError, ValueError):
+            raise ValueError(f"finished={_short(record['finished'])} is not a date "
+                             "(YYYY-MM-DDTHH:MM:SSZ)") from None
+    if type(record["complete"]) is not bool:
+        raise ValueError(f"complete={_short(record['complete'])} is not true or false")
+    epochs = record["epochs"]
     if not isinstance(epochs, list):
         raise ValueError("no list of epochs")
-    if complete and (record.get("complete") is not True or len(epochs) != config.epochs):
+    if (complete or record["complete"]) and (record["complete"] is not True or len(epochs) != config.epochs):
         raise ValueError(f"incomplete: {len(epochs)} of {config.epochs} epochs")
     if len(epochs) > config.epochs:
         raise ValueError(f"{len(epochs)} epochs, more than the {config.epochs} configured")
-    diverged = record.get("diverged_epoch")
+    diverged = record["diverged_epoch"]
     if diverged is not None and (type(diverged) is not int or not 1 <= diverged <= len(epochs)):
-        raise ValueError(f"diverged_epoch={diverged!r} is not one of its epochs")
+        raise ValueError(f"diverged_epoch={_short(diverged)} is not one of its epochs")
     for i, e in enumerate(epochs, 1):
-        if not isinstance(e, dict) or e.get("epoch") != i:
+        if not isinstance(e, dict) or e.get("epoch") != i or type(e.get("epoch")) is not int:
             raise ValueError(f"epoch {i} is missing or out of order")
-        for name in ("seconds", "train_acc", "test_acc", "residual_free", "residual_nudge"):
-            v = e.get(name)
-            if v is not None and (type(v) not in (int, float) or not math.isfinite(v)):
-                raise ValueError(f"epoch {i}: {name}={v!r} is not a finite number")
-        if e.get("test_acc") is None and (diverged is None or i < diverged):
-            raise ValueError(f"epoch {i} has no test accuracy but the model did not diverge")
+        extra = sorted(set(e) - set(EPOCH_KEYS), key=str)
+        if extra:
+            raise ValueError(f"epoch {i} has unknown key {extra[0]!r}")
+        for name in EPOCH_KEYS[1:]:
+            if name not in e:
+                raise ValueError(f"epoch {i} lacks {name}")
+        if not (_number(e["seconds"]) and e["seconds"] >= 0):
+            raise ValueError(f"epoch {i}: seconds={_short(e['seconds'])} is not a finite number >= 0")
+        for name in ("train_acc", "test_acc"):
+            v = e[name]
+            if v is not None and not (_number(v) and 0 <= v <= 1):
+                raise ValueError(f"epoch {i}: {name}={_short(v)} is not in [0, 1]")
+        for name in ("residual_free", "residual_nudge"):
+            v = e[name]
+            if v is not None and not (_number(v) and v >= 0):
+                raise ValueError(f"epoch {i}: {name}={_short(v)} is not a finite number >= 0")
+        if diverged is None or i < diverged:
+            if e["test_acc"] is None:
+                raise ValueError(f"epoch {i} has no test accuracy but the model did not diverge")
+        elif e["test_acc"] is not None:
+            raise ValueError(f"diverged at epoch {diverged} yet has a test accuracy at epoch {i}")
+
+
+class NotACheckpoint(ValueError):
+    """A file that is no checkpoint of this package."""
+
+
+class OtherRun(ValueError):
+    """A checkpoint of other configurations than the ones being trained."""
 
 
 def checkpoint_epochs(state, configs):
@@ -231,14 +441,14 @@ def checkpoint_epochs(state, configs):
     records; else ValueError saying why. Its tensors are not looked at: the sweep's plan
     reads checkpoints memory-mapped with this, training checks the tensors too."""
     if not isinstance(state, dict) or set(state) != {"configs", "records", "ensemble"}:
-        raise ValueError("not a checkpoint of this program")
+        raise NotACheckpoint("not a checkpoint of this program")
     saved = state["configs"]
     if saved != [c.to_dict() for c in configs]:
         changed = []
         if isinstance(saved, list) and len(saved) == len(configs):
             changed = sorted({k for s, c in zip(saved, configs) if isinstance(s, dict)
                               for k, v in c.to_dict().items() if s.get(k) != v})
-        raise ValueError("it holds other configurations" + (
+        raise OtherRun("it holds other configurations" + (
             f" (they differ in {', '.join(changed)}; a changed parameter is a new run)" if changed else ""))
     records = state["records"]
     if not isinstance(records, list) or len(records) != len(configs):
@@ -252,8 +462,10 @@ def checkpoint_epochs(state, configs):
 
 
 def check_checkpoint(state, configs, ens):
-    """Raise ValueError unless `state` is a checkpoint of these configs whose tensors
-    fit the freshly built ensemble `ens` (same names, shapes and dtypes)."""
+    """Raise ValueError unless `state` is a checkpoint of these configs whose every field fits
+    the freshly built ensemble `ens`: tensors of the same names, shapes and dtypes, finite; the
+    hidden time steps its seeds draw; learning rates and alive flags that agree with its
+    records; random states a generator takes."""
     checkpoint_epochs(state, configs)
     want, have = ens.state_dict(), state["ensemble"]
     if not isinstance(have, dict) or set(have) != set(want):
@@ -266,6 +478,62 @@ def check_checkpoint(state, configs, ens):
                 isinstance(b, torch.Tensor) and b.shape == a.shape and b.dtype == a.dtype
                 for a, b in zip(w, h)):
             raise ValueError(f"its tensor {name!r} does not fit the models' shapes")
+        if any(t.is_floating_point() and not torch.isfinite(t).all() for t in h):
+            raise ValueError(f"its tensor {name!r} holds non-finite values")
+    if not torch.equal(have["eps_hidden"], want["eps_hidden"]):
+        raise ValueError("its hidden time steps are not the ones its seeds draw")
+    for m, (r, alive) in enumerate(zip(state["records"], have["alive"].tolist()), 1):
+        if alive != (r["diverged_epoch"] is None):
+            raise ValueError(f"model {m} is {'alive' if alive else 'diverged'} in its tensors but "
+                             f"{'diverged' if alive else 'alive'} in its record")
+    alive = have["alive"].view(-1, 1, 1)
+    for fresh, saved in zip(want["eta"], have["eta"]):
+        if not torch.equal(saved, torch.where(alive, fresh, torch.zeros_like(fresh))):
+            raise ValueError("its learning rates are not its models'")
+    scratch = torch.Generator()
+    for m, g in enumerate(have["generators"], 1):
+        try:
+            scratch.set_state(g)
+        except RuntimeError:
+            raise ValueError(f"the random state of model {m} is not a generator state") from None
+
+
+def read_checkpoint(path):
+    """The plain data and tensors of the file `path` (never unpickled: see load_checkpoint), or
+    ValueError saying why it cannot be read."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:   # unpickling refused, not a zip, truncated, unreadable: never fatal
+        if isinstance(error, pickle.UnpicklingError):
+            # torch's own message suggests weights_only=False: the one thing not to do here.
+            raise ValueError("it holds more than tensors and plain data, and was not unpickled "
+                             "(it could run code)") from None
+        raise ValueError(" ".join(str(error).split())[:300]) from None
+
+
+def check_resumable(path, configs):
+    """InputError unless `path` is absent or a checkpoint of these very configs (whatever the
+    state of its tensors): --checkpoint would otherwise overwrite a file of another run, or one
+    that is no checkpoint at all. `--replace-checkpoint` skips this."""
+    path = Path(path)
+    if not path.exists() or path.is_dir():
+        return
+    try:
+        state = read_checkpoint(path)
+    except ValueError as error:
+        raise InputError(f"--checkpoint {path} is not a checkpoint of hts-ep ({error}); give another file, "
+                         "or --replace-checkpoint to overwrite it") from None
+    try:
+        checkpoint_epochs(state, configs)
+    except NotACheckpoint as error:
+        raise InputError(f"--checkpoint {path} is not a checkpoint of hts-ep ({error}); give another file, "
+                         "or --replace-checkpoint to overwrite it") from None
+    except OtherRun as error:
+        detail = str(error).partition(" (")[2].rstrip(")") or "other models"
+        raise InputError(f"--checkpoint {path} holds another run ({detail}); give another file, "
+                         "or --replace-checkpoint to start over in it") from None
+    except Exception:       # ours, for these models, but damaged: training says so and starts over
+        pass
 
 
 def load_checkpoint(path, configs, ens):
@@ -278,15 +546,11 @@ def load_checkpoint(path, configs, ens):
     if path is None or not Path(path).exists():
         return None
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        state = read_checkpoint(path)
         check_checkpoint(state, configs, ens)
-    except Exception as error:   # unpickling refused, not a zip, failed check: never fatal
-        if isinstance(error, pickle.UnpicklingError):
-            # torch's own message suggests weights_only=False: the one thing not to do here.
-            reason = "it holds more than tensors and plain data, and was not unpickled (it could run code)"
-        else:
-            reason = " ".join(str(error).split())[:300]
-        log.warning("ignoring checkpoint %s: %s; starting over", path, reason)
+    except Exception as error:      # ValueError from the checks; anything a crafted file provokes
+        reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        log.warning("ignoring checkpoint %s: %s; starting over", path, " ".join(reason.split())[:300])
         return None
     return state
 
@@ -300,9 +564,11 @@ def train(configs, data_root=None, device=None, progress=True, checkpoint=None,
     """
     # Everything that can be checked is checked before the first batch.
     check_ensemble(configs)
+    check_kernel()
     dev = check_device(device)
     c0 = configs[0]
     data.check_config(c0)
+    check_memory(configs, dev)
     if checkpoint is not None:
         check_writable(checkpoint, "checkpoint")
     train_split, test_split = (

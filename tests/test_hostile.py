@@ -26,7 +26,15 @@ noseeds: {epochs: 1, train_subset: 256, test_subset: 500}
 strseeds: {seeds: abc, epochs: 1, train_subset: 256, test_subset: 500}
 extra: {seeds: [0], epochs: 1, train_subset: 256, test_subset: 500, speed: 3}
 big: {seeds: [0], epochs: 1, train_subset: 100000, test_subset: 500}
+hugeseed: {seeds: [18446744073709551616], epochs: 1, train_subset: 256, test_subset: 500}
 """
+# Nine levels of anchors inside a grid axis: 10**9 values once expanded (a "billion laughs").
+LAUGHS = "grid:\n  dataset: [mnist]\n  eps_out:\n    - &a0 [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]\n" + "".join(
+    f"    - &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+# 100 x 100 x 100 distinct values: a grid of 10**6 points.
+HUGE_GRID = ("grid:\n  dataset: [mnist]\n"
+             + "".join(f"  {axis}: [{', '.join(str(round(0.01 * (i + 1), 2)) for i in range(100))}]\n"
+                       for axis in ("eps_out", "eta1", "eta2")))
 SMALL_SPEC = """
 grid:
   dataset: [mnist]
@@ -42,6 +50,14 @@ BAD_SPECS = {
     "extrakey": "grid:\n  eps_out: [0.2]\nsteps: 3\n",
     "narrow": "grid:\n  eps_out: [0.2]\nfixed: {n_in: 100}\n",
     "gridlist": "grid: [eps_out, 0.2]\n",
+    "dupkey": "grid:\n  eps_out: [0.2]\n  eps_out: [0.3]\n",
+    "dupfixed": "grid:\n  eps_out: [0.2]\nfixed: {beta: 0.1, beta: 0.5}\n",
+    "fixedepochs": "grid:\n  eps_out: [0.2]\nfixed: {epochs: 3}\n",
+    "fixedseed": "grid:\n  eps_out: [0.2]\nfixed: {seed: 7}\n",
+    "fixedsubset": "grid:\n  eps_out: [0.2]\nfixed: {train_subset: 100}\n",
+    "gridepochs": "grid:\n  epochs: [1, 2]\n",
+    "laughs": LAUGHS,
+    "hugegrid": HUGE_GRID,
 }
 
 
@@ -58,6 +74,7 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
     (tmp_path / "afile").write_text("x")
     (tmp_path / "dir").mkdir()
+    (tmp_path / "thesis.tex").write_text("\\documentclass{article}")
     return tmp_path
 
 
@@ -122,6 +139,29 @@ HOSTILE = [
     # These plan first, which reads MNIST, before reaching their check.
     ("sweep-device", SWEEP + ["--device", "nosuch"], "--device 'nosuch' is not a device name"),
     ("scheduler-address", SWEEP + ["--scheduler", "no address"], "no Dask scheduler answered at no address"),
+    # issue 26
+    ("seed-2-64", TRAIN + ["--seed", str(2**64)], "seed=18446744073709551616 must be < 2**63"),
+    ("profile-seed-2-64", SWEEP + ["--profile", "hugeseed"], "key 'seeds': [18446744073709551616] is not allowed"),
+    ("n-hidden-1e9", TRAIN + ["--n-hidden", "1000000000"], "n_hidden=1000000000 must be <= 1048576"),
+    ("t-free-1e12", TRAIN + ["--t-free", "1000000000000"], "t_free=1000000000000 must be <= 1000000"),
+    ("device-meta", TRAIN + ["--device", "meta"], "--device 'meta' is not supported; allowed: cpu, cuda"),
+    ("out-name-300", TRAIN + ["--out", "{tmp}/" + "x" * 300 + ".json"], "is longer than the 255 bytes"),
+    ("out-thesis", TRAIN + ["--out", "{tmp}/thesis.tex"], "--out {tmp}/thesis.tex exists and is not a records"),
+    ("checkpoint-thesis", TRAIN + ["--checkpoint", "{tmp}/thesis.tex"], "is not a checkpoint of hts-ep"),
+    ("spec-duplicate-key", ["sweep", "dupkey", "--profile", "tiny"], "dupkey.yaml: duplicate key 'eps_out' at line 3"),
+    ("spec-duplicate-fixed", ["sweep", "dupfixed", "--profile", "tiny"], "duplicate key 'beta' at line 3"),
+    ("spec-fixed-epochs", ["sweep", "fixedepochs", "--profile", "tiny"],
+     "fixedepochs.yaml: 'epochs' in fixed is the profile's to set (seeds, epochs, train_subset, test_subset: "
+     "profiles.yaml); remove it from the spec"),
+    ("spec-fixed-seed", ["sweep", "fixedseed", "--profile", "tiny"], "'seed' in fixed is the profile's to set"),
+    ("spec-fixed-subset", ["sweep", "fixedsubset", "--profile", "tiny", "--dry-run"],
+     "'train_subset' in fixed is the profile's to set"),
+    ("spec-grid-epochs", ["sweep", "gridepochs", "--profile", "tiny"],
+     "gridepochs.yaml: axis 'epochs' is the profile's to set"),
+    ("spec-billion-laughs", ["sweep", "laughs", "--profile", "tiny", "--dry-run"],
+     "laughs.yaml: expands to more than 100000 values"),
+    ("spec-huge-grid", ["sweep", "hugegrid", "--profile", "tiny", "--dry-run"],
+     "hugegrid.yaml: 1000000 models (1000000 grid points x 1 seeds), more than the 10000 a sweep may plan"),
 ]
 NEEDS_DATA = {"sweep-device", "scheduler-address"}
 
@@ -135,9 +175,12 @@ def test_hostile_input(store, monkeypatch, capsys, argv, message):
     monkeypatch.setattr("hts_ep.train.train", trained)
     monkeypatch.setattr(experiments, "train", trained)
     before = files(store)
+    start = time.perf_counter()
     code = run_cli([a.replace("{tmp}", str(store)) for a in argv])
+    seconds = time.perf_counter() - start
     err = capsys.readouterr().err
     assert code == 2, err
+    assert seconds < 30, f"took {seconds:.0f} s to fail"
     assert len(err.strip().splitlines()) == 1, err
     assert message.replace("{tmp}", str(store)) in err
     assert "Traceback" not in err
@@ -172,6 +215,14 @@ def test_results_folder_not_writable(store, monkeypatch, capsys):
     assert run_cli(SWEEP) == 2
     err = capsys.readouterr().err
     assert "results folder" in err and "afile is a file, not a folder" in err
+
+
+def test_profiles_file_with_a_duplicate_key(store, capsys):
+    (store / "specs" / "profiles.yaml").write_text(PROFILES + "tiny: {seeds: [5], epochs: 9, train_subset: 256, "
+                                                   "test_subset: 500}\n")
+    assert run_cli(SWEEP + ["--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "profiles.yaml: duplicate key 'tiny' at line" in err and len(err.strip().splitlines()) == 1
 
 
 def test_profiles_file_that_is_a_list(store):
@@ -425,7 +476,27 @@ def test_checkpoint_of_finished_models_is_removed(store):
     (["--parameters", "n_probe=1.5"], "n_probe=1.5 is of type float; n_probe takes: int"),
     (["--parameters", "datasets=mnist"], "datasets='mnist' is of type str; datasets takes: list of str"),
     (["--parameters", "profile='paper'"], "set the profile with --profile"),
-], ids=["profile-unknown", "seeds-text", "n-probe-float", "datasets-text", "profile-parameter"])
+    # by value too (issue 26), before any notebook runs
+    (["--parameters", "datasets=['fashion_mnist']"],
+     "datasets=['fashion_mnist']: unknown data set 'fashion_mnist'; allowed: mnist, kmnist, fashion-mnist"),
+    (["--parameters", "datasets=[]"], "datasets=[] must name at least one data set"),
+    (["--parameters", "betas=[0.1, 1e999]"], "betas=[0.1, inf] is not allowed; allowed: a non-empty list of finite numbers > 0"),
+    (["--parameters", "seeds=[-1]"], "seeds=[-1] is not allowed; allowed: a non-empty list of distinct integers from 0 to 2**63 - 1"),
+    (["--parameters", "seeds=[0, 0]"], "seeds=[0, 0] is not allowed; allowed: a non-empty list of distinct integers"),
+    (["--parameters", "seeds=[18446744073709551616]"], "seeds=[18446744073709551616] is not allowed"),
+    (["--parameters", "n_probe=0"], "n_probe=0 must be an integer from 1 to 10000"),
+    (["--parameters", "train_epochs=-1"], "train_epochs=-1 must be an integer >= 1"),
+    (["--parameters", "spreads=[0.1, -0.1]"], "spreads=[0.1, -0.1] is not allowed"),
+    (["--parameters", "t_frees=[25, 0]"], "t_frees=[25, 0] is not allowed; allowed: a non-empty list of integers "
+                                          "from 1 to 1000000"),
+    (["--parameters", "device='meta'"], "--device 'meta' is not supported"),
+    (["--parameters", "overrides={'eps_max': 0.5}"],
+     "stability.yaml: mu=1.0 must lie in [eps_min, eps_max] = [0.01, 0.5]"),
+    (["--parameters", "overrides={'train_subset': 1000000}"], "train_subset=1000000 is larger than the 60000"),
+], ids=["profile-unknown", "seeds-text", "n-probe-float", "datasets-text", "profile-parameter",
+        "datasets-misspelt", "datasets-empty", "betas-inf", "seeds-negative", "seeds-repeated", "seeds-2-64",
+        "n-probe-zero", "train-epochs-negative", "spreads-negative", "t-frees-zero", "device-meta", "overrides-grid",
+        "overrides-subset"])
 def test_book_arguments_fail_before_any_work(monkeypatch, caplog, argv, message):
     def work(*args, **kw):
         raise AssertionError("the build started")
@@ -439,3 +510,17 @@ def test_book_parameters_of_the_right_type_pass():
     notebooks = sorted(book.NOTEBOOKS.glob("*.ipynb"))
     book.check_parameter_types({"seeds": [0, 1], "eps_out": 0.3, "n_probe": 64, "datasets": ["mnist"],
                                 "device": "cpu", "data_root": None}, notebooks)
+
+
+# -- sampler parameters that underflow --------------------------------------------------
+
+@pytest.mark.parametrize("std", [1e-160, 1e-200, 5e-324])
+@pytest.mark.parametrize("family", ["normal", "lognormal", "gamma"])
+def test_tiny_spread_is_the_limit_not_a_clip(family, std):
+    """A spread far below float32's resolution gives every neuron the mean, as spread 0 does
+    (it gave eps_max for gamma at 1e-160, ZeroDivisionError at 1e-200)."""
+    from hts_ep import sampler
+    eps = sampler.sample_time_steps(family, 64, 0.2, std, 0.01, 0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(eps, torch.full((64,), 0.2))
+    assert sampler.clipped_fractions(family, 0.2, std, 0.01, 0.5) == (0.0, 0.0)
+    Config(distribution=family, sigma_eps=std)
