@@ -1,0 +1,667 @@
+"""The mechanism chapters' measurements: what the relaxation (05), timing (07) and gradient (08)
+pages measure, as flat tables, each computed once per distinct inputs (hts_ep.memo).
+
+A measurement function returns (result, environment) through `memo.cached`, keyed by everything
+its result depends on: the networks' configurations (`Config.to_dict`, which holds the data set,
+the training subset and the seed), the measurement's own parameters and a per-measurement
+version in VERSIONS, bumped whenever the code of that measurement changes what it returns. A
+rebuild after any other change (a docstring, a figure, a sentence) reads the stored file and
+trains nothing. Below the measurements: pure reductions of their tables (paired differences
+with t intervals), the page's numbers, and, under "words", the sentences whose wording depends
+on a number.
+"""
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import data, experiments, memo, sources, stats, wording
+from .config import Config
+
+# Bump a measurement's entry when its code changes what it returns: its cached files are then
+# computed again, and only its.
+VERSIONS = {"relaxation": 1, "timing": 1, "drift": 1, "alignment": 1}
+HTS = stats.HTS
+CONDITIONS = ["scalar", *HTS]       # the scalar baseline first, as the pages list them
+STATES = ("fresh", "trained")
+LAYERS = ("layer1", "layer2")       # hidden layer (W1, b1), output layer (W2, b2)
+
+
+# -- the networks a page trains itself ---------------------------------------------------------
+
+def page_configs(profile, seeds=None, overrides=None, conditions=(("scalar", None),), **fixed):
+    """The networks a page trains itself, at the scale of `profile` (`experiments.compute_profile`:
+    the quick profile's for "archive"): MNIST, the profile's training subset, every Config field
+    of `overrides` and `fixed`, one network per seed (default: the profile's) and (distribution,
+    sigma_eps) of `conditions` (sigma_eps None: the configured one), seed-major. A seed's
+    networks share their initial weights (one random stream draws them before the time steps)."""
+    prof = experiments.load_profile(experiments.compute_profile(profile))
+    base = Config(**{**experiments.check_overrides(overrides), "dataset": "mnist",
+                     "train_subset": prof["train_subset"], **fixed})
+    return [base.replace(distribution=d, sigma_eps=base.sigma_eps if s is None else s, seed=seed)
+            for seed in (seeds or prof["seeds"]) for d, s in conditions]
+
+
+def device_name(device=None):
+    return str(torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def inputs_of(name, configs, device, **parameters):
+    """What measurement `name` depends on: its networks' configurations, its parameters, its version
+    and the device type (the kernels differ)."""
+    return {"configs": [c.to_dict() for c in configs], **parameters, "device": device_name(device),
+            "version": VERSIONS[name]}
+
+
+def labels(c):
+    """A network's condition: distribution, spread (0 for the scalar baseline, which has none), seed."""
+    return {"distribution": c.distribution, "sigma_eps": 0.0 if c.distribution == "scalar" else c.sigma_eps,
+            "seed": c.seed}
+
+
+def splits(c, data_root=None, device="cpu", n_test=0):
+    """(training subset, first `n_test` test images; 0: all) as the networks of Config `c` see them."""
+    train = data.subset(data.load(c.dataset, data_root, train=True, device=device), c.train_subset)
+    test = data.subset(data.load(c.dataset, data_root, train=False, device=device), n_test)
+    return data.scaled(train, c), data.scaled(test, c)
+
+
+def batch_of(split, start, n, models):
+    """Images start..start+n of `split` for every model: x [M, n, n_in], one-hot y [M, n, n_out]."""
+    x, y = split.x[start:start + n], split.y[start:start + n]
+    return x.expand(models, -1, -1), F.one_hot(y, 10).float().expand(models, -1, -1)
+
+
+def train(ens, split, epochs):
+    from .train import train_epoch
+    for _ in range(epochs):
+        train_epoch(ens, split)
+
+
+def sig(values, digits=5):
+    """`values` rounded to `digits` significant digits (the stored traces: a log plot needs no more)."""
+    return [float(f"{v:.{digits}g}") if math.isfinite(v) else v for v in map(float, values)]
+
+
+# -- 05: relaxation ----------------------------------------------------------------------------
+
+def relaxation(configs, n_probe, train_epochs, long_factor, data_root=None, device=None, root=None):
+    """Residual traces and end states of both phases on `n_probe` test images, for the networks of
+    `configs` freshly initialised and after `train_epochs` epochs, and the same-weights test.
+
+    Result: "traces" (state, distribution, sigma_eps, seed, phase free/nudged, step, residual
+    max_i |h_i[t] - h_i[t-1]|), "ends" (per state and network: the residual at the end of the
+    free phase, of the nudged phase and of the free phase continued to long_factor * t_free
+    steps, the distance max|h[t_free] - h[long]| absolute and relative to max|h[long]|, and
+    how far the nudge moved h), "same" (per network, all given the trained scalar network of
+    its seed's weights: distance of its free end state and of its continued state from the
+    scalar network's, and the relative difference of its state h0 and of its learning signal
+    hb - h0 from the scalar network's), "steps" and "n_train"."""
+    inputs = inputs_of("relaxation", configs, device, n_probe=n_probe, train_epochs=train_epochs,
+                       long_factor=long_factor)
+    return memo.cached("relaxation", inputs,
+                       lambda: _relaxation(configs, n_probe, train_epochs, long_factor, data_root, device), root)
+
+
+def _relaxation(configs, n_probe, train_epochs, long_factor, data_root, device):
+    from .network import Ensemble
+    ens = Ensemble(configs, device=device)
+    train_split, test = splits(configs[0], data_root, ens.device)
+    x, y = batch_of(test, 0, n_probe, len(ens))
+    t_long = long_factor * ens.t_free
+    fresh = probe(ens, x, y, t_long)
+    train(ens, train_split, train_epochs)
+    trained = probe(ens, x, y, t_long)
+    share_weights(ens, [c.distribution == "scalar" for c in configs], [c.seed for c in configs])
+    shared = probe(ens, x, y, t_long)
+    traces, ends = [], []
+    for state, p in (("fresh", fresh), ("trained", trained)):
+        traces.append(trace_frame(p, configs, state))
+        ends += [{"state": state, **labels(c), **end_numbers(p, m)} for m, c in enumerate(configs)]
+    return {"traces": pd.concat(traces, ignore_index=True), "ends": pd.DataFrame(ends),
+            "same": same_weights(shared, configs),
+            "steps": {"t_free": ens.t_free, "t_nudge": ens.t_nudge, "t_long": t_long,
+                      "branch": fresh["branch"]},
+            "n_train": len(train_split.y)}
+
+
+@torch.no_grad()
+def probe(ens, x, y, t_long):
+    """Both phases of the ensemble's scheme on (x, y) with every step's residual traced, and the
+    free phase continued to `t_long` steps (the reference fixed point)."""
+    drive = ens.drive(x)
+    h, o = ens.zero_state(x.shape[1])
+    T, N = ens.t_free, ens.t_nudge
+    k = T - N if ens.nudge_from == "branch" else T         # where the nudged phase starts
+    free, nudged = [], []
+    hk, ok, _ = ens.relax(drive, h, o, k, trace=free)
+    h0, o0, _ = ens.relax(drive, hk, ok, T - k, trace=free) if T > k else (hk, ok, None)
+    hb, _, _ = ens.relax(drive, hk, ok, N, y=y, trace=nudged)
+    hl, _, res_long = ens.relax(drive, h0, o0, t_long - T)
+
+    def stack(t):
+        return torch.stack(t).cpu().numpy()
+    return {"free": stack(free), "nudged": stack(nudged), "long": res_long.cpu().numpy(), "branch": k,
+            "h0": h0, "hb": hb, "hl": hl}
+
+
+def trace_frame(p, configs, state):
+    rows = []
+    for phase, start in (("free", 0), ("nudged", p["branch"])):
+        t = p[phase]                                              # [steps, M]
+        for m, c in enumerate(configs):
+            rows.append(pd.DataFrame({"state": state, **labels(c), "phase": phase,
+                                      "step": np.arange(start + 1, start + 1 + len(t)), "residual": sig(t[:, m])}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def end_numbers(p, m):
+    """One network's end of both phases (`probe`'s result, model m)."""
+    h0, hb, hl = p["h0"][m], p["hb"][m], p["hl"][m]
+    apart = (h0 - hl).abs().max().item()
+    return {"free": float(p["free"][-1, m]), "nudged": float(p["nudged"][-1, m]), "continued": float(p["long"][m]),
+            "to_fixed_point": apart, "relative_to_fixed_point": apart / max(hl.abs().max().item(), 1e-12),
+            "nudge_moved": (hb - h0).abs().max().item()}
+
+
+@torch.no_grad()
+def share_weights(ens, is_scalar, seeds):
+    """Give every network the weights of the scalar network of its seed (its time steps stay its own)."""
+    ref = {s: m for m, (sc, s) in enumerate(zip(is_scalar, seeds)) if sc}
+    if set(ref) != set(seeds):
+        raise ValueError("the same-weights test needs a scalar network for every seed")
+    index = torch.tensor([ref[s] for s in seeds], device=ens.device)
+    for p in (ens.W1, ens.b1, ens.W2, ens.b2):
+        p.copy_(p[index])
+
+
+def same_weights(p, configs):
+    """Per network, its end states against those of the scalar network of its seed (same weights)."""
+    ref = {c.seed: m for m, c in enumerate(configs) if c.distribution == "scalar"}
+    rows = []
+    for m, c in enumerate(configs):
+        r = ref[c.seed]
+        h0, h0r = p["h0"][m], p["h0"][r]
+        sig_m, sig_r = p["hb"][m] - h0, p["hb"][r] - h0r
+        rows.append({**labels(c), "state_max": (h0 - h0r).abs().max().item(),
+                     "fixed_point_max": (p["hl"][m] - p["hl"][r]).abs().max().item(),
+                     "state": ((h0 - h0r).norm() / h0r.norm()).item(),
+                     "signal": ((sig_m - sig_r).norm() / sig_r.norm()).item()})
+    return pd.DataFrame(rows)
+
+
+# -- 07: timing --------------------------------------------------------------------------------
+
+def timing(profile, data_root=None, device=None, datasets=None, seeds=None, overrides=None, root=None):
+    """The `timing` experiment's runs (both nudging schemes, the scalar baseline and the three
+    distributions at three spreads), reduced: "cells" (stats.stability by data set, scheme,
+    distribution and spread), "hts_gap" (stats.spread_gaps per scheme: HTS minus scalar final
+    accuracy, paired by seed, with its interval), "runs" (one row per run: final accuracy,
+    divergence, collapse), "curves" (per run and epoch: test accuracy, free-phase residual),
+    "source" (where the records come from), "profile", "archived", "missing" (data set -> why it
+    has no runs) and "overrides". Keyed by the records' configurations (trained where missing, as
+    every page's records are) and the data sets that cannot run here."""
+    overrides = experiments.check_overrides(overrides)
+    shown, _ = experiments.resolve("timing", profile, root, datasets, seeds, overrides)
+    configs = experiments.grid_configs(experiments.load_spec("timing"), shown, datasets, seeds, overrides)
+    unavailable = sorted(ds for ds in sources.spec_datasets("timing", datasets) if data.unavailable(ds, data_root))
+    inputs = {"spec": "timing", "profile": shown, "configs": [c.to_dict() for c in configs],
+              "unavailable": unavailable, "version": VERSIONS["timing"]}
+    return memo.cached("timing", inputs, lambda: _timing(profile, data_root, device, datasets, seeds, overrides,
+                                                          root), root)
+
+
+def _timing(profile, data_root, device, datasets, seeds, overrides, root):
+    res = sources.obtain("timing", profile, data_root, device, datasets, seeds, overrides, results_root=root)
+    recs, by = res.records, ["dataset", "nudge_from", "distribution", "sigma_eps"]
+    gaps = [stats.spread_gaps([r for r in recs if stats.axes(r["config"])["nudge_from"] == s]).assign(nudge_from=s)
+            for s in ("branch", "end")]
+    runs = stats.finals(recs)
+    curves = stats.curves(recs)
+    return {"cells": stats.stability(recs, by=tuple(by)), "hts_gap": pd.concat(gaps, ignore_index=True),
+            "runs": runs[[*by, "seed", "final_acc", "diverged", "diverged_epoch", "collapsed"]] if len(runs) else runs,
+            "curves": curves[[*by, "seed", "epoch", "test_acc", "residual_free"]] if len(curves) else curves,
+            "source": res.source(), "profile": res.profile, "archived": res.archived, "missing": res.gaps,
+            "overrides": res.overrides}
+
+
+def drift(configs, n_probe, train_epochs, data_root=None, device=None, root=None):
+    """How much of the "end" scheme's update is free drift (stats.drift_share), per network and
+    layer, on the first `n_probe` training images, freshly initialised and after `train_epochs`
+    epochs of (branching) training. Result: "shares" (state, distribution, sigma_eps, seed, layer,
+    share) and "n_train"."""
+    inputs = inputs_of("drift", configs, device, n_probe=n_probe, train_epochs=train_epochs)
+    return memo.cached("drift", inputs, lambda: _drift(configs, n_probe, train_epochs, data_root, device), root)
+
+
+def _drift(configs, n_probe, train_epochs, data_root, device):
+    from .network import Ensemble
+    ens = Ensemble(configs, device=device)
+    train_split, _ = splits(configs[0], data_root, ens.device, n_test=1)
+    x, y = batch_of(train_split, 0, n_probe, len(ens))
+    rows = []
+    for state in STATES:
+        if state == "trained":
+            train(ens, train_split, train_epochs)
+        share = stats.drift_share(ens, x, y)
+        rows += [{"state": state, **labels(c), "layer": layer, "share": share[layer][m]}
+                 for m, c in enumerate(configs) for layer in ("W1", "W2")]
+    return {"shares": pd.DataFrame(rows), "n_train": len(train_split.y)}
+
+
+# -- 08: gradients -----------------------------------------------------------------------------
+
+def alignment(configs, batch, n_batches, train_epochs, t_frees, betas, n_test, swept, data_root=None,
+              device=None, root=None):
+    """The rule's update against the BPTT gradient (gradients.compare), per network, on `n_batches`
+    training batches of `batch` images, freshly initialised and after `train_epochs` epochs of
+    (branching) training: both schemes, each layer, the binary cross-entropy at every beta of
+    `betas` (and the configured one), the squared error and the softmax cross-entropy at the
+    configured beta; for the networks at spread `swept` and the scalar one, also every free-phase
+    length of `t_frees` at the smallest and the configured beta. Result: "rows" (state,
+    distribution, sigma_eps, seed, batch, t_free, loss, scheme, beta, param, cosine, ratio),
+    "accuracy" (per network, on the first `n_test` test images, after training), "n_train",
+    "n_test"."""
+    inputs = inputs_of("alignment", configs, device, batch=batch, n_batches=n_batches, train_epochs=train_epochs,
+                       t_frees=sorted(t_frees), betas=sorted(betas), n_test=n_test, swept=swept)
+    return memo.cached("alignment", inputs, lambda: _alignment(configs, batch, n_batches, train_epochs, t_frees, betas,
+                                                                n_test, swept, data_root, device), root)
+
+
+def _alignment(configs, batch, n_batches, train_epochs, t_frees, betas, n_test, swept, data_root, device):
+    from . import gradients as G
+    from .network import Ensemble
+    from .train import evaluate
+    ens = Ensemble(configs, device=device)
+    train_split, test = splits(configs[0], data_root, ens.device, n_test)
+    probes = [(train_split.x[k * batch:(k + 1) * batch].cpu().double(),
+               F.one_hot(train_split.y[k * batch:(k + 1) * batch], 10).cpu().double()) for k in range(n_batches)]
+    beta = configs[0].beta
+    betas = sorted(set(betas) | {beta})
+    rows = []
+    for state in STATES:
+        if state == "trained":
+            train(ens, train_split, train_epochs)
+        for m, c in enumerate(configs):
+            net = G.Net.from_ensemble(ens, m)
+            lengths = t_frees if c.distribution == "scalar" or c.sigma_eps == swept else []
+            for T in [net.t_free, *(t for t in lengths if t != net.t_free)]:
+                full = T == net.t_free
+                for k, (x, y) in enumerate(probes):
+                    for r in G.compare(net.replace(t_free=T), x, y, betas if full else [min(betas), beta],
+                                       losses=("bce", "mse", "ce") if full else ("bce",)):
+                        if r["param"] in LAYERS and (r["loss"] == "bce" or r["beta"] == beta):
+                            rows.append({"state": state, **labels(c), "batch": k, "t_free": T, **{
+                                key: r[key] for key in ("loss", "scheme", "beta", "param")},
+                                "cosine": float(f"{r['cosine']:.6g}"), "ratio": float(f"{r['ratio']:.6g}")})
+    accuracy = pd.DataFrame([{**labels(c), "accuracy": 100 * a} for c, a in zip(configs, evaluate(ens, test))])
+    return {"rows": pd.DataFrame(rows), "accuracy": accuracy, "n_train": len(train_split.y), "n_test": len(test.y)}
+
+
+# -- reductions ---------------------------------------------------------------------------------
+
+def select(frame, where):
+    """The rows of `frame` whose columns have the values of `where` (a value, or a list of values)."""
+    mask = pd.Series(True, index=frame.index)
+    for k, v in where.items():
+        mask &= frame[k].isin(v) if isinstance(v, (list, tuple, set)) else frame[k] == v
+    return frame[mask]
+
+
+def paired(frame, column, unit, left, right, level=0.95):
+    """The mean of `column` over the rows `left` selects minus that over the rows `right` selects,
+    paired by `unit` (seed or batch): per unit, the mean over its left rows minus the mean over its
+    right rows (units without both, or without a finite value, left out); then the mean over units
+    with its `level` Student t interval. {"gap", "low", "high", "n"}; low and high nan below 2 units."""
+    a = select(frame, left).groupby(unit)[column].mean()
+    b = select(frame, right).groupby(unit)[column].mean()
+    both = (a - b).dropna()
+    gap, low, high = stats.t_interval([float(v) for v in both], level)
+    return {"gap": gap, "low": low, "high": high, "n": len(both)}
+
+
+def over(frame, column, unit, where, level=0.95):
+    """The mean of `column` over the rows `where` selects, averaged per `unit` first, with its
+    `level` t interval over units: {"gap", "low", "high", "n"} (the name `gap` as `paired`'s)."""
+    per = select(frame, where).groupby(unit)[column].mean().dropna()
+    gap, low, high = stats.t_interval([float(v) for v in per], level)
+    return {"gap": gap, "low": low, "high": high, "n": len(per)}
+
+
+def log10(frame, column):
+    """`frame` with log10 of `column` (ratios of residuals are read on a log scale)."""
+    return frame.assign(**{f"log_{column}": np.log10(frame[column].astype(float))})
+
+
+def batch_cells(rows, by=("state", "loss", "scheme", "beta", "t_free", "param", "distribution", "sigma_eps")):
+    """alignment's rows per condition: mean cosine and norm ratio over batches, with their standard
+    deviations over batches (0 for a single batch)."""
+    g = rows.groupby(list(by))
+    out = g.agg(cosine=("cosine", "mean"), cosine_std=("cosine", "std"), ratio=("ratio", "mean"),
+                ratio_std=("ratio", "std")).reset_index()
+    return out.fillna({"cosine_std": 0.0, "ratio_std": 0.0})
+
+
+def scheme_gap(runs, level=0.95):
+    """Nudging from the end minus branching, in final accuracy (points), per data set and spread:
+    HTS (the mean over the three distributions at that spread) and, at spread 0, the scalar
+    baseline, paired by seed, over the runs that kept finite weights (`paired`)."""
+    rows = []
+    for ds in [d for d in wording.DATASET_LABELS if d in set(runs.dataset)]:
+        part = runs[runs.dataset == ds]
+        spreads = sorted(part[part.distribution != "scalar"].sigma_eps.unique())
+        for s in [0.0, *spreads]:
+            where = {"distribution": "scalar"} if s == 0 else {"distribution": list(HTS), "sigma_eps": s}
+            g = paired(part, "final_acc", "seed", {**where, "nudge_from": "end"}, {**where, "nudge_from": "branch"},
+                       level)
+            rows.append({"dataset": ds, "sigma_eps": s, **g})
+    return pd.DataFrame(rows, columns=["dataset", "sigma_eps", "gap", "low", "high", "n"])
+
+
+def residual_spans(runs, curves, spread):
+    """Per data set and scheme, the heterogeneous runs at `spread` that neither diverged nor
+    collapsed (kept of all), and their mean free-phase residual at the first and last epoch."""
+    rows = []
+    last = int(curves.epoch.max()) if len(curves) else 0
+    for (ds, scheme), g in runs[(runs.distribution != "scalar") & (runs.sigma_eps == spread)].groupby(
+            ["dataset", "nudge_from"]):
+        ok = g[~(g.diverged | g.collapsed)]
+        c = curves.merge(ok[["dataset", "nudge_from", "distribution", "sigma_eps", "seed"]])
+        rows.append({"dataset": ds, "nudge_from": scheme, "kept": len(ok), "runs": len(g),
+                     "first": c[c.epoch == 1].residual_free.mean(), "last": c[c.epoch == last].residual_free.mean(),
+                     "epochs": last})
+    return pd.DataFrame(rows, columns=["dataset", "nudge_from", "kept", "runs", "first", "last", "epochs"])
+
+
+# -- the pages' numbers -----------------------------------------------------------------------
+
+def relaxation_numbers(result):
+    """The relaxation page's glued values (numbers, and the texts of its verdicts)."""
+    ends, same = log10(log10(result["ends"], "nudged"), "free"), result["same"]
+    ends = ends.assign(log_ratio=ends.log_nudged - ends.log_free, log_rel=np.log10(ends.relative_to_fixed_point))
+    out = {**result["steps"], "n_train": result["n_train"], "seeds": int(ends.seed.nunique())}
+    for state in STATES:
+        for d in ("scalar", "lognormal"):
+            part = select(ends, {"state": state, "distribution": d})
+            for col in ("free", "nudged", "relative_to_fixed_point"):
+                out[f"{state}_{d}_{col}"] = float(part[col].mean())
+    trained = select(ends, {"state": "trained"})
+    ratio = over(trained, "log_ratio", "seed", {})
+    out["settle_factor"] = 10 ** ratio["gap"]
+    out["settle_text"] = factor_text(ratio)
+    out["settle_verdict"] = verdict(ratio, "the nudged phase ends further from rest than the free phase",
+                                    "the nudged phase ends closer to rest than the free phase", ratio=True)
+    fixed = paired(trained, "log_rel", "seed", {"distribution": list(HTS)}, {"distribution": "scalar"})
+    out["fixed_text"] = factor_text(fixed)
+    out["fixed_verdict"] = verdict(fixed, "further from it than the scalar network's",
+                                   "closer to it than the scalar network's", ratio=True)
+    long_same = same.melt(id_vars=["distribution", "seed"], value_vars=["state", "signal"], var_name="quantity")
+    gaps = {d: paired(long_same, "value", "seed", {"distribution": d, "quantity": "signal"},
+                      {"distribution": d, "quantity": "state"}) for d in HTS}
+    for d in HTS:
+        part = same[same.distribution == d]
+        out[f"same_{d}_state"], out[f"same_{d}_signal"] = float(part.state.mean()), float(part.signal.mean())
+        out[f"same_{d}_state_max"] = float(part.state_max.mean())
+        out[f"same_{d}_fixed_point_max"] = float(part.fixed_point_max.mean())
+    out["same_verdict"] = signal_verdict(gaps)
+    return out
+
+
+def timing_numbers(result, spread):
+    """The timing page's glued values: the ablation's counts, and for each data set of the spec the
+    verdict texts of the scheme comparison at `spread` (every key exists, whatever was run)."""
+    runs, cells = result["runs"], result["cells"]
+    out = {"n_runs": len(runs), "source": result["source"], "mid": spread}
+    gaps = scheme_gap(runs) if len(runs) else pd.DataFrame(columns=["dataset", "sigma_eps", "gap", "low", "high"])
+    for ds in ("mnist", "fashion-mnist"):
+        key = ds.replace("-", "")
+        g = gaps[(gaps.dataset == ds) & (gaps.sigma_eps == spread)]
+        row = g.iloc[0] if len(g) else None
+        out[f"scheme_{key}"] = scheme_text(row, wording.DATASET_LABELS[ds])
+        part = runs[runs.dataset == ds] if len(runs) else runs
+        out[f"broke_{key}"] = broke_text(part)
+    out["scalar_acc"] = float(cells[cells.distribution == "scalar"].final_acc.mean()) if len(cells) else 0.0
+    return out
+
+
+def drift_numbers(result, spreads):
+    """The drift share's glued values: the scalar network's share of its hidden layer's update, and
+    HTS minus scalar at each spread, paired by seed, both states."""
+    shares = result["shares"][result["shares"].layer == "W1"]
+    out = {"n_train": result["n_train"], "seeds": int(shares.seed.nunique())}
+    for state in STATES:
+        part = shares[shares.state == state]
+        out[f"drift_scalar_{state}"] = 100 * float(part[part.distribution == "scalar"].share.mean())
+        texts = []
+        for s in spreads:
+            g = paired(part.assign(share=100 * part.share), "share", "seed",
+                       {"distribution": list(HTS), "sigma_eps": s}, {"distribution": "scalar"})
+            texts.append(f"at σ_ε = {s:g}, {difference_text(g, 'HTS more', 'HTS less', digits=1, suffix=' points')}")
+        out[f"drift_gap_{state}"] = "; ".join(texts)
+    return out
+
+
+def alignment_numbers(result, swept, beta, t_free):
+    """The gradient page's glued values: the headline cosines (trained, binary cross-entropy, the
+    configured beta and free-phase length) and, with their intervals over batches, HTS minus scalar,
+    the effect of the free-phase length and of beta, and cosine against accuracy."""
+    rows, acc = result["rows"], result["accuracy"]
+    base = {"loss": "bce", "beta": beta, "t_free": t_free}
+    out = {"n_train": result["n_train"], "n_test": result["n_test"], "batches": int(rows.batch.nunique()),
+           "swept": swept}
+    for state in STATES:
+        for scheme in ("branch", "end"):
+            for layer in LAYERS:
+                where = {**base, "state": state, "scheme": scheme, "param": layer}
+                for d in CONDITIONS:
+                    sel = {"distribution": d} if d == "scalar" else {"distribution": d, "sigma_eps": swept}
+                    out[f"cos_{state}_{scheme}_{layer}_{d}"] = float(select(rows, {**where, **sel}).cosine.mean())
+                g = paired(rows, "cosine", "batch", {**where, "distribution": list(HTS)},
+                           {**where, "distribution": "scalar"})
+                out[f"gap_{state}_{scheme}_{layer}"] = difference_text(g, "HTS closer to the gradient",
+                                                                       "HTS further from it", "batches")
+    for scheme in ("branch", "end"):
+        sweep = {**base, "state": "trained", "scheme": scheme, "param": "layer1",
+                 "distribution": list(HTS), "sigma_eps": swept}
+        lo, hi = min(rows.t_free), max(rows.t_free)
+        g = paired(rows, "cosine", "batch", {**sweep, "t_free": hi}, {**sweep, "t_free": lo})
+        out[f"tfree_{scheme}"] = change_text(g, "longer free phase")
+        small = min(rows.beta)
+        g = paired(rows, "cosine", "batch", {**sweep, "beta": small}, {**sweep, "beta": beta})
+        out[f"beta_{scheme}"] = change_text(g, "smaller nudge")
+    out.update(t_lo=int(min(rows.t_free)), t_hi=int(max(rows.t_free)), beta_small=float(min(rows.beta)))
+    cos = select(rows, {**base, "state": "trained", "scheme": "branch", "param": "layer1"}).groupby(
+        ["distribution", "sigma_eps"]).cosine.mean().rename("cosine").reset_index().merge(acc)
+    out["rank_text"] = rank_text(cos.cosine, cos.accuracy)
+    for loss in ("bce", "mse", "ce"):
+        where = {"state": "trained", "scheme": "branch", "beta": beta, "t_free": t_free, "loss": loss}
+        for layer in LAYERS:
+            for group, dists in (("scalar", "scalar"), ("hts", list(HTS))):
+                sel = select(rows, {**where, "param": layer, "distribution": dists})
+                sel = sel[(sel.distribution == "scalar") | (sel.sigma_eps == swept)]
+                out[f"{loss}_{layer}_cosine_{group}"] = float(sel.cosine.mean())
+                out[f"{loss}_{layer}_ratio_{group}"] = float(sel.ratio.mean())
+    out["acc_scalar"] = float(acc[acc.distribution == "scalar"].accuracy.mean())
+    out["acc_hts_lo"], out["acc_hts_hi"] = (float(f(acc[acc.distribution != "scalar"].accuracy)) for f in (min, max))
+    return out
+
+
+# -- tables (text for the pages) --------------------------------------------------------------
+
+def timing_table(result):
+    """The timing ablation per data set, scheme and spread: HTS minus scalar final accuracy with its
+    interval and direction (paired by seed), then end minus branch, and the runs that broke."""
+    gap, runs = result["hts_gap"], result["runs"]
+    if not len(gap):
+        return pd.DataFrame()
+    schemes = scheme_gap(runs).set_index(["dataset", "sigma_eps"])
+    out = []
+    for r in gap.itertuples():
+        s = schemes.loc[(r.dataset, r.sigma_eps)] if (r.dataset, r.sigma_eps) in schemes.index else None
+        part = runs[(runs.dataset == r.dataset) & (runs.nudge_from == r.nudge_from)
+                    & ((runs.distribution == "scalar") | (runs.sigma_eps == r.sigma_eps))]
+        out.append({"data set": wording.DATASET_LABELS[r.dataset], "σ_ε": f"{r.sigma_eps:g}", "scheme": r.nudge_from,
+                    "HTS − scalar (points)": wording.interval(r.gap, r.ci_low, r.ci_high, unit=""),
+                    "verdict": wording.direction(r.ci_low, r.ci_high, "HTS higher", "HTS lower"),
+                    "end − branch, HTS (points)": "—" if s is None or r.nudge_from == "branch" else
+                    wording.interval(s.gap, s.low, s.high, unit=""),
+                    "broke": broke_text(part)})
+    return pd.DataFrame(out).set_index(["data set", "σ_ε", "scheme"])
+
+
+def relaxation_table(result):
+    """`relaxation`'s end numbers per state and distribution, mean over seeds."""
+    ends = result["ends"]
+    names = {"free": "free, last step", "nudged": "nudged, last step", "continued": "continued, last step",
+             "relative_to_fixed_point": "free end to fixed point (relative)", "nudge_moved": "nudge moved h (max)"}
+    t = ends.groupby(["state", "distribution"], sort=False)[list(names)].mean().rename(columns=names)
+    return t.rename(index=wording.LABELS, level=1)
+
+
+def same_table(result):
+    """The same-weights test per distribution, mean over seeds."""
+    names = {"state_max": "max |h0 − h0(scalar)|", "fixed_point_max": "max |h − h(scalar)|, continued",
+             "state": "h0: relative difference", "signal": "hβ − h0: relative difference"}
+    s = result["same"]
+    t = s[s.distribution != "scalar"].groupby("distribution", sort=False)[list(names)].mean().rename(columns=names)
+    return t.rename(index=wording.LABELS)
+
+
+def alignment_table(result, swept, beta, t_free):
+    """Cosines at the configured beta and free-phase length (mean ± std over batches) per network at
+    spread `swept` and the scalar one, both states, schemes and layers, beside its test accuracy."""
+    rows, acc = result["rows"], result["accuracy"]
+    cells = batch_cells(select(rows, {"loss": "bce", "beta": beta, "t_free": t_free}))
+    cells = cells[(cells.distribution == "scalar") | (cells.sigma_eps == swept)]
+    t = cells.assign(text=[f"{c:.3f} ± {s:.3f}" for c, s in zip(cells.cosine, cells.cosine_std)]).pivot_table(
+        index="distribution", columns=["state", "scheme", "param"], values="text", aggfunc="first")
+    t = t.reindex([d for d in CONDITIONS if d in t.index])
+    a = acc[(acc.distribution == "scalar") | (acc.sigma_eps == swept)].groupby("distribution").accuracy.mean()
+    t[("", "", "test accuracy (%)")] = [f"{a[d]:.1f}" for d in t.index]
+    return t.rename(index=wording.LABELS)
+
+
+def losses_table(result, swept, beta, t_free):
+    """Cosine and norm ratio per loss and layer, trained networks, branching nudge."""
+    rows = select(result["rows"], {"state": "trained", "scheme": "branch", "beta": beta, "t_free": t_free})
+    rows = rows[(rows.distribution == "scalar") | (rows.sigma_eps == swept)]
+    t = rows.groupby(["distribution", "loss", "param"])[["cosine", "ratio"]].mean().unstack(["loss", "param"])
+    t = t.reorder_levels([1, 2, 0], axis=1).sort_index(axis=1)
+    return t.reindex([d for d in CONDITIONS if d in t.index]).rename(index=wording.LABELS)
+
+
+# -- words ------------------------------------------------------------------------------------
+
+def factor_text(g):
+    """A mean log10 ratio with its interval (`over` / `paired`) as a factor: "12 times [3.1, 46]"
+    (the geometric mean ratio and its 95% interval, two significant digits), without the interval
+    where there is none."""
+    def f(v):
+        v = float(f"{10 ** v:.2g}")
+        return f"{v:,.0f}" if v >= 100 else f"{v:g}"
+    if g["gap"] != g["gap"]:
+        return "no value"
+    text = f"{f(g['gap'])} times"
+    return text if g["low"] != g["low"] else f"{text} [{f(g['low'])}, {f(g['high'])}]"
+
+
+def verdict(g, above, below, unit="seeds", ratio=False):
+    """The direction the 95% interval of a paired difference (`paired` / `over`) supports: `above`
+    where it lies wholly above zero, `below` where wholly below, else that it cannot tell (as
+    wording.direction, naming the `unit` of the interval; `ratio`: a mean log ratio, whose zero is a
+    factor of 1)."""
+    if g["low"] != g["low"] or g["high"] != g["high"]:
+        return f"cannot tell apart (no interval: fewer than two {unit})"
+    if g["low"] > 0:
+        return above
+    if g["high"] < 0:
+        return below
+    return f"cannot tell apart (the 95% interval holds {'a factor of 1' if ratio else 'zero'})"
+
+
+def signal_verdict(gaps):
+    """Where the nudged phase adds to the networks' differences: `gaps` maps a distribution to
+    `paired`'s learning-signal minus end-state relative difference (same weights). One sentence
+    naming the distributions whose interval lies above zero, below it, and those it cannot tell."""
+    groups = {"more": [], "less": [], "tell": []}
+    for d, g in gaps.items():
+        word = verdict(g, "more", "less")
+        groups[word if word in ("more", "less") else "tell"].append(wording.LABELS[d].lower())
+    parts = []
+    if groups["more"]:
+        parts.append(f"differ more than the free-phase end states do for {join(groups['more'])} steps")
+    if groups["less"]:
+        parts.append(f"differ less than the end states do for {join(groups['less'])} steps")
+    if groups["tell"]:
+        parts.append(f"cannot be told apart from the end states' difference for {join(groups['tell'])} steps "
+                     "(the 95% interval over seeds holds zero, or there is none)")
+    return "Relative to their size, the learning signals " + "; they ".join(parts) + "."
+
+
+def join(names):
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def scheme_text(row, label):
+    """End minus branch for one data set at the page's spread (a row of `scheme_gap`, or None)."""
+    if row is None or row["n"] == 0:
+        return f"{label}: no pair of runs to compare"
+    return (f"{label}: {wording.interval(row['gap'], row['low'], row['high'])} over {int(row['n'])} seed"
+            + ("s" if row["n"] != 1 else "") + " ("
+            + verdict(row, "higher from the end", "lower from the end") + ")")
+
+
+def broke_text(runs):
+    """How many of `runs` (timing's runs) diverged or collapsed: "3 of 60"."""
+    if not len(runs):
+        return "not run"
+    return f"{int((runs.diverged | runs.collapsed).sum())} of {len(runs)}"
+
+
+def change_text(g, what):
+    """A paired change of the cosine (`paired` over batches) with its interval and direction."""
+    return difference_text(g, f"the {what} raises it", f"the {what} lowers it", "batches")
+
+
+def difference_text(g, above, below, unit="seeds", digits=3, ratio=False, suffix=""):
+    """A paired difference (`paired` / `over`) as "-0.019 [-0.020, -0.018], `below`": its mean and
+    95% interval, with more decimals (up to 6) where `digits` would show the mean with fewer than
+    two significant digits or the interval as one number, then the direction it supports
+    (`verdict`)."""
+    if g["gap"] != g["gap"]:
+        return "no value"
+    bounds = [v for v in (g["low"], g["high"]) if v == v]
+    while digits < 6 and (0 < abs(g["gap"]) * 10 ** digits < 10 or (
+            len(bounds) == 2 and bounds[0] != bounds[1] and round(bounds[0], digits) == round(bounds[1], digits))):
+        digits += 1
+    return (wording.interval(g["gap"], g["low"], g["high"], digits, suffix) + ", "
+            + verdict(g, above, below, unit, ratio))
+
+
+def rank_text(cosine, accuracy, alpha=0.05):
+    """Spearman's rank correlation of the hidden layer's cosine with the accuracy over the networks,
+    and whether it can be told from none at level `alpha`."""
+    from scipy.stats import spearmanr
+    if len(cosine) < 3 or cosine.nunique() < 2 or accuracy.nunique() < 2:
+        return "undefined (fewer than three networks with distinct values)"
+    r = spearmanr(cosine, accuracy)
+    rho, p = float(r.statistic), float(r.pvalue)
+    verdict = ("better alignment goes with higher accuracy" if rho > 0 else "better alignment goes with lower "
+               "accuracy") if p < alpha else "cannot tell from no correlation"
+    return f"ρ = {rho:+.2f} over {len(cosine)} networks (p = {p:.2g}: {verdict})"
+
+
+def scale_note(scale, seeds, n_train, epochs, unit="seeds"):
+    """What a page at profile `scale` can and cannot show: its networks, trained on `n_train`
+    images for `epochs` epochs, compared over `seeds` units (seeds or batches)."""
+    if scale == "smoke":
+        return (f"At the smoke profile these networks saw {n_train:,} images for {epochs} epoch"
+                f"{'s' if epochs != 1 else ''}: the numbers check that the page runs, not the model.")
+    if scale == "paper":
+        return ""
+    return (f"At the {scale} profile the trained networks have seen {n_train:,} images for {epochs} epoch"
+            f"{'s' if epochs != 1 else ''}, far from the paper's 50 epochs on 60,000: this page shows what the "
+            f"dynamics do to networks early in training, and its intervals, over {seeds} {unit}, are wide. "
+            "It cannot say what the fully trained networks of Table 1 do.")

@@ -1,0 +1,397 @@
+"""The mechanism chapters' measurements (hts_ep.measure): each on small networks against an
+independent computation with the package's own public API, cached by its inputs; their
+reductions on hand-made tables; every word function; the figures' redesigned axes."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hts_ep import Ensemble, data, experiments, measure, stats
+from hts_ep import gradients as G
+from hts_ep import mechanism_figures as figs
+
+from conftest import small
+
+SUBSET = 256
+
+
+def nets(conditions, seeds=(0, 1), **changes):
+    return [small(distribution=d, sigma_eps=s, seed=seed, train_subset=SUBSET, **changes)
+            for seed in seeds for d, s in conditions]
+
+
+def probe_batch(configs, n, train=False):
+    split = data.load("mnist", train=train)
+    return measure.batch_of(split, 0, n, len(configs))
+
+
+def refuse(*args, **kw):
+    raise AssertionError("computed again: the cache was not used")
+
+
+# -- 05: relaxation ----------------------------------------------------------------------------
+
+RELAX = nets([(d, 0.1) for d in measure.CONDITIONS])
+
+
+@pytest.fixture(scope="module")
+def relaxed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pages")
+    return measure.relaxation(RELAX, 32, 1, 3, root=root, device="cpu") + (root,)
+
+
+@pytest.mark.data
+def test_relaxation_traces_the_phases_the_rule_reads(relaxed):
+    result, env, _ = relaxed
+    c = RELAX[0]
+    assert result["steps"] == {"t_free": c.t_free, "t_nudge": c.t_nudge, "t_long": 3 * c.t_free,
+                               "branch": c.t_free - c.t_nudge}
+    tr = result["traces"]
+    for (state, d, seed, phase), g in tr.groupby(["state", "distribution", "seed", "phase"]):
+        first = 1 if phase == "free" else c.t_free - c.t_nudge + 1
+        assert g.step.tolist() == list(range(first, c.t_free + 1)), (state, d, seed, phase)
+        assert (g.residual >= 0).all()
+    # the fresh end residuals are those of the package's own phases on the same images
+    ens = Ensemble(RELAX, device="cpu")
+    x, y = probe_batch(RELAX, 32)
+    with torch.no_grad():
+        (h0, _, free), (hb, _, nudged) = ens.phases(ens.drive(x), y)
+    ends = result["ends"][result["ends"].state == "fresh"]
+    assert np.allclose(ends.free, free.numpy(), rtol=1e-4, atol=1e-9)
+    assert np.allclose(ends.nudged, nudged.numpy(), rtol=1e-4, atol=1e-9)
+    assert np.allclose(ends.nudge_moved, (hb - h0).abs().amax(dim=(1, 2)).numpy(), rtol=1e-4)
+    last = tr[(tr.state == "fresh") & (tr.phase == "free") & (tr.step == c.t_free)]
+    assert np.allclose(last.residual, ends.free, rtol=1e-4)
+    assert env["device"] == "cpu" and env["finished"]
+
+
+@pytest.mark.data
+def test_relaxation_same_weights_and_training(relaxed):
+    result, _, _ = relaxed
+    same = result["same"]
+    scalar = same[same.distribution == "scalar"]
+    assert (scalar[["state_max", "fixed_point_max", "state", "signal"]] == 0).all().all()
+    assert (same[same.distribution != "scalar"].signal > 0).all()
+    ends = result["ends"].set_index(["state", "distribution", "seed"])
+    assert not np.allclose(ends.loc["fresh"].nudge_moved, ends.loc["trained"].nudge_moved)    # it trained
+    assert result["n_train"] == SUBSET
+
+
+@pytest.mark.data
+def test_relaxation_is_cached_by_its_inputs(relaxed, monkeypatch):
+    result, _, root = relaxed
+    monkeypatch.setattr(measure, "_relaxation", refuse)
+    again, _ = measure.relaxation(RELAX, 32, 1, 3, root=root, device="cpu")
+    pd.testing.assert_frame_equal(again["ends"], result["ends"])
+    with pytest.raises(AssertionError, match="computed again"):
+        measure.relaxation(RELAX, 16, 1, 3, root=root, device="cpu")
+    with pytest.raises(AssertionError, match="computed again"):
+        measure.relaxation([c.replace(beta=0.1) for c in RELAX], 32, 1, 3, root=root, device="cpu")
+    monkeypatch.setitem(measure.VERSIONS, "relaxation", measure.VERSIONS["relaxation"] + 1)
+    with pytest.raises(AssertionError, match="computed again"):
+        measure.relaxation(RELAX, 32, 1, 3, root=root, device="cpu")
+
+
+def test_share_weights_gives_each_network_its_seeds_scalar_weights():
+    configs = nets([("normal", 0.1), ("scalar", 0.1), ("gamma", 0.1)], seeds=(0, 1), n_hidden=8)
+    ens = Ensemble(configs, device="cpu")
+    before = ens.eps_hidden.clone()
+    measure.share_weights(ens, [c.distribution == "scalar" for c in configs], [c.seed for c in configs])
+    for m, c in enumerate(configs):
+        ref = Ensemble([c.replace(distribution="scalar")], device="cpu")
+        for name in ("W1", "b1", "W2", "b2"):
+            assert torch.equal(getattr(ens, name)[m], getattr(ref, name)[0]), (m, name)
+    assert torch.equal(ens.eps_hidden, before)
+    with pytest.raises(ValueError, match="scalar network for every seed"):
+        measure.share_weights(ens, [False] * len(configs), [c.seed for c in configs])
+
+
+def test_page_configs():
+    configs = measure.page_configs("archive", None, {"beta": 0.1}, [("scalar", None), ("gamma", 0.05)])
+    quick = experiments.load_profile("quick")
+    assert [(c.seed, c.distribution) for c in configs] == [(s, d) for s in quick["seeds"] for d in ("scalar", "gamma")]
+    assert all(c.train_subset == quick["train_subset"] and c.beta == 0.1 and c.dataset == "mnist" for c in configs)
+    assert configs[1].sigma_eps == 0.05 and configs[0].sigma_eps == small().sigma_eps
+    assert [c.seed for c in measure.page_configs("smoke", [7], {}, [("scalar", None)])] == [7]
+
+
+# -- 07: timing --------------------------------------------------------------------------------
+
+TIMING = """
+name: timing
+description: both schemes, small networks
+grid:
+  nudge_from: [branch, end]
+  distribution,sigma_eps: [[scalar, 0.1], [normal, 0.05], [normal, 0.2]]
+fixed: {n_hidden: 64, t_free: 20, t_nudge: 4, eps_out: 0.25}
+"""
+
+
+@pytest.fixture
+def tiny_specs(tmp_path, monkeypatch):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "profiles.yaml").write_text("tiny: {seeds: [0, 1], epochs: 2, train_subset: 256, test_subset: 300}\n")
+    (specs / "timing.yaml").write_text(TIMING)
+    monkeypatch.setattr(experiments, "SPEC_DIR", specs)
+    return tmp_path / "results"
+
+
+@pytest.mark.data
+def test_timing_reduces_the_records_and_is_cached(tiny_specs, monkeypatch):
+    result, _ = measure.timing("tiny", root=tiny_specs)
+    runs = result["runs"]
+    assert len(runs) == 12 and set(runs.nudge_from) == {"branch", "end"} and result["profile"] == "tiny"
+    assert len(result["curves"]) == 24 and set(result["curves"].epoch) == {1, 2}
+    gap = result["hts_gap"].set_index(["nudge_from", "sigma_eps"])
+    for scheme in ("branch", "end"):         # HTS minus scalar per scheme, paired by seed
+        for s in (0.05, 0.2):
+            part = runs[runs.nudge_from == scheme]
+            diff = (part[part.sigma_eps == s].set_index("seed").final_acc
+                    - part[part.distribution == "scalar"].set_index("seed").final_acc).dropna()
+            assert gap.loc[(scheme, s)].gap == pytest.approx(diff.mean()), (scheme, s)
+    assert "profile tiny" in result["source"] and "12 runs" in result["source"]
+    monkeypatch.setattr(measure, "_timing", refuse)
+    again, _ = measure.timing("tiny", root=tiny_specs)
+    pd.testing.assert_frame_equal(again["runs"], runs)
+    with pytest.raises(AssertionError, match="computed again"):
+        measure.timing("tiny", seeds=[0], root=tiny_specs)
+    numbers = measure.timing_numbers(result, 0.2)
+    assert numbers["n_runs"] == 12 and numbers["broke_fashionmnist"] == "not run"
+    assert numbers["scheme_mnist"].startswith("MNIST: ")
+    table = measure.timing_table(result)
+    assert len(table) == 4 and not table.isna().any().any()
+
+
+# -- 07: drift share ---------------------------------------------------------------------------
+
+@pytest.mark.data
+def test_drift_share(tmp_path, monkeypatch):
+    # a free phase of 100 steps settles the scalar network (eps 0.2 everywhere), not the slow neurons of
+    # a wide normal spread (clipped at eps_min = 0.01)
+    configs = nets([("scalar", 0.1), ("normal", 0.05), ("normal", 0.2)], t_free=100)
+    result, _ = measure.drift(configs, 32, 1, root=tmp_path, device="cpu")
+    shares = result["shares"]
+    assert len(shares) == 2 * 2 * len(configs) and result["n_train"] == SUBSET
+    fresh = shares[(shares.state == "fresh") & (shares.layer == "W1")]
+    x, y = probe_batch(configs, 32, train=True)
+    expected = stats.drift_share(Ensemble(configs, device="cpu"), x, y)["W1"]
+    assert np.allclose(fresh.share, expected, rtol=1e-5)
+    assert fresh[fresh.distribution == "scalar"].share.max() < 1e-2
+    assert fresh[fresh.sigma_eps == 0.2].share.min() > 0.05
+    trained = shares[(shares.state == "trained") & (shares.layer == "W1")]
+    assert not np.allclose(trained.share, fresh.share)
+    numbers = measure.drift_numbers(result, [0.05, 0.2])
+    assert numbers["drift_scalar_fresh"] < 1
+    text = numbers["drift_gap_fresh"]
+    assert text.startswith("at σ_ε = 0.05, ") and "; at σ_ε = 0.2, +" in text
+    monkeypatch.setattr(measure, "_drift", refuse)
+    measure.drift(configs, 32, 1, root=tmp_path, device="cpu")
+
+
+# -- 08: gradients -----------------------------------------------------------------------------
+
+@pytest.mark.data
+def test_alignment_rows_are_the_gradient_comparison(tmp_path, monkeypatch):
+    configs = nets([("scalar", 0.1), ("gamma", 0.05), ("gamma", 0.2)], seeds=(0,))
+    result, _ = measure.alignment(configs, 8, 2, 1, [10, 20], [0.05, 0.2], 100, 0.2, root=tmp_path, device="cpu")
+    rows = result["rows"]
+    beta = configs[0].beta
+    assert set(rows[rows.loss != "bce"].beta) == {beta} and set(rows[rows.loss == "bce"].beta) == {0.05, beta}
+    swept = rows[rows.t_free == 10]
+    assert set(swept.distribution + swept.sigma_eps.astype(str)) == {"scalar0.0", "gamma0.2"}
+    assert set(swept.loss) == {"bce"} and set(rows.param) == set(measure.LAYERS)
+    assert rows.cosine.between(-1, 1).all() and (rows.ratio > 0).all()
+    # the fresh rows are gradients.compare on each freshly initialised network
+    train, _ = measure.splits(configs[0], n_test=1)
+    x, y = train.x[8:16].double(), F.one_hot(train.y[8:16], 10).double()
+    net = G.Net.from_ensemble(Ensemble(configs, device="cpu"), 1)
+    ref = pd.DataFrame(G.compare(net, x, y, [beta], losses=("bce",)))
+    ref = ref[ref.param == "layer1"].set_index("scheme").cosine
+    ours = measure.select(rows, {"state": "fresh", "distribution": "gamma", "sigma_eps": 0.05, "batch": 1,
+                                 "t_free": 20, "loss": "bce", "beta": beta, "param": "layer1"}).set_index("scheme")
+    assert np.allclose(ours.cosine[ref.index], ref, atol=1e-5)
+    assert len(result["accuracy"]) == 3 and result["n_test"] == 100
+    numbers = measure.alignment_numbers(result, 0.2, beta, 20)
+    assert numbers["t_lo"] == 10 and numbers["batches"] == 2
+    assert all(isinstance(v, (int, float, str)) for v in numbers.values())
+    assert not any(isinstance(v, float) and math.isnan(v) for k, v in numbers.items()
+                   if "normal" not in k)          # the page's other two distributions are not here
+    table = measure.alignment_table(result, 0.2, beta, 20)
+    assert list(table.index) == ["Scalar", "Gamma"]
+    monkeypatch.setattr(measure, "_alignment", refuse)
+    measure.alignment(configs, 8, 2, 1, [10, 20], [0.05, 0.2], 100, 0.2, root=tmp_path, device="cpu")
+
+
+# -- reductions --------------------------------------------------------------------------------
+
+def frame(values, unit="seed"):
+    """Rows (distribution, unit, value) from {distribution: [value per unit]}."""
+    return pd.DataFrame([{"distribution": d, unit: k, "value": v} for d, vs in values.items()
+                         for k, v in enumerate(vs)])
+
+
+def test_paired_pairs_by_unit_and_leaves_out_incomplete_units():
+    f = frame({"scalar": [1.0, 2.0, 3.0, 4.0], "normal": [2.0, 2.5, math.nan, 6.0], "gamma": [4.0, 3.5, 5.0, 8.0]})
+    f = f[~((f.distribution == "scalar") & (f.seed == 3))]          # seed 3 lacks its scalar run
+    g = measure.paired(f, "value", "seed", {"distribution": ["normal", "gamma"]}, {"distribution": "scalar"})
+    per = [3.0 - 1.0, 3.0 - 2.0, 5.0 - 3.0]                        # the mean over the finite HTS values
+    assert g["n"] == 3 and g["gap"] == pytest.approx(np.mean(per))
+    assert (g["low"], g["high"]) == pytest.approx(stats.t_interval(per)[1:])
+    assert measure.over(f, "value", "seed", {"distribution": "scalar"})["gap"] == pytest.approx(2.0)
+    one = measure.paired(f[f.seed == 0], "value", "seed", {"distribution": "gamma"}, {"distribution": "scalar"})
+    assert one["gap"] == 3.0 and math.isnan(one["low"])
+
+
+def test_scheme_gap_is_end_minus_branch_per_seed():
+    rows = []
+    for seed, (b, e) in enumerate([(90.0, 88.0), (91.0, 87.0), (89.0, 89.5)]):
+        for scheme, acc in (("branch", b), ("end", e)):
+            rows += [{"dataset": "mnist", "nudge_from": scheme, "distribution": d, "sigma_eps": 0.1, "seed": seed,
+                      "final_acc": acc + (0.5 if d == "gamma" else 0)} for d in ("normal", "gamma")]
+            rows.append({"dataset": "mnist", "nudge_from": scheme, "distribution": "scalar", "sigma_eps": 0.1,
+                         "seed": seed, "final_acc": 95.0})
+    gaps = measure.scheme_gap(pd.DataFrame(rows)).set_index("sigma_eps")
+    assert gaps.loc[0.1].gap == pytest.approx(np.mean([-2.0, -4.0, 0.5])) and gaps.loc[0.1].n == 3
+    assert gaps.loc[0.0].gap == 0 and list(gaps.dataset) == ["mnist", "mnist"]
+
+
+def test_residual_spans_keep_healthy_runs_only():
+    runs = pd.DataFrame({"dataset": "mnist", "nudge_from": "end", "distribution": ["normal", "gamma", "scalar"],
+                         "sigma_eps": 0.1, "seed": 0, "diverged": [False, True, False],
+                         "collapsed": [False, False, False]})
+    curves = pd.DataFrame({"dataset": "mnist", "nudge_from": "end", "distribution": ["normal", "normal", "gamma"],
+                           "sigma_eps": 0.1, "seed": 0, "epoch": [1, 2, 1], "residual_free": [1e-3, 2e-3, 5.0]})
+    s = measure.residual_spans(runs, curves, 0.1).iloc[0]
+    assert (s.kept, s.runs, s["first"], s["last"], s.epochs) == (1, 2, 1e-3, 2e-3, 2)
+
+
+def test_batch_cells():
+    rows = pd.DataFrame({"state": "fresh", "loss": "bce", "scheme": "branch", "beta": 0.2, "t_free": 125,
+                         "param": "layer1", "distribution": "scalar", "sigma_eps": 0.0, "batch": [0, 1],
+                         "cosine": [0.9, 0.7], "ratio": [1.0, 1.0]})
+    c = measure.batch_cells(rows).iloc[0]
+    assert c.cosine == pytest.approx(0.8) and c.cosine_std == pytest.approx(math.sqrt(0.02)) and c.ratio_std == 0
+
+
+def test_relaxation_numbers_read_directions_from_intervals():
+    ends = pd.DataFrame([{"state": st, "distribution": d, "sigma_eps": 0.1, "seed": s, "free": 1e-6 * (s + 1),
+                          "nudged": 1e-3 * (s + 2), "continued": 1e-8, "to_fixed_point": 1e-3,
+                          "relative_to_fixed_point": (1e-2 if d != "scalar" else 1e-7) * (s + 1), "nudge_moved": 0.01}
+                         for st in measure.STATES for d in measure.CONDITIONS for s in range(3)])
+    same = pd.DataFrame([{"distribution": d, "sigma_eps": 0.1, "seed": s, "state_max": 0.1, "fixed_point_max": 1e-5,
+                          "state": 0.01 * (d != "scalar"), "signal": (0.2 + 0.01 * s) * (d != "scalar")}
+                         for d in measure.CONDITIONS for s in range(3)])
+    result = {"ends": ends, "same": same, "n_train": 100, "steps": {"t_free": 125, "t_nudge": 12, "t_long": 500,
+                                                                   "branch": 113}}
+    n = measure.relaxation_numbers(result)
+    assert n["settle_verdict"] == "the nudged phase ends further from rest than the free phase"
+    assert n["fixed_verdict"] == "further from it than the scalar network's"
+    assert n["same_verdict"].startswith("Relative to their size, the learning signals differ more")
+    assert n["seeds"] == 3 and n["trained_scalar_free"] == pytest.approx(2e-6)
+
+
+# -- words -------------------------------------------------------------------------------------
+
+def g(gap, low=math.nan, high=math.nan, n=3):
+    return {"gap": gap, "low": low, "high": high, "n": n}
+
+
+def test_verdict():
+    assert measure.verdict(g(1, 0.5, 1.5), "up", "down") == "up"
+    assert measure.verdict(g(-1, -1.5, -0.5), "up", "down") == "down"
+    assert measure.verdict(g(0.1, -0.5, 0.7), "up", "down") == "cannot tell apart (the 95% interval holds zero)"
+    assert "holds a factor of 1" in measure.verdict(g(0.1, -0.5, 0.7), "up", "down", ratio=True)
+    assert measure.verdict(g(1), "up", "down", "batches") == "cannot tell apart (no interval: fewer than two batches)"
+
+
+def test_factor_text():
+    assert measure.factor_text(g(math.log10(12), math.log10(3.14), math.log10(46))) == "12 times [3.1, 46]"
+    assert measure.factor_text(g(math.log10(41234), 3.68, 5.5)) == "41,000 times [4,800, 320,000]"
+    assert measure.factor_text(g(-1)) == "0.1 times"
+    assert measure.factor_text(g(math.nan)) == "no value"
+
+
+def test_difference_text_shows_enough_digits():
+    assert measure.difference_text(g(-0.019, -0.02, -0.018), "up", "down") == "-0.019 [-0.020, -0.018], down"
+    assert measure.difference_text(g(0.00012, 0.00008, 0.00016), "up", "down") == "+0.00012 [+0.00008, +0.00016], up"
+    assert measure.difference_text(g(1.5, -0.5, 3.5), "up", "down", digits=1, suffix=" points") == \
+        "+1.5 points [-0.5, +3.5], cannot tell apart (the 95% interval holds zero)"
+    assert measure.difference_text(g(0.5), "up", "down", "batches").endswith("fewer than two batches)")
+    assert measure.difference_text(g(math.nan), "up", "down") == "no value"
+    assert measure.change_text(g(0.2, 0.1, 0.3), "longer free phase").endswith("the longer free phase raises it")
+
+
+def test_signal_verdict_names_each_side():
+    text = measure.signal_verdict({"normal": g(0.2, 0.1, 0.3), "lognormal": g(-0.2, -0.3, -0.1),
+                                   "gamma": g(0.0, -0.1, 0.1)})
+    assert text == ("Relative to their size, the learning signals differ more than the free-phase end states do "
+                    "for normal steps; they differ less than the end states do for log-normal steps; they cannot "
+                    "be told apart from the end states' difference for gamma steps (the 95% interval over seeds "
+                    "holds zero, or there is none).")
+    both = measure.signal_verdict({"normal": g(0.2, 0.1, 0.3), "gamma": g(0.2, 0.1, 0.3)})
+    assert "for normal and gamma steps." in both
+    assert measure.join(["a", "b", "c"]) == "a, b and c"
+
+
+def test_scheme_and_broke_texts():
+    row = {"gap": -2.0, "low": -3.0, "high": -1.0, "n": 3}
+    assert measure.scheme_text(row, "MNIST") == "MNIST: -2.00 points [-3.00, -1.00] over 3 seeds (lower from the end)"
+    assert measure.scheme_text({**row, "low": -3.0, "high": 1.0}, "MNIST").endswith("(cannot tell apart (the 95% "
+                                                                                 "interval holds zero))")
+    assert measure.scheme_text(None, "KMNIST") == "KMNIST: no pair of runs to compare"
+    runs = pd.DataFrame({"diverged": [True, False, False], "collapsed": [False, True, False]})
+    assert measure.broke_text(runs) == "2 of 3" and measure.broke_text(runs.iloc[:0]) == "not run"
+
+
+def test_rank_text():
+    up = pd.Series([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    assert measure.rank_text(up, up * 10).startswith("ρ = +1.00 over 7 networks (p = ")
+    assert measure.rank_text(up, up * 10).endswith("better alignment goes with higher accuracy)")
+    assert measure.rank_text(up, -up).endswith("better alignment goes with lower accuracy)")
+    assert "cannot tell" in measure.rank_text(up, pd.Series([3, 1, 4, 1.5, 5, 9, 2.6]))
+    assert measure.rank_text(up[:2], up[:2]).startswith("undefined")
+
+
+def test_scale_note():
+    assert "check that the page runs" in measure.scale_note("smoke", 2, 512, 1)
+    quick = measure.scale_note("quick", 3, 8000, 1)
+    assert "8,000 images for 1 epoch," in quick and "over 3 seeds" in quick and "cannot say" in quick
+    assert "over 3 batches" in measure.scale_note("quick", 3, 8000, 2, "batches")
+    assert measure.scale_note("paper", 5, 60000, 50) == ""
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+def test_residual_figure_clips_diverging_runs_and_chooses_its_scale():
+    import matplotlib
+    matplotlib.use("Agg")
+    key = {"dataset": "mnist", "sigma_eps": 0.1, "seed": 0}
+    curves = pd.DataFrame([{**key, "nudge_from": s, "distribution": d, "epoch": e, "residual_free": r}
+                           for s in ("branch", "end") for d, rs in (("scalar", [1e-6, 2e-6, 3e-6]),
+                                                                     ("normal", [1e-3, 1e30, math.nan]))
+                           for e, r in enumerate(rs, 1)])
+    runs = pd.DataFrame([{**key, "nudge_from": s, "distribution": d, "diverged": d == "normal",
+                          "diverged_epoch": 3 if d == "normal" else math.nan} for s in ("branch", "end")
+                         for d in ("scalar", "normal")])
+    fig = figs.residual_epochs(curves, runs, 0.1, clip=1.0)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylim()[1] < 10          # 1e30 is a mark, not the axis
+    assert "1 of 2 runs diverged" in [t.get_text() for t in ax.texts]
+    flat = curves.assign(residual_free=curves.residual_free.where(curves.residual_free > 1, 0.5))
+    assert figs.residual_epochs(flat, runs, 0.1).axes[0].get_yscale() == "linear"
+
+
+def test_spread_panels_and_ticks():
+    import matplotlib
+    matplotlib.use("Agg")
+    cells = pd.DataFrame([{"panel": p, "nudge_from": "branch", "distribution": d, "sigma_eps": s, "v": 1.0}
+                          for p in "ab" for d, s in (("scalar", 0.0), ("normal", 0.1), ("normal", 0.2))])
+    fig = figs.spread_panels(cells, "v", "value", [("A", {"panel": "a"}), ("B", {"panel": "b"}), ("C", {"panel": "a"})],
+                             schemes=("branch",))
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["A", "B", "C"]
+    assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == ["scalar", "0.1", "0.2"]
+    assert figs._spaced([0.01, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0]) == [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]
