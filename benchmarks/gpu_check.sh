@@ -6,7 +6,7 @@
 #
 #   bash benchmarks/gpu_check.sh [python]      # logs also go to $OUT if set
 #
-# 1. the compiled Triton kernel against the PyTorch path (tests/test_gpu.py)
+# 1. the compiled Triton kernel against the float64 reference (tests/test_gpu.py)
 # 2. the benchmark with the Triton kernel (HTS_EP_KERNEL=auto) for M = 1, 20, 100
 # 3. the same with the package's PyTorch path (HTS_EP_KERNEL=torch), M = 20
 # 4. the kernel's launch settings (HTS_EP_TRITON) timed against each other

@@ -50,7 +50,8 @@ class Params(NamedTuple):
 
     @classmethod
     def of(cls, net, dtype=torch.float64, device="cpu"):
-        """A detached copy of `net` (an Ensemble) in `dtype` on `device`: the reference to check a fast path by."""
+        """A detached copy of `net` (an Ensemble) in `dtype` on `device`: the float64 reference that the
+        tests check every fast path by, from the same weights."""
         def cast(t):
             return None if t is None else t.detach().to(device, dtype).clone()
         return cls(*(cast(getattr(net, k)) for k in cls._fields[:11]), net.slope, net.t_free, net.t_nudge)
@@ -68,6 +69,9 @@ def step(net, drive, h, o, y=None):
 
     drive [M, B, H], h [M, B, H], o [M, B, O]; both layers read step t.
     Returns h[t+1], o[t+1] and dh = h[t+1] - h[t] (its largest |.| is the residual).
+    Out of place throughout, so that autograd can run back through it (in place,
+    the float32 path would be faster on CPU, where fresh [M, B, H] buffers cost
+    page faults; the fused and Triton kernels are the fast paths).
     """
     z_h = torch.baddbmm(drive, o, net.gamma * net.W2)                 # [M,B,H]  W1 x + b1 + gamma W2^T o[t]
     z_o = torch.baddbmm(net.b2.unsqueeze(1), h, net.W2.transpose(1, 2))   # [M,B,O]  W2 h[t] + b2
@@ -100,7 +104,8 @@ def relax(net, drive, h, o, steps, y=None, trace=None):
 
 
 def relaxer(net, drive):
-    """The reference's relax on `drive` as the schedules below take it: relax(h, o, steps, y=None)."""
+    """The reference's relax on `drive` as the schedules below take it: relax(h, o, steps, y=None).
+    (The schedules take a function so that an Ensemble runs them on its own fast relax.)"""
     return lambda h, o, steps, y=None: relax(net, drive, h, o, steps, y)
 
 

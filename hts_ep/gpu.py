@@ -4,18 +4,19 @@ Eager PyTorch launches about ten kernels per Euler step, 137 steps per
 batch, each moving the whole [M, B, H] state through global memory; on a GPU
 that is launch latency, not arithmetic. This kernel gives each program one
 model and a tile of BLOCK_B samples, loads the tile's drive, states, W2 and
-time steps once, runs all `steps` synchronous Euler steps of `Ensemble.relax`
-in registers, and writes back only the final h, o and the residual of the
-last step. The two small products of a step (gamma W2^T o and W2 h, with 10
-outputs padded to 16) are `tl.dot`s in full float32 ("ieee": TF32 would
-change the states by ~1e-3, far more than the 1e-4 the benchmark allows).
+time steps once, runs all `steps` synchronous Euler steps of dynamics.py
+(eq-step, eq-nudge) in registers, and writes back only the final h, o and
+the residual of the last step. The two small products of a step (gamma W2^T o
+and W2 h, with 10 outputs padded to 16) are `tl.dot`s in full float32
+("ieee": TF32 would change the states by ~1e-3, far more than the 1e-4 the
+benchmark allows).
 
 Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1 and
-HTS_EP_KERNEL=triton, see tests/test_gpu.py) against the PyTorch path; the
-interpreter checks the arithmetic, not register pressure or speed, which only
-a GPU can measure (benchmarks/bench_relax.py). HTS_EP_KERNEL=torch switches
-it off; if Triton cannot compile it for the device, the PyTorch path is used
-with a warning.
+HTS_EP_KERNEL=triton, see tests/test_gpu.py) against the float64 reference
+(dynamics.py); the interpreter checks the arithmetic, not register pressure
+or speed, which only a GPU can measure (benchmarks/bench_relax.py).
+HTS_EP_KERNEL=torch switches it off; if Triton cannot compile it for the
+device, the PyTorch path is used with a warning.
 """
 import os
 import warnings
