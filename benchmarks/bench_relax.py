@@ -44,6 +44,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -210,7 +211,7 @@ class MachineLimit:
         for dt in self.dtypes:
             a, b = self.pairs[dt]
             for _ in range(repeats):
-                self.times[dt].append(timed(lambda: a @ b, self.device))
+                self.times[dt].append(timed(partial(torch.matmul, a, b), self.device))
         return 2 * self.n ** 3 / min(self.times[torch.float32][-repeats:]) / 1e9
 
     def gflops(self, dtype=torch.float32):
@@ -302,7 +303,7 @@ def bench(M, args, device):
         for kind in ("train", "predict"):
             for impl in order:
                 c0 = time.process_time()
-                times[impl, kind].append(timed(lambda: runs[impl, kind](b), device))
+                times[impl, kind].append(timed(partial(runs[impl, kind], b), device))
                 cpu[impl, kind].append(time.process_time() - c0)
                 product = limit.sample()        # after plain batches too: the same cache state for both
                 if impl == "fast":
@@ -310,7 +311,7 @@ def bench(M, args, device):
                     paired[kind].append(rate / product)
         with torch.no_grad():
             d_b = ens.drive(b[0])
-            relax_times.append(timed(lambda: ens.relax(d_b, *ens.zero_state(args.batch), c.t_free + c.t_nudge),
+            relax_times.append(timed(partial(ens.relax, d_b, *ens.zero_state(args.batch), c.t_free + c.t_nudge),
                                      device))
         paired["relax"].append(relax_flops(c, args.batch, M) / relax_times[-1] / 1e9 / limit.sample())
 
@@ -431,7 +432,8 @@ def main(argv=None):
     print(f"\nload average at end {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
           f"total {time.perf_counter() - start:.0f} s")
     if not ok:
-        print(f"FAILED: the package's states or weights differ from the plain implementation by more than {TOLERANCE:g}")
+        print(f"FAILED: the package's states or weights differ from the plain implementation by more than "
+              f"{TOLERANCE:g}")
         return 1
     return 0
 

@@ -182,7 +182,8 @@ def main(argv=None):
             Path(args.keep).write_text(cpp)
         flags = [f for f in fused.CFLAGS if f != "-fopenmp"]
         compiler = os.environ.get("CXX", "c++")
-        done = subprocess.run([compiler, *flags, "-std=c++17", "-o", str(exe), str(src)], capture_output=True, text=True)
+        done = subprocess.run([compiler, *flags, "-std=c++17", "-o", str(exe), str(src)],
+                              capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stderr[-4000:], file=sys.stderr)
             raise SystemExit(f"{compiler} failed to build the variants (mode {args.mode}); see above")

@@ -94,7 +94,7 @@ def available():
             _build_seconds = time.perf_counter() - start
         except Exception as error:  # no compiler, no ninja, read-only cache ...
             _failed = True
-            warnings.warn(f"fused CPU kernel unavailable ({error}); using the PyTorch path")
+            warnings.warn(f"fused CPU kernel unavailable ({error}); using the PyTorch path", stacklevel=2)
     return _module is not None
 
 

@@ -214,7 +214,8 @@ def relax(ens, drive, h, o, steps, y=None):
             float(ens.slope), NUDGE=y is not None, **launch_options(s, H, O))
     except (TritonError, RuntimeError) as error:   # out of resources, ptxas, driver ...
         _failed = True
-        warnings.warn(f"Triton relaxation kernel unavailable ({error}); using the PyTorch path")
+        warnings.warn(f"Triton relaxation kernel unavailable ({error}); using the PyTorch path",
+                      stacklevel=2)
         return None
     return h, o, residual.amax(1)
 

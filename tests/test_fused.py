@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hts_ep import Config, Ensemble, fused, machine
+
 from reference import check_against_reference, close, guard_ensemble, reference
 
 needs_kernel = pytest.mark.skipif(not fused.available(), reason="fused CPU kernel could not be built here")
@@ -58,7 +59,8 @@ def test_full_free_phase_equals_float64_reference(path, bounds):
     (The Triton kernel's own check is in test_gpu.py.)"""
     if path == "fused" and not fused.available():
         pytest.skip("fused CPU kernel could not be built here")
-    configs = [Config(distribution=dist, seed=s, h_bound=b) for (dist, s), b in zip([("gamma", 0), ("scalar", 1)], bounds)]
+    configs = [Config(distribution=dist, seed=s, h_bound=b)
+               for (dist, s), b in zip([("gamma", 0), ("scalar", 1)], bounds)]
     ens = Ensemble(configs, device="cpu")
     x = 3 * torch.rand(2, 19, 784, generator=torch.Generator().manual_seed(0))   # states past 0.3
     d = ens.drive(x)

@@ -7,8 +7,8 @@ speed, which need a GPU (benchmarks/bench_relax.py). With CUDA, the same
 tests run the compiled kernel on the GPU (benchmarks/gpu_check.sh).
 """
 import math
-import re
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from hts_ep import Config, Ensemble, gpu
+
 from reference import check_against_reference, close, guard_ensemble, reference
 
 interpreted = pytest.mark.skipif(gpu.triton is None or not gpu.interpreting(),
@@ -262,7 +263,7 @@ def test_gpu_tune_times_checks_and_rejects(monkeypatch):
 
     def unavailable(*args, **kwargs):
         gpu._failed = True
-        warnings.warn("Triton relaxation kernel unavailable (out of resource: shared memory)")
+        warnings.warn("Triton relaxation kernel unavailable (out of resource: shared memory)", stacklevel=2)
 
     monkeypatch.setattr(gpu, "relax", unavailable)
     assert "out of resource" in measure()["failed"]

@@ -32,7 +32,7 @@ def test_bptt_matches_finite_differences(kind, model):
     for name in G.PARAMS:
         ref = torch.zeros_like(grad[name])
         for i in range(ref.numel()):
-            def loss_at(delta):
+            def loss_at(delta, name=name, i=i):
                 p = {k: v.clone() for k, v in net.params().items()}
                 p[name].view(-1)[i] += delta
                 _, o0 = G.free_phase(net, p, x)

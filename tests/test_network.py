@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from hts_ep import Config, Ensemble, dynamics, fused
-from hts_ep.train import evaluate, train_epoch
 from hts_ep.data import subset
+from hts_ep.train import evaluate, train_epoch
+
 from conftest import small
 
 
