@@ -157,12 +157,15 @@ def effects(records):
         pairs.append({"variant": v, "gap": het - sca})
     pairs = pd.DataFrame(pairs)
     rows = []
+    def level_of(v, i):
+        return "none" if v[i] is None else v[i]
     for i, factor in enumerate(FACTORS):
-        levels, pair_levels = f.variant.str[i], pairs.variant.str[i]
-        for level in sorted(levels.unique(), key=lambda x: (x is not None, str(x))):
+        levels = f.variant.map(lambda v, i=i: level_of(v, i))
+        pair_levels = pairs.variant.map(lambda v, i=i: level_of(v, i))
+        for level in sorted(levels.unique(), key=lambda x: (x != "none", str(x))):
             g = f[levels == level]
             gaps = pairs[pair_levels == level].gap
-            rows.append({"factor": factor, "level": "none" if level is None else level, "runs": len(g),
+            rows.append({"factor": factor, "level": level, "runs": len(g),
                          "never_started": int(g.never_started.sum()), "failed": int(failed(g).sum()),
                          "final": g.final_acc.mean(), "best": g.best_acc.mean(), "late_std": g.late_std.mean(),
                          "hts_minus_scalar": gaps.mean()})
@@ -216,3 +219,30 @@ grid:
   {",".join(FACTORS)}: [{rows}]
 fixed: {{}}
 """
+
+
+def previous():
+    """Config fields whose default the ablation changed, at their former value ({} if none did):
+    the overrides that read the archive made before it (results/paper/ keeps those records)."""
+    from .config import Config
+    return {k: v for k, v in zip(FACTORS, TODAY) if getattr(Config(), k) != v}
+
+
+def before_after(before, after):
+    """Table 1 before and after the ablation's choice, per data set and statistic: mean accuracy over
+    the cells, mean seed spread, and runs that never started, failed or ran."""
+    from .stats import STATS, outcomes, spreads, table1
+    rows = []
+    for label, records in (("before", before), ("after", after)):
+        if not records:
+            continue
+        sp = spreads(records).set_index(["dataset", "stat"])
+        out = outcomes(records, by=("dataset",)).set_index("dataset")
+        for stat in STATS:
+            means = table1(records, stat=stat)[0]
+            for ds in out.index:
+                rows.append({"set-up": label, "dataset": ds, "stat": stat,
+                             "accuracy": float(means.loc[ds].stack().mean()),
+                             "seed_std": float(sp.loc[(ds, stat), "ours"]),
+                             "never_started": int(out.loc[ds, "never_started"]), "runs": int(out.loc[ds, "runs"])})
+    return pd.DataFrame(rows)

@@ -90,3 +90,14 @@ def test_variants_of_archived_records_read_as_todays():
     legacy = record(ablation.TODAY, [80, 85, 86])
     assert "h_bound" not in legacy["config"] and "inputs" not in legacy["config"]
     assert ablation.screen([legacy]).variant.tolist() == [ablation.TODAY]
+
+
+def test_effects_average_each_factor_over_the_others():
+    records = runs(ablation.TODAY, 80) + runs(BOUNDED, 86) + runs(SLOW, 84) + runs((1.2, "unit", "branch", 0.35), 88)
+    records[0] = record(ablation.TODAY, [70, 80, 80], start=20.0)
+    e = ablation.effects(records).set_index(["factor", "level"])
+    assert e.loc[("h_bound", "none"), "runs"] == 12 and e.loc[("h_bound", 1.2), "runs"] == 12
+    assert e.loc[("h_bound", "none"), "never_started"] == 1 and e.loc[("h_bound", 1.2), "never_started"] == 0
+    assert e.loc[("h_bound", 1.2), "final"] == pytest.approx(87.0)       # (86 + 88) / 2, seeds' swing 0
+    assert e.loc[("eta1", 0.35), "final"] == pytest.approx(86.0)
+    assert e.loc[("inputs", "unit"), "hts_minus_scalar"] == pytest.approx(0.0)
