@@ -227,6 +227,13 @@ def _timing(profile, data_root, device, datasets, seeds, overrides, root):
             "overrides": res.overrides}
 
 
+def timing_grid():
+    """(spreads of the heterogeneous runs, output step) of the `timing` experiment's grid."""
+    spec = experiments.load_spec("timing")
+    spreads = sorted({s for d, s in spec.grid["distribution,sigma_eps"] if d != "scalar"})
+    return spreads, spec.grid.get("eps_out", [spec.fixed.get("eps_out", Config().eps_out)])[0]
+
+
 def drift(configs, n_probe, train_epochs, data_root=None, device=None, root=None):
     """How much of the "end" scheme's update is free drift (stats.drift_share), per network and
     layer, on the first `n_probe` training images, freshly initialised and after `train_epochs`
@@ -333,6 +340,13 @@ def over(frame, column, unit, where, level=0.95):
 def log10(frame, column):
     """`frame` with log10 of `column` (ratios of residuals are read on a log scale)."""
     return frame.assign(**{f"log_{column}": np.log10(frame[column].astype(float))})
+
+
+def drift_cells(result):
+    """The drift share (%) per state, layer, distribution and spread: mean and standard deviation over seeds."""
+    g = result["shares"].assign(share=100 * result["shares"].share).groupby(
+        ["state", "layer", "distribution", "sigma_eps"]).share
+    return pd.concat({"share": g.mean(), "share_std": g.std().fillna(0.0)}, axis=1).reset_index()
 
 
 def batch_cells(rows, by=("state", "loss", "scheme", "beta", "t_free", "param", "distribution", "sigma_eps")):
@@ -511,6 +525,21 @@ def timing_table(result):
     return pd.DataFrame(out).set_index(["data set", "σ_ε", "scheme"])
 
 
+def spans_table(result, spread):
+    """`residual_spans` of the timing runs at `spread` as text, per data set and scheme."""
+    t = residual_spans(result["runs"], result["curves"], spread)
+    if not len(t):
+        return t
+
+    def res(v):
+        return "no run left" if v != v else f"{v:.1e}"
+    columns = {"data set": t.dataset.map(wording.DATASET_LABELS), "scheme": t.nudge_from,
+               "kept runs": [f"{k} of {n}" for k, n in zip(t.kept, t.runs)], "residual, epoch 1": t["first"].map(res)}
+    if t.epochs.max() > 1:
+        columns[f"residual, epoch {int(t.epochs.max())}"] = t["last"].map(res)
+    return pd.DataFrame(columns).set_index(["data set", "scheme"])
+
+
 def relaxation_table(result):
     """`relaxation`'s end numbers per state and distribution, mean over seeds."""
     ends = result["ends"]
@@ -602,6 +631,12 @@ def signal_verdict(gaps):
 
 def join(names):
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def timing_notes(result):
+    """The timing page's notes: its overrides, and why a data set has no runs."""
+    return [wording.overrides_note(result["overrides"]),
+            *(wording.gap_note(wording.DATASET_LABELS[ds], why) for ds, why in result["missing"].items())]
 
 
 def scheme_text(row, label):

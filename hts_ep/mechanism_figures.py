@@ -91,6 +91,7 @@ def residual_epochs(curves, runs, spread, clip=1.0):
     fig, axes = _grid(len(shown), 2, 4.4, 2.9, sharex=True)
     pick = (curves.distribution == "scalar") | (curves.sigma_eps == spread) if len(curves) else []
     picked = curves[pick] if len(curves) else curves
+    last = int(curves.epoch.max()) if len(curves) else 1
     for i, ds in enumerate(shown):
         for j, scheme in enumerate(("branch", "end")):
             ax = axes[i, j]
@@ -103,13 +104,14 @@ def residual_epochs(curves, runs, spread, clip=1.0):
                     ax.plot(r.epoch, r.residual_free.where(r.residual_free <= clip), "-o", ms=2.5, lw=1,
                             color=COLORS[cond], alpha=0.8, label=LABELS[cond] if k == 0 else "_")
                     over = r[r.residual_free > clip]
-                    ax.plot(over.epoch, [0.97] * len(over), "^", color=COLORS[cond], ms=6,
-                            transform=ax.get_xaxis_transform(), clip_on=False)
+                    if len(over):
+                        ax.plot(over.epoch, [0.96] * len(over), "^", color=COLORS[cond], ms=6,
+                                transform=ax.get_xaxis_transform())
             gone = runs[(runs.dataset == ds) & (runs.nudge_from == scheme) & runs.diverged
                         & ((runs.distribution == "scalar") | (runs.sigma_eps == spread))]
             for cond, g in gone.groupby("distribution"):
-                ax.plot(g.diverged_epoch, [0.97] * len(g), "x", color=COLORS[cond], ms=7, mew=1.5,
-                        transform=ax.get_xaxis_transform(), clip_on=False)
+                ax.plot(g.diverged_epoch, [0.96] * len(g), "x", color=COLORS[cond], ms=7, mew=1.5,
+                        transform=ax.get_xaxis_transform())
             n = ((runs.dataset == ds) & (runs.nudge_from == scheme)
                  & ((runs.distribution == "scalar") | (runs.sigma_eps == spread))).sum()
             ax.text(0.98, 0.85, f"{len(gone)} of {n} runs diverged", transform=ax.transAxes, ha="right", va="top",
@@ -120,10 +122,21 @@ def residual_epochs(curves, runs, spread, clip=1.0):
                 ax.set_ylim(bottom=0)
             ax.set_title(f"{DATASET_LABELS[ds]}, nudge from {'the branch' if scheme == 'branch' else 'the end'}",
                          fontsize=9)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(0.5, last + 0.5)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
             if i == len(shown) - 1:
                 ax.set_xlabel("epoch")
         axes[i, 0].set_ylabel("free-phase residual")
+    return fig
+
+
+def timing_accuracy(cells):
+    """figures.against_spread of the final accuracy, both schemes, its legend above the panels
+    (`publish` with legend_from=fig.axes[0]) instead of over the data."""
+    from .figures import against_spread
+    fig = against_spread(cells, "final_acc", "final test accuracy (%)", schemes=("branch", "end"))
+    if fig.axes[0].get_legend() is not None:
+        fig.axes[0].get_legend().remove()
     return fig
 
 
@@ -145,6 +158,15 @@ def _spaced(values, decades=0.15):
         if not out or math.log10(v / out[-1]) >= decades:
             out.append(v)
     return out
+
+
+def drift_against_spread(cells):
+    """The share of the end scheme's update that is free drift against the spread of the hidden time
+    steps, one panel per layer and state, error bars the standard deviation over seeds
+    (`measure.drift_cells`)."""
+    panels = [(f"{layer}, {STATE_TITLES[state]}", {"layer": layer, "state": state})
+              for layer in ("W1", "W2") for state in STATE_TITLES]
+    return spread_panels(cells, "share", "drift share of ΔW (%)", panels, err="share_std", schemes=None)
 
 
 def cosine_sweeps(cells, swept, beta, t_free):

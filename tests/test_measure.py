@@ -78,6 +78,20 @@ def test_relaxation_same_weights_and_training(relaxed):
     ends = result["ends"].set_index(["state", "distribution", "seed"])
     assert not np.allclose(ends.loc["fresh"].nudge_moved, ends.loc["trained"].nudge_moved)    # it trained
     assert result["n_train"] == SUBSET
+    # against the package's phases of a separately trained ensemble given its scalar weights
+    from hts_ep.train import train_epoch
+    ens = Ensemble(RELAX, device="cpu")
+    train_epoch(ens, measure.splits(RELAX[0])[0])
+    m, ref = RELAX.index(RELAX[4 + 2]), 4                       # seed 1: log-normal, scalar
+    with torch.no_grad():
+        for p in (ens.W1, ens.b1, ens.W2, ens.b2):
+            p[m] = p[ref]
+        x, y = probe_batch(RELAX, 32)
+        (h0, _, _), (hb, _, _) = ens.phases(ens.drive(x), y)
+    signal = ((hb[m] - h0[m]) - (hb[ref] - h0[ref])).norm() / (hb[ref] - h0[ref]).norm()
+    row = same[(same.distribution == "lognormal") & (same.seed == 1)].iloc[0]
+    assert row.signal == pytest.approx(signal.item(), rel=1e-3)
+    assert row.state == pytest.approx(((h0[m] - h0[ref]).norm() / h0[ref].norm()).item(), rel=1e-3, abs=1e-7)
 
 
 @pytest.mark.data
@@ -395,3 +409,25 @@ def test_spread_panels_and_ticks():
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["A", "B", "C"]
     assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == ["scalar", "0.1", "0.2"]
     assert figs._spaced([0.01, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0]) == [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]
+
+
+def test_timing_notes_and_grid():
+    result = {"overrides": {"beta": 0.1}, "missing": {"fashion-mnist": "its files are missing."}}
+    notes = measure.timing_notes(result)
+    assert "`beta = 0.1`" in notes[0] and notes[1].startswith("```{note}\n**Fashion-MNIST** is a gap")
+    assert measure.timing_notes({"overrides": {}, "missing": {}}) == [""]
+    spreads, eps_out = measure.timing_grid()
+    assert spreads == sorted(spreads) and len(spreads) == 3 and eps_out > 0
+
+
+def test_spans_table_and_drift_cells():
+    runs = pd.DataFrame({"dataset": "mnist", "nudge_from": "end", "distribution": ["normal", "gamma"],
+                         "sigma_eps": 0.1, "seed": 0, "diverged": [False, True], "collapsed": False})
+    curves = pd.DataFrame({"dataset": "mnist", "nudge_from": "end", "distribution": "normal", "sigma_eps": 0.1,
+                           "seed": 0, "epoch": [1], "residual_free": [2e-3]})
+    t = measure.spans_table({"runs": runs, "curves": curves}, 0.1)
+    assert t.loc[("MNIST", "end")].tolist() == ["1 of 2", "2.0e-03"]          # one epoch: one column
+    shares = pd.DataFrame({"state": "fresh", "layer": "W1", "distribution": "normal", "sigma_eps": 0.1,
+                           "seed": [0, 1], "share": [0.1, 0.3]})
+    c = measure.drift_cells({"shares": shares}).iloc[0]
+    assert c.share == pytest.approx(20) and c.share_std == pytest.approx(100 * math.sqrt(0.02))
