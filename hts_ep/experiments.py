@@ -566,6 +566,8 @@ def run_group(configs, profile, results_root=None, data_root=None, device=None, 
         if todo:
             store.check_writable_records(todo)
             ckpt = store.checkpoint(todo)
+            if ckpt.is_dir():
+                raise StoreError(f"{ckpt} is a folder where a checkpoint belongs; remove it, then rerun")
             records = train(todo, data_root=data_root, device=device, progress=False,
                             checkpoint=ckpt, on_epoch=on_epoch)
             for r in records:

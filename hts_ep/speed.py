@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 
 from . import data, fused, gpu, machine
 from .network import Ensemble, default_device
-from .train import EVAL_BATCH
+from .train import EVAL_BATCH, read_json
 
 log = logging.getLogger(__name__)
 _this_process = {}  # key -> rates measured by this process (also the ones too noisy to cache)
@@ -72,16 +72,18 @@ def measure(config, device=None, models=MODELS):
 
 
 def _read(path):
+    """The cached rates, or {} (none yet, or a file that is not one: measured again). Read with
+    the records' limits: a crafted file in the cache made every dry run fail with RecursionError."""
     try:
-        cached = json.loads(path.read_text())
+        cached = read_json(path)
         return cached if isinstance(cached, dict) else {}
-    except (OSError, ValueError):            # none yet, or unreadable: measure again
+    except ValueError:
         return {}
 
 
 def _usable(entry):
-    return isinstance(entry, dict) and all(isinstance(entry.get(k), float) and entry[k] > 0
-                                           for k in ("train", "test"))
+    return isinstance(entry, dict) and all(isinstance(entry.get(k), float) and math.isfinite(entry[k])
+                                           and entry[k] > 0 for k in ("train", "test"))
 
 
 def rates(config, device=None, threads=None):

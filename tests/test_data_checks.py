@@ -176,19 +176,27 @@ def silent_server():
 
 
 def test_a_silent_network_costs_one_time_out_in_all(tmp_path, monkeypatch, caplog):
-    """Two mirrors that never answer, and both splits asked for (as a dry run's availability check
-    does): one wait of DOWNLOAD_TIMEOUT in all, said before it starts, not one per file and mirror."""
+    """Two mirrors that never answer, three data sets and both splits of one asked for (a dry run
+    of table1 checks each data set, `train` loads both splits): one wait of DOWNLOAD_TIMEOUT in
+    all, said before it starts, not one per data set and split (it was 5 here, 150 s at 30 s)."""
     import torchvision
     servers = [silent_server(), silent_server()]
-    monkeypatch.setattr(torchvision.datasets.KMNIST, "mirrors",
-                        [f"http://127.0.0.1:{s.getsockname()[1]}/" for s in servers])
+    for name in data.DATASETS.values():
+        monkeypatch.setattr(getattr(torchvision.datasets, name), "mirrors",
+                            [f"http://127.0.0.1:{s.getsockname()[1]}/" for s in servers])
     monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(data, "_silent", [], raising=False)      # no earlier time-out in this process
     monkeypatch.delenv("HTS_EP_OFFLINE")
     caplog.set_level("INFO", logger="hts_ep")
     outcome = []
 
     def check():
         outcome.append(data.unavailable("kmnist", tmp_path / "root"))
+        for ds in ("mnist", "fashion-mnist"):
+            data.unavailable(ds, tmp_path / "root")
+        for train in (True, False):
+            with pytest.raises(data.DataMissingError):
+                data.load_uncached("mnist", tmp_path / "root", train)
 
     start = time.perf_counter()
     worker = threading.Thread(target=check, daemon=True)

@@ -311,6 +311,18 @@ def test_lock_file_that_is_a_folder(tmp_path):
         store.lock([Config()])
 
 
+@pytest.mark.data
+def test_sweep_meeting_a_lock_file_that_is_a_folder_is_one_line(store, capsys, monkeypatch):
+    configs = experiments.load_spec("table1").configs(experiments.load_profile("two"))
+    locks = experiments.Store("two").dir / "locks"
+    (locks / f"{experiments.key(configs[0])}.lock").mkdir(parents=True)
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("training started"))
+    assert run_cli(["sweep", "table1", "--profile", "two", "--threads", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be used (Is a directory)" in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("hts-ep: error:")
+
+
 def test_lock_file_that_cannot_be_opened(tmp_path, monkeypatch):
     """A read-only lock file (not ours): filelock raises PermissionError for a user other than root."""
     import filelock
@@ -489,3 +501,14 @@ def test_unknown_kernel_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "HTS_EP_KERNEL='fastest' is not one of auto, torch, triton" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_speed_cache_from_a_stranger_is_measured_again(tmp_path, monkeypatch):
+    """The dry run's cached rates (~/.cache/hts-ep/speed.json) are read with the same limits."""
+    from hts_ep import speed
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    speed.cache_path().parent.mkdir(parents=True)
+    for text in ("[" * 100_000 + "]" * 100_000, '{"k": {"train": NaN, "test": 1.0}}'):
+        speed.cache_path().write_text(text)
+        entries = speed._read(speed.cache_path())
+        assert not any(speed._usable(e) for e in entries.values())
