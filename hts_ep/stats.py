@@ -449,7 +449,7 @@ def clipping(config, n_samples, seed=0):
                 for b in ("min", "max"))
         rows.append({"distribution": fam, **{f"{k} at eps_{b} (%)": 100 * v[b] for b in ("min", "max")
                                               for k, v in (("sampled", counted), ("expected", expected))},
-                     "sample mean": eps.mean().item(), "sample std": eps.std().item(), "z": z})
+                     "z": z, "sample mean": eps.mean().item(), "sample std": eps.std().item()})
     return draws, pd.DataFrame(rows).set_index("distribution")
 
 

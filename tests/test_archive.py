@@ -99,7 +99,7 @@ def test_gain_has_an_interval_over_seeds():
     recs = [fake_record(c.replace(distribution=d, eps_out=e, seed=s), 80 + s + (2 + s if d != "scalar" else 0))
             for d in analysis.CONDITIONS for e in (0.15, 0.25) for s in range(3)]
     gain = analysis.hts_gain(recs).loc["fashion-mnist"]
-    assert gain.seeds == 3 and gain.gain == pytest.approx(3.0)          # per seed: 2, 3, 4
+    assert gain.seeds == 3 and gain.gap == pytest.approx(3.0)           # per seed: 2, 3, 4
     assert gain.ci_low == pytest.approx(3.0 - 4.302653 / 3 ** 0.5, abs=1e-4)   # t(0.975, 2) * 1 / sqrt(3)
     assert "above zero" in analysis.gain_verdict(gain, 0.16)
     one = analysis.hts_gain([r for r in recs if r["config"]["seed"] == 0]).loc["fashion-mnist"]
@@ -117,7 +117,8 @@ def test_overrides_are_keyed_apart_and_collapse_an_axis():
     spec = experiments.load_spec("sigma_eps")
     plain = experiments.grid_configs(spec, "smoke")
     over = experiments.grid_configs(spec, "smoke", overrides={"sigma_eps": 0.05, "beta": 0.1})
-    assert len(over) == len(plain) // len(spec.grid["sigma_eps"])
+    pairs = spec.grid["distribution,sigma_eps"]             # one point per distribution is left
+    assert len(over) == len(plain) // len(pairs) * len({d for d, _ in pairs})
     assert all(c.sigma_eps == 0.05 and c.beta == 0.1 for c in over)
     assert not {experiments.key(c) for c in over} & {experiments.key(c) for c in plain}
     assert experiments.grid_configs(spec, "smoke", overrides="{sigma_eps: 0.05, beta: 0.1}") == over
