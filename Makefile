@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) hts_ep/__init__.py
 	$(BIN)/pip install -q --disable-pip-version-check $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[all]'
 	touch $@
 
-test: $(STAMP) ## the test suite, ruff included (skipped tests say why)
-	$(BIN)/python -m pytest -q -rs
+# SLOW=1: the whole suite (what .ci/run runs); without it the fast tier, which leaves out the
+# tests marked slow (tests/conftest.py lists them: book builds, wheels, kills, Dask, ...).
+test: $(STAMP) ## the fast tests, ruff included (SLOW=1: all of them, as CI; skipped tests say why)
+	$(BIN)/python -m pytest -q -rs $(if $(SLOW),,-m "not slow")
 
 lint: $(STAMP) ## ruff check over the repository (also a test of `make test`)
 	$(BIN)/ruff check .

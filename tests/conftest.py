@@ -21,9 +21,28 @@ if not torch.cuda.is_available():
 
 
 def pytest_configure(config):
-    # `make test` runs the fast tier (-m "not slow"); .ci/run runs everything.
-    config.addinivalue_line("markers", "slow: minutes, not seconds (book builds, wheels, subprocess kills, "
+    # `make test` runs the fast tier (-m "not slow"); `make test SLOW=1` and .ci/run run everything.
+    config.addinivalue_line("markers", "slow: tens of seconds or more (book builds, wheels, subprocess kills, "
                             "Dask, concurrency, full-data passes); left out of `make test`, run by .ci/run")
+
+
+# The slow tier, by test file or test name prefix (one list, so that a test's tier is seen at a
+# glance): each of these took 10 s or more on the project's 2-core machine.
+SLOW = (
+    "test_book.py::", "test_bench.py::", "test_experiments.py::test_dask",
+    "test_experiments.py::test_resume_after_sigkill", "test_hostile.py::test_two_concurrent_sweeps",
+    "test_gpu.py::test_kernel_compiles_for_hopper", "test_packaging.py::test_wheel",
+    "test_packaging.py::test_build_prints", "test_packaging.py::test_installed", "test_packaging.py::test_version_flag",
+    "test_packaging.py::test_binder_fetches", "test_inputs.py::test_input_stats_are_the_training_images",
+    "test_archive.py::test_plain_papermill", "test_records.py::test_sweep_that_waits_too_long",
+    "test_data_checks.py::test_read_only_folder", "test_data_checks.py::test_mnist_files_under_fashion",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("/")[-1].startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
 
 
 @functools.cache
