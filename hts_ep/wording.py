@@ -55,17 +55,18 @@ def claims(s):
 
 def answer(numbers):
     """The introduction's answer, one clause per data set with runs (stats.summary): HTS minus scalar
-    accuracy and the stability endpoint, each with its interval and the direction it supports."""
+    accuracy and the stability endpoint, each with its interval and the direction it supports, and
+    the runs that never started."""
     if not numbers:
         return "This build has no runs of Table 1, so it gives no answer."
-    acc, late = [], []
+    acc, late, started = [], [], []
     for ds, s in numbers.items():
-        c = claims(s)
-        acc.append(f"on {DATASET_LABELS[ds]} {c['gain_text']} ({c['gain_verdict']})")
-        late.append(f"on {DATASET_LABELS[ds]} {c['endpoint_text']} ({c['endpoint_verdict']})")
-    started = [f"on {DATASET_LABELS[ds]} {claims(s)['never_started_text']}" for ds, s in numbers.items()]
-    return (f"HTS minus scalar accuracy is {'; '.join(acc)}. On the stability endpoint declared below, HTS minus "
-            f"scalar is {'; '.join(late)}. Runs that never started: {'; '.join(started)}.")
+        c, name = claims(s), DATASET_LABELS[ds]
+        acc.append(f"{name} {c['gain_text']}, {c['gain_verdict']}")
+        late.append(f"{name} {c['endpoint_text']}, {c['endpoint_verdict']}")
+        started.append(f"{name}: {c['never_started_text']}")
+    return (f"Accuracy, HTS minus scalar: {'; '.join(acc)}. Stability (the endpoint declared below), HTS minus "
+            f"scalar: {'; '.join(late)}. Runs that never started, {'; '.join(started)}.")
 
 
 def never_started(s, alpha=0.05):

@@ -64,7 +64,7 @@ def test_builds_with_one_data_set_and_one_other_seed(tmp_path):
     assert seeds == {3}
     intro = " ".join(text_of(page(out, "book/intro")).split())
     assert "cannot tell apart (no interval: fewer than two seeds)" in intro
-    assert "on MNIST" not in intro and "on Fashion-MNIST" in intro     # only the data sets it has
+    assert "scalar: MNIST" not in intro and "scalar: Fashion-MNIST" in intro     # only the data sets it has
 
 
 def page(html, name):
@@ -173,7 +173,7 @@ def test_glued_numbers_resolved(html):
     intro = " ".join(text_of(page(html, "book/intro")).split())
     assert re.search(r"retrains the paper.s Table 1 \(\d+ runs, profile smoke\)", intro)
     # the abstract's verdicts and the summary table's rows are there, each a sentence of wording's
-    assert re.search(r"HTS minus scalar accuracy is on MNIST [+-]\d+\.\d\d points", intro)
+    assert re.search(r"Accuracy, HTS minus scalar: MNIST [+-]\d+\.\d\d points", intro)
     assert "late spread, HTS − scalar (the stability endpoint)" in intro
 
 

@@ -111,6 +111,7 @@ def test_devices_name_each_column_and_its_mix():
 def test_answer_names_each_data_set_with_runs_and_its_verdicts():
     recs = pairs([[90.0, 90.0]] * 3, [[92.0, 92.0], [92.2, 92.2], [92.4, 92.4]])
     text = wording.answer(stats.summary(recs))
-    assert text.startswith("HTS minus scalar accuracy is on MNIST +2.20 points [")
-    assert "(HTS higher)" in text and wording.LATE_UNDEFINED in text and "Fashion-MNIST" not in text
+    assert text.startswith("Accuracy, HTS minus scalar: MNIST +2.20 points [")
+    assert ", HTS higher;" not in text and ", HTS higher." in text      # one data set: no list
+    assert wording.LATE_UNDEFINED in text and "Fashion-MNIST" not in text
     assert wording.answer({}).startswith("This build has no runs")
