@@ -103,9 +103,16 @@ def configs_from_args(args):
     return configs
 
 
+# Chosen: more cores than one machine this runs on has; past a few thousand OpenMP aborts the
+# process while allocating its threads' stacks (libgomp: out of memory), with no message of ours.
+MAX_THREADS = 1024
+
+
 def check_threads(threads):
     if threads is not None and threads < 1:
         raise UserError(f"--threads={threads} must be >= 1")
+    if threads is not None and threads > MAX_THREADS:
+        raise UserError(f"--threads={threads} must be <= {MAX_THREADS}")
 
 
 def set_threads(threads):

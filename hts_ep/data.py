@@ -231,6 +231,9 @@ def locate(dataset, root, names, problems):
             plain, gz = raw / name, raw / f"{name}.gz"
             bad = None
             try:
+                for f in (plain, gz):
+                    if f.exists() and not f.is_file():      # a FIFO or a device is never read to its end
+                        raise OSError(0, "not a regular file", str(f))
                 if plain.exists():
                     bad = check_extracted(dataset, plain)
                     if bad is None:

@@ -167,6 +167,8 @@ SPEC_KEYS = ("name", "description", "grid", "fixed")
 def read_yaml(path, what):
     """The mapping at the top of a YAML file, or SpecError naming the file and what is wrong."""
     try:
+        if Path(path).exists() and not Path(path).is_file():     # a FIFO would block for ever
+            raise SpecError(f"{path}: not a regular file")
         with open(path, "rb") as f:
             text = f.read(MAX_YAML_BYTES + 1)
         if len(text) > MAX_YAML_BYTES:
@@ -670,6 +672,7 @@ def plan(spec_name, profile, results_root=None, data_root=None, datasets=None, s
     of them a checkpoint resumes."""
     spec = load_spec(spec_name)
     configs = grid_configs(spec, profile, datasets, seeds, overrides)
+    check_store(profile, results_root)
     store = Store(profile, results_root)
     skipped = {}
     for ds in sorted({c.dataset for c in configs}):

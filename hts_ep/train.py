@@ -233,6 +233,8 @@ def read_json(path, max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH):
     try:
         if path.is_dir():
             raise ValueError("a folder, not a record file")
+        if not path.is_file():      # a FIFO blocks the reader for ever, a device never ends
+            raise ValueError("not a regular file")
         with open(path, "rb") as f:
             blob = f.read(max_bytes + 1)
     except OSError as error:
@@ -501,6 +503,8 @@ def check_checkpoint(state, configs, ens):
 def read_checkpoint(path):
     """The plain data and tensors of the file `path` (never unpickled: see load_checkpoint), or
     ValueError saying why it cannot be read."""
+    if not Path(path).is_file():    # a FIFO blocks the reader for ever, a device never ends
+        raise ValueError("not a regular file")
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:   # unpickling refused, not a zip, truncated, unreadable: never fatal

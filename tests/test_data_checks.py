@@ -215,3 +215,15 @@ def test_missing_gz_message_is_unchanged(tmp_path):
     reason = data.unavailable("kmnist", tmp_path)
     assert reason.startswith("data set 'kmnist' is not available.")
     assert "Missing from" in reason and "train-images-idx3-ubyte.gz" in reason
+
+
+@needs_data
+def test_a_fifo_among_the_data_does_not_block(tmp_path):
+    raw = folder(tmp_path, "MNIST", {n: MNIST / n for n in data.FILES if n != "t10k-labels-idx1-ubyte.gz"})
+    os.mkfifo(raw / "t10k-labels-idx1-ubyte.gz")
+    out = []
+    worker = threading.Thread(target=lambda: out.append(data.unavailable("mnist", tmp_path)), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "blocked on the FIFO"
+    assert "t10k-labels-idx1-ubyte.gz cannot be read (not a regular file)" in out[0]

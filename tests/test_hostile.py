@@ -140,6 +140,9 @@ HOSTILE = [
     ("sweep-device", SWEEP + ["--device", "nosuch"], "--device 'nosuch' is not a device name"),
     ("scheduler-address", SWEEP + ["--scheduler", "no address"], "no Dask scheduler answered at no address"),
     # issue 26
+    ("threads-1e9", TRAIN + ["--threads", "1000000000"], "--threads=1000000000 must be <= 1024"),
+    ("sweep-threads-1e9", SWEEP + ["--threads", "1000000000"], "--threads=1000000000 must be <= 1024"),
+    ("lock-wait-text", SWEEP + ["--lock-wait", "soon"], "--lock-wait='soon' is not a number of seconds > 0"),
     ("seed-2-64", TRAIN + ["--seed", str(2**64)], "seed=18446744073709551616 must be < 2**63"),
     ("profile-seed-2-64", SWEEP + ["--profile", "hugeseed"], "key 'seeds': [18446744073709551616] is not allowed"),
     ("n-hidden-1e9", TRAIN + ["--n-hidden", "1000000000"], "n_hidden=1000000000 must be <= 1048576"),
@@ -217,12 +220,34 @@ def test_results_folder_not_writable(store, monkeypatch, capsys):
     assert "results folder" in err and "afile is a file, not a folder" in err
 
 
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]], ids=["sweep", "dry-run"])
+def test_results_store_that_is_a_file(store, monkeypatch, capsys, dry):
+    """A dry run said '8 to train' into a store that is a file, and the sweep failed after its first group."""
+    monkeypatch.setattr(experiments, "RESULTS", store / "afile")
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("training started"))
+    assert run_cli(SWEEP + dry) == 2
+    err = capsys.readouterr().err
+    assert f"results folder {store / 'afile'} is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+
+
 def test_profiles_file_with_a_duplicate_key(store, capsys):
     (store / "specs" / "profiles.yaml").write_text(PROFILES + "tiny: {seeds: [5], epochs: 9, train_subset: 256, "
                                                    "test_subset: 500}\n")
     assert run_cli(SWEEP + ["--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "profiles.yaml: duplicate key 'tiny' at line" in err and len(err.strip().splitlines()) == 1
+
+
+def test_spec_that_is_a_fifo_does_not_block(store, capsys):
+    import threading
+    os.mkfifo(store / "specs" / "fifo.yaml")
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(run_cli(["sweep", "fifo", "--profile", "tiny"])),
+                              daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "blocked on the FIFO"
+    assert codes == [2] and "fifo.yaml: not a regular file" in capsys.readouterr().err
 
 
 def test_profiles_file_that_is_a_list(store):

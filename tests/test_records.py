@@ -512,3 +512,41 @@ def test_speed_cache_from_a_stranger_is_measured_again(tmp_path, monkeypatch):
         speed.cache_path().write_text(text)
         entries = speed._read(speed.cache_path())
         assert not any(speed._usable(e) for e in entries.values())
+
+
+def within(seconds, f, *args):
+    """f(*args) in a thread; fails (instead of hanging the suite) if it has not returned in time."""
+    import threading
+    out, errors = [], []
+
+    def run():
+        try:
+            out.append(f(*args))
+        except Exception as error:
+            errors.append(error)
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{f.__name__} blocked for {seconds} s"
+    if errors:
+        raise errors[0]
+    return out[0] if out else None
+
+
+def test_fifos_in_a_store_do_not_block(tmp_path, caplog):
+    """A FIFO where a record, a lock's owner note or a checkpoint belongs blocks a reader for ever."""
+    store = experiments.Store("p", tmp_path)
+    c = small()
+    store.dir.mkdir(parents=True)
+    os.mkfifo(store.path(c))
+    assert within(10, store.get, c) is None
+    assert "not a regular file" in store.problems[0][1]
+    (store.dir / "locks").mkdir()
+    os.mkfifo(store.dir / "locks" / f"{experiments.key(c)}.owner")
+    assert within(10, store.holder, experiments.key(c)) == "an unknown process"
+    os.mkfifo(tmp_path / "c.ckpt")
+    configs = [c]
+    assert within(10, train.load_checkpoint, tmp_path / "c.ckpt", configs, Ensemble(configs, device="cpu")) is None
+    assert "not a regular file" in caplog.text
+    with pytest.raises(train.InputError, match="is not a checkpoint of hts-ep \\(not a regular file\\)"):
+        within(10, train.check_resumable, tmp_path / "c.ckpt", configs)
