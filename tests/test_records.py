@@ -550,3 +550,12 @@ def test_fifos_in_a_store_do_not_block(tmp_path, caplog):
     assert "not a regular file" in caplog.text
     with pytest.raises(train.InputError, match="is not a checkpoint of hts-ep \\(not a regular file\\)"):
         within(10, train.check_resumable, tmp_path / "c.ckpt", configs)
+
+
+def test_ensemble_larger_than_the_machine_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(train, "device_memory", lambda dev: 16 * 2**30)
+    big = [Config(n_hidden=2**20, seed=s) for s in range(2)]
+    with pytest.raises(train.InputError, match=r"2 models of n_hidden=1048576 need about \d+\.\d GiB, more "
+                                               r"than the 16.0 GiB of cpu"):
+        train.check_memory(big, torch.device("cpu"))
+    train.check_memory([Config()] * 20, torch.device("cpu"))          # the paper's groups fit
