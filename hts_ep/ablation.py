@@ -21,6 +21,7 @@ from .stats import HTS, finals, paper_table1
 
 FACTORS = ("h_bound", "inputs", "nudge_from", "eta1")
 TODAY = (None, "unit", "branch", 1.0)      # the defaults the archive of 2026-12 was made with
+AUTHOR = (1.2, "standardised", "end", 0.35)  # each factor's other level: the first author's choice
 # Stage 2 may adopt a variant over today's only if its score is higher by at least this much
 # (points; chosen: about the seed-to-seed noise of one term of the score)
 MARGIN = 0.5
@@ -245,4 +246,39 @@ def before_after(before, after):
                              "accuracy": float(means.loc[ds].stack().mean()),
                              "seed_std": float(sp.loc[(ds, stat), "ours"]),
                              "never_started": int(out.loc[ds, "never_started"]), "runs": int(out.loc[ds, "runs"])})
+    return pd.DataFrame(rows)
+
+
+def factor_effects(records, level=0.95):
+    """What switching each factor from its former default to the author's choice does, paired: every
+    run at the author's level against the run with the same other factors, distribution and seed at
+    the former one. Per factor and quantity (final, best, late_std, and HTS minus scalar final
+    accuracy per variant and seed), the mean difference with its `level` t interval, and the runs
+    that never started at each level."""
+    from .stats import t_interval
+    f = _frame(records)
+    rows = []
+    for i, factor in enumerate(FACTORS):
+        old = TODAY[i]
+
+        def rest(v, i=i):
+            return v[:i] + v[i + 1:]
+        f["rest"], f["is_old"] = f.variant.map(rest), f.variant.map(lambda v, i=i, old=old: v[i] == old)
+        keys = ["rest", "distribution", "seed"]
+        new, base = f[~f.is_old].set_index(keys), f[f.is_old].set_index(keys)
+        both = new.index.intersection(base.index)
+        for q in ("final_acc", "best_acc", "late_std"):
+            d = (new.loc[both, q] - base.loc[both, q]).dropna().tolist()
+            rows.append({"factor": factor, "quantity": q, "pairs": len(d),
+                         **dict(zip(("diff", "ci_low", "ci_high"), t_interval(d, level)))})
+        gap = f.assign(h=f.distribution != "scalar").pivot_table(index=["rest", "is_old", "seed"], columns="h",
+                                                                   values="final_acc", aggfunc="mean")
+        if True in gap and False in gap:
+            g = (gap[True] - gap[False]).unstack("is_old").dropna()
+            d = (g[False] - g[True]).tolist() if True in g and False in g else []
+            rows.append({"factor": factor, "quantity": "hts_minus_scalar", "pairs": len(d),
+                         **dict(zip(("diff", "ci_low", "ci_high"), t_interval(d, level)))})
+        a, b = int(new.loc[both].never_started.sum()), int(base.loc[both].never_started.sum())
+        rows.append({"factor": factor, "quantity": "never_started", "diff": float(a - b) if len(both) else float("nan"),
+                     "ci_low": float("nan"), "ci_high": float("nan"), "pairs": len(both), "former": b, "author": a})
     return pd.DataFrame(rows)

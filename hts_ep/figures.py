@@ -316,3 +316,32 @@ def variants(table, score="score", label="score (points)"):
     lo, hi = t[score].min(), t[score].max()
     ax.set_xlim(lo - 0.1 * (hi - lo + 1), hi + 0.1 * (hi - lo + 1))
     return fig
+
+
+def stage2(records, variants, names):
+    """The ablation's stage 2: per data set, each variant's final and best-epoch accuracy (mean ± seed
+    std) for the scalar and log-normal runs, beside the paper's values (dashed)."""
+    from .ablation import paper_cells, variant
+    from .stats import finals
+    f = finals(records)
+    f["variant"] = [variant(r) for _, r in f.iterrows()]
+    shown = [d for d in DATASET_LABELS if d in set(f.dataset)]
+    fig, axes = _panels(len(shown), 4.8, 3.4)
+    for ax, ds in zip(axes[0], shown):
+        part = f[f.dataset == ds]
+        for k, v in enumerate(variants):
+            for j, dist in enumerate(("scalar", "lognormal")):
+                g = part[(part.variant == v) & (part.distribution == dist)]
+                for stat, mk, dx in (("final_acc", "o", -0.12), ("best_acc", "^", 0.12)):
+                    x = k + dx + (j - 0.5) * 0.1
+                    ax.errorbar([x], [g[stat].mean()], yerr=[g[stat].std(ddof=1) if len(g) > 1 else 0], fmt=mk,
+                                color=COLORS[dist], mfc=None if stat == "best_acc" else "none", capsize=2, ms=5,
+                                label=f"{LABELS[dist]}, {'best' if stat == 'best_acc' else 'final'}" if k == 0 else "_")
+        paper = paper_cells(ds, float(part.eps_out.iloc[0]))
+        for dist in ("scalar", "lognormal"):
+            ax.axhline(paper[dist], color=COLORS[dist], ls="--", lw=1)
+        ax.set_xticks(range(len(variants)), [names[v] for v in variants], fontsize=6.5, rotation=12)
+        ax.set_title(DATASET_LABELS[ds])
+    axes[0, 0].set_ylabel("test accuracy (%), mean ± seed std")
+    axes[0, 0].legend(fontsize=6.5, loc="lower left")
+    return fig

@@ -311,3 +311,33 @@ def effects(table):
     t = table.copy()
     t["level"] = t.level.map(lambda v: f"{v:g}" if isinstance(v, float) else v)
     return t.set_index(["factor", "level"]).round(2)
+
+
+QUANTITIES = {"final_acc": ("final accuracy", "higher", "lower"),
+              "best_acc": ("best-epoch accuracy", "higher", "lower"),
+              "late_std": ("late std (swings)", "larger swings", "smaller swings"),
+              "hts_minus_scalar": ("HTS − scalar", "HTS gains", "HTS loses")}
+
+
+def factor_effects(table):
+    """ablation.factor_effects as the fidelity page prints it: per factor, each paired difference
+    (author's level minus former default) with its interval and the direction it supports, and the
+    runs that never started at each level."""
+    from .ablation import AUTHOR, FACTORS, TODAY
+    from .wording import direction, interval
+    rows = []
+    for factor, g in table.groupby("factor", sort=False):
+        t = g.set_index("quantity")
+        old, new = (dict(zip(FACTORS, v))[factor] for v in (TODAY, AUTHOR))
+        row = {"factor": f"{factor}: {'none' if old is None else old} → {new}"}
+        for q, (label, up, down) in QUANTITIES.items():
+            r = t.loc[q] if q in t.index else None
+            if r is None or not r.pairs:
+                row[label] = "—"
+            else:
+                way = direction(r.ci_low, r.ci_high, up, down, short=True)
+                row[label] = f"{interval(r['diff'], r.ci_low, r.ci_high, unit='')}, {way}"
+        ns = t.loc["never_started"]
+        row["never started (former, author's)"] = f"{int(ns.former)}, {int(ns.author)} of {int(ns.pairs)}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("factor")

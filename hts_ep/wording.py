@@ -21,16 +21,16 @@ def interval(gap, low, high, digits=2, unit=" points", missing="no runs"):
     return text if low != low else f"{text} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-def direction(low, high, above="higher", below="lower", level="95%"):
+def direction(low, high, above="higher", below="lower", level="95%", short=False):
     """The direction a `level` interval [low, high] supports: `above`, `below`, or that it
-    cannot tell (the interval holds zero, or there is none)."""
+    cannot tell (the interval holds zero, or there is none; `short`: "cannot tell" alone)."""
     if low != low or high != high:
-        return "cannot tell apart (no interval: fewer than two seeds)"
+        return "cannot tell" if short else "cannot tell apart (no interval: fewer than two seeds)"
     if low > 0:
         return above
     if high < 0:
         return below
-    return f"cannot tell apart (the {level} interval holds zero)"
+    return "cannot tell" if short else f"cannot tell apart (the {level} interval holds zero)"
 
 
 def accuracy_verdict(s):

@@ -101,3 +101,17 @@ def test_effects_average_each_factor_over_the_others():
     assert e.loc[("h_bound", 1.2), "final"] == pytest.approx(87.0)       # (86 + 88) / 2, seeds' swing 0
     assert e.loc[("eta1", 0.35), "final"] == pytest.approx(86.0)
     assert e.loc[("inputs", "unit"), "hts_minus_scalar"] == pytest.approx(0.0)
+
+
+def test_factor_effects_pair_each_run_with_its_twin():
+    # bounded runs end 2 points above their unbounded twins (same seed, distribution, other factors)
+    records = [record(v, [c - 5, c + 1, c + s * 0.5], seed=s, distribution=d)
+               for v, c in ((ablation.TODAY, 84), (BOUNDED, 86), (SLOW, 80), ((1.2, "unit", "branch", 0.35), 82))
+               for d in ("scalar", "lognormal") for s in range(3)]
+    records[0] = record(ablation.TODAY, [79, 85, 84], seed=0, start=20.0)       # never started, same accuracy
+    e = ablation.factor_effects(records).set_index(["factor", "quantity"])
+    bound = e.loc[("h_bound", "final_acc")]
+    assert bound.pairs == 12 and bound["diff"] == pytest.approx(2.0) and bound.ci_low == pytest.approx(2.0)
+    assert e.loc[("eta1", "final_acc"), "diff"] == pytest.approx(-4.0)
+    assert (e.loc[("h_bound", "never_started"), "former"], e.loc[("h_bound", "never_started"), "author"]) == (1, 0)
+    assert e.loc[("inputs", "final_acc"), "pairs"] == 0          # no standardised run: nothing paired
