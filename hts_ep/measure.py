@@ -17,12 +17,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import data, experiments, memo, sources, stats, wording
+from . import data, experiments, memo, sources, stats, tables, wording
 from .config import Config
 
 # Bump a measurement's entry when its code changes what it returns: its cached files are then
 # computed again, and only its.
-VERSIONS = {"relaxation": 1, "timing": 1, "drift": 1, "alignment": 1}
+VERSIONS = {"relaxation": 2, "scheme_runs": 1, "drift": 1, "alignment": 2}
 HTS = stats.HTS
 CONDITIONS = ["scalar", *HTS]       # the scalar baseline first, as the pages list them
 STATES = ("fresh", "trained")
@@ -91,8 +91,9 @@ def relaxation(configs, n_probe, train_epochs, long_factor, data_root=None, devi
     """Residual traces and end states of both phases on `n_probe` test images, for the networks of
     `configs` freshly initialised and after `train_epochs` epochs, and the same-weights test.
 
-    Result: "traces" (state, distribution, sigma_eps, seed, phase free/nudged, step, residual
-    max_i |h_i[t] - h_i[t-1]|), "ends" (per state and network: the residual at the end of the
+    Result: "free" and "nudged" (the residual max_i |h_i[t] - h_i[t-1]| after every step of each
+    phase, one row per state and network, one column per step: `traces` makes one long table of
+    them), "ends" (per state and network: the residual at the end of the
     free phase, of the nudged phase and of the free phase continued to long_factor * t_free
     steps, the distance max|h[t_free] - h[long]| absolute and relative to max|h[long]|, and
     how far the nudge moved h), "same" (per network, all given the trained scalar network of
@@ -116,11 +117,12 @@ def _relaxation(configs, n_probe, train_epochs, long_factor, data_root, device):
     trained = probe(ens, x, y, t_long)
     share_weights(ens, [c.distribution == "scalar" for c in configs], [c.seed for c in configs])
     shared = probe(ens, x, y, t_long)
-    traces, ends = [], []
-    for state, p in (("fresh", fresh), ("trained", trained)):
-        traces.append(trace_frame(p, configs, state))
-        ends += [{"state": state, **labels(c), **end_numbers(p, m)} for m, c in enumerate(configs)]
-    return {"traces": pd.concat(traces, ignore_index=True), "ends": pd.DataFrame(ends),
+    ends = [{"state": state, **labels(c), **end_numbers(p, m)}
+            for state, p in (("fresh", fresh), ("trained", trained)) for m, c in enumerate(configs)]
+    wide = {phase: pd.concat([trace_frame(p, configs, state, phase) for state, p in (("fresh", fresh),
+                                                                                      ("trained", trained))],
+                             ignore_index=True) for phase in ("free", "nudged")}
+    return {**wide, "ends": pd.DataFrame(ends),
             "same": same_weights(shared, configs),
             "steps": {"t_free": ens.t_free, "t_nudge": ens.t_nudge, "t_long": t_long,
                       "branch": fresh["branch"]},
@@ -147,14 +149,26 @@ def probe(ens, x, y, t_long):
             "h0": h0, "hb": hb, "hl": hl}
 
 
-def trace_frame(p, configs, state):
-    rows = []
-    for phase, start in (("free", 0), ("nudged", p["branch"])):
-        t = p[phase]                                              # [steps, M]
-        for m, c in enumerate(configs):
-            rows.append(pd.DataFrame({"state": state, **labels(c), "phase": phase,
-                                      "step": np.arange(start + 1, start + 1 + len(t)), "residual": sig(t[:, m])}))
-    return pd.concat(rows, ignore_index=True)
+def trace_frame(p, configs, state, phase):
+    """One phase's residuals (`probe`'s result) as a wide table: one row per network, column tK the
+    residual after step K of the phase (4 significant digits: the figure's log axis needs no more)."""
+    t = p[phase]                                                      # [steps, M]
+    rows = [{"state": state, **labels(c), **{f"t{k + 1}": v for k, v in enumerate(sig(t[:, m], 4))}}
+            for m, c in enumerate(configs)]
+    return pd.DataFrame(rows)
+
+
+def traces(result):
+    """`relaxation`'s residuals as one long table: state, distribution, sigma_eps, seed, phase, step
+    (the free phase's steps count from 1, the nudged phase's from where it branches off), residual."""
+    out = []
+    for phase, start in (("free", 0), ("nudged", result["steps"]["branch"])):
+        wide = result[phase]
+        steps = [c for c in wide.columns if c.startswith("t") and c[1:].isdigit()]
+        long = wide.melt(id_vars=["state", "distribution", "sigma_eps", "seed"], value_vars=steps,
+                         var_name="step", value_name="residual")
+        out.append(long.assign(phase=phase, step=long.step.str[1:].astype(int) + start))
+    return pd.concat(out, ignore_index=True)
 
 
 def end_numbers(p, m):
@@ -194,27 +208,32 @@ def same_weights(p, configs):
 
 # -- 07: timing --------------------------------------------------------------------------------
 
-def timing(profile, data_root=None, device=None, datasets=None, seeds=None, overrides=None, root=None):
-    """The `timing` experiment's runs (both nudging schemes, the scalar baseline and the three
-    distributions at three spreads), reduced: "cells" (stats.stability by data set, scheme,
-    distribution and spread), "hts_gap" (stats.spread_gaps per scheme: HTS minus scalar final
-    accuracy, paired by seed, with its interval), "runs" (one row per run: final accuracy,
-    divergence, collapse), "curves" (per run and epoch: test accuracy, free-phase residual),
-    "source" (where the records come from), "profile", "archived", "missing" (data set -> why it
-    has no runs) and "overrides". Keyed by the records' configurations (trained where missing, as
-    every page's records are) and the data sets that cannot run here."""
+def scheme_runs(spec, profile, data_root=None, device=None, datasets=None, seeds=None, overrides=None, root=None):
+    """The runs of experiment `spec` (the `timing` experiment: both nudging schemes, the scalar
+    baseline and the three distributions at several spreads), reduced: "cells" (stats.stability by
+    data set, scheme, distribution and spread), "hts_gap" (stats.spread_gaps per scheme: HTS minus
+    scalar final accuracy, paired by seed, with its interval), "runs" (one row per run: final
+    accuracy, divergence, collapse), "curves" (per run and epoch: test accuracy, free-phase
+    residual), "source" (where the records come from), "profile", "archived", "missing" (data set
+    -> why it has no runs) and "overrides". Keyed by the records' configurations (trained where
+    missing, as every page's records are); a result that lacks a data set (it cannot run here) is
+    not stored."""
     overrides = experiments.check_overrides(overrides)
-    shown, _ = experiments.resolve("timing", profile, root, datasets, seeds, overrides)
-    configs = experiments.grid_configs(experiments.load_spec("timing"), shown, datasets, seeds, overrides)
-    unavailable = sorted(ds for ds in sources.spec_datasets("timing", datasets) if data.unavailable(ds, data_root))
-    inputs = {"spec": "timing", "profile": shown, "configs": [c.to_dict() for c in configs],
-              "unavailable": unavailable, "version": VERSIONS["timing"]}
-    return memo.cached("timing", inputs, lambda: _timing(profile, data_root, device, datasets, seeds, overrides,
-                                                          root), root)
+    shown, _ = experiments.resolve(spec, profile, root, datasets, seeds, overrides)
+    configs = experiments.grid_configs(experiments.load_spec(spec), shown, datasets, seeds, overrides)
+    inputs = {"spec": spec, "profile": shown, "configs": [c.to_dict() for c in configs],
+              "version": VERSIONS["scheme_runs"]}
+    hit = memo.load(spec, inputs, root)
+    if hit is not None:
+        return hit
+    result = _scheme_runs(spec, profile, data_root, device, datasets, seeds, overrides, root)
+    if result["missing"]:       # runs missing: not stored, so that a build with the data shows them all
+        return result, {}
+    return memo.cached(spec, inputs, lambda: result, root)
 
 
-def _timing(profile, data_root, device, datasets, seeds, overrides, root):
-    res = sources.obtain("timing", profile, data_root, device, datasets, seeds, overrides, results_root=root)
+def _scheme_runs(spec, profile, data_root, device, datasets, seeds, overrides, root):
+    res = sources.obtain(spec, profile, data_root, device, datasets, seeds, overrides, results_root=root)
     recs, by = res.records, ["dataset", "nudge_from", "distribution", "sigma_eps"]
     gaps = [stats.spread_gaps([r for r in recs if stats.axes(r["config"])["nudge_from"] == s]).assign(nudge_from=s)
             for s in ("branch", "end")]
@@ -227,9 +246,9 @@ def _timing(profile, data_root, device, datasets, seeds, overrides, root):
             "overrides": res.overrides}
 
 
-def timing_grid():
-    """(spreads of the heterogeneous runs, output step) of the `timing` experiment's grid."""
-    spec = experiments.load_spec("timing")
+def scheme_grid(spec):
+    """(spreads of the heterogeneous runs, output step) of experiment `spec`'s grid (`timing`)."""
+    spec = experiments.load_spec(spec)
     spreads = sorted({s for d, s in spec.grid["distribution,sigma_eps"] if d != "scalar"})
     return spreads, spec.grid.get("eps_out", [spec.fixed.get("eps_out", Config().eps_out)])[0]
 
@@ -264,11 +283,11 @@ def alignment(configs, batch, n_batches, train_epochs, t_frees, betas, n_test, s
               device=None, root=None):
     """The rule's update against the BPTT gradient (gradients.compare), per network, on `n_batches`
     training batches of `batch` images, freshly initialised and after `train_epochs` epochs of
-    (branching) training: both schemes, each layer, the binary cross-entropy at every beta of
-    `betas` (and the configured one), the squared error and the softmax cross-entropy at the
-    configured beta; for the networks at spread `swept` and the scalar one, also every free-phase
-    length of `t_frees` at the smallest and the configured beta. Result: "rows" (state,
-    distribution, sigma_eps, seed, batch, t_free, loss, scheme, beta, param, cosine, ratio),
+    (branching) training: both schemes, each layer, the binary cross-entropy, the squared error and
+    the softmax cross-entropy, each network at the configured beta and free-phase length; the scalar
+    network and those at spread `swept` also at every beta of `betas` (binary cross-entropy) and every
+    free-phase length of `t_frees` (at the smallest and the configured beta). Result: "rows" (state,
+    distribution, sigma_eps, batch, t_free, loss, scheme, beta, param, cosine, ratio),
     "accuracy" (per network, on the first `n_test` test images, after training), "n_train",
     "n_test"."""
     inputs = inputs_of("alignment", configs, device, batch=batch, n_batches=n_batches, train_epochs=train_epochs,
@@ -292,19 +311,20 @@ def _alignment(configs, batch, n_batches, train_epochs, t_frees, betas, n_test, 
         if state == "trained":
             train(ens, train_split, train_epochs)
         for m, c in enumerate(configs):
-            net = G.Net.from_ensemble(ens, m)
-            lengths = t_frees if c.distribution == "scalar" or c.sigma_eps == swept else []
-            for T in [net.t_free, *(t for t in lengths if t != net.t_free)]:
-                full = T == net.t_free
+            net, swept_here = G.Net.from_ensemble(ens, m), c.distribution == "scalar" or c.sigma_eps == swept
+            runs = [(net.t_free, betas if swept_here else [beta])]
+            runs += [(T, [min(betas), beta]) for T in t_frees if swept_here and T != net.t_free]
+            for T, bs in runs:
                 for k, (x, y) in enumerate(probes):
-                    for r in G.compare(net.replace(t_free=T), x, y, betas if full else [min(betas), beta],
-                                       losses=("bce", "mse", "ce") if full else ("bce",)):
+                    for r in G.compare(net.replace(t_free=T), x, y, bs,
+                                       losses=("bce", "mse", "ce") if T == net.t_free else ("bce",)):
                         if r["param"] in LAYERS and (r["loss"] == "bce" or r["beta"] == beta):
                             rows.append({"state": state, **labels(c), "batch": k, "t_free": T, **{
                                 key: r[key] for key in ("loss", "scheme", "beta", "param")},
-                                "cosine": float(f"{r['cosine']:.6g}"), "ratio": float(f"{r['ratio']:.6g}")})
+                                "cosine": float(f"{r['cosine']:.5g}"), "ratio": float(f"{r['ratio']:.5g}")})
     accuracy = pd.DataFrame([{**labels(c), "accuracy": 100 * a} for c, a in zip(configs, evaluate(ens, test))])
-    return {"rows": pd.DataFrame(rows), "accuracy": accuracy, "n_train": len(train_split.y), "n_test": len(test.y)}
+    return {"rows": pd.DataFrame(rows).drop(columns="seed"), "accuracy": accuracy, "n_train": len(train_split.y),
+            "n_test": len(test.y)}
 
 
 # -- reductions ---------------------------------------------------------------------------------
@@ -433,9 +453,11 @@ def timing_numbers(result, spread):
         key = ds.replace("-", "")
         g = gaps[(gaps.dataset == ds) & (gaps.sigma_eps == spread)]
         row = g.iloc[0] if len(g) else None
-        out[f"scheme_{key}"] = scheme_text(row, wording.DATASET_LABELS[ds])
+        ran = len(runs) and ds in set(runs.dataset)
+        out[f"scheme_{key}"] = (scheme_text(row, wording.DATASET_LABELS[ds]) if ran
+                                else f"{wording.DATASET_LABELS[ds]}: not run")
         part = runs[runs.dataset == ds] if len(runs) else runs
-        out[f"broke_{key}"] = broke_text(part)
+        out[f"broke_{key}"] = broke_verdict(part, wording.DATASET_LABELS[ds])
     out["scalar_acc"] = float(cells[cells.distribution == "scalar"].final_acc.mean()) if len(cells) else 0.0
     return out
 
@@ -485,7 +507,14 @@ def alignment_numbers(result, swept, beta, t_free):
         small = min(rows.beta)
         g = paired(rows, "cosine", "batch", {**sweep, "beta": small}, {**sweep, "beta": beta})
         out[f"beta_{scheme}"] = change_text(g, "smaller nudge")
-    out.update(t_lo=int(min(rows.t_free)), t_hi=int(max(rows.t_free)), beta_small=float(min(rows.beta)))
+        for group, at in (("scalar", {**sweep, "distribution": "scalar", "sigma_eps": 0.0}), ("hts", sweep)):
+            for name, where in (("tlo", {"t_free": lo}), ("thi", {"t_free": hi}), ("betasmall", {"beta": small})):
+                out[f"{name}_{scheme}_{group}"] = float(select(rows, {**at, **where}).cosine.mean())
+        widest = select(rows, {**base, "state": "trained", "scheme": scheme, "param": "layer1",
+                               "distribution": list(HTS), "sigma_eps": max(rows.sigma_eps)})
+        out[f"widest_{scheme}"] = float(widest.groupby("distribution").cosine.mean().min())
+    out.update(t_lo=int(min(rows.t_free)), t_hi=int(max(rows.t_free)), beta_small=float(min(rows.beta)),
+               widest=float(max(rows.sigma_eps)))
     cos = select(rows, {**base, "state": "trained", "scheme": "branch", "param": "layer1"}).groupby(
         ["distribution", "sigma_eps"]).cosine.mean().rename("cosine").reset_index().merge(acc)
     out["rank_text"] = rank_text(cos.cosine, cos.accuracy)
@@ -505,9 +534,10 @@ def alignment_numbers(result, swept, beta, t_free):
 # -- tables (text for the pages) --------------------------------------------------------------
 
 def timing_table(result):
-    """The timing ablation per data set, scheme and spread: HTS minus scalar final accuracy with its
-    interval and direction (paired by seed), then end minus branch, and the runs that broke."""
-    gap, runs = result["hts_gap"], result["runs"]
+    """The timing ablation per data set, scheme and spread: the scalar baseline's final accuracy,
+    HTS minus scalar with its interval and direction (paired by seed), then end minus branch, and
+    the runs that broke."""
+    gap, runs, cells = result["hts_gap"], result["runs"], result["cells"]
     if not len(gap):
         return pd.DataFrame()
     schemes = scheme_gap(runs).set_index(["dataset", "sigma_eps"])
@@ -516,13 +546,18 @@ def timing_table(result):
         s = schemes.loc[(r.dataset, r.sigma_eps)] if (r.dataset, r.sigma_eps) in schemes.index else None
         part = runs[(runs.dataset == r.dataset) & (runs.nudge_from == r.nudge_from)
                     & ((runs.distribution == "scalar") | (runs.sigma_eps == r.sigma_eps))]
+        sc = cells[(cells.dataset == r.dataset) & (cells.nudge_from == r.nudge_from) & (cells.distribution == "scalar")]
         out.append({"data set": wording.DATASET_LABELS[r.dataset], "σ_ε": f"{r.sigma_eps:g}", "scheme": r.nudge_from,
+                    "scalar (%)": tables.fmt(sc.final_acc.mean(), sc.seed_std.mean()) if len(sc) else "not run",
                     "HTS − scalar (points)": wording.interval(r.gap, r.ci_low, r.ci_high, unit=""),
-                    "verdict": wording.direction(r.ci_low, r.ci_high, "HTS higher", "HTS lower"),
+                    "verdict": short_verdict(r.ci_low, r.ci_high, "HTS higher", "HTS lower"),
                     "end − branch, HTS (points)": "—" if s is None or r.nudge_from == "branch" else
-                    wording.interval(s.gap, s.low, s.high, unit=""),
+                    wording.interval(s.gap, s.low, s.high, unit="", missing="no pair of runs"),
                     "broke": broke_text(part)})
-    return pd.DataFrame(out).set_index(["data set", "σ_ε", "scheme"])
+    order = {label: i for i, label in enumerate(wording.DATASET_LABELS.values())}
+    t = pd.DataFrame(out)
+    t = t.assign(_o=t["data set"].map(order)).sort_values(["_o", "scheme", "σ_ε"], kind="stable").drop(columns="_o")
+    return t.set_index(["data set", "scheme", "σ_ε"])
 
 
 def spans_table(result, spread):
@@ -610,14 +645,24 @@ def verdict(g, above, below, unit="seeds", ratio=False):
     return f"cannot tell apart (the 95% interval holds {'a factor of 1' if ratio else 'zero'})"
 
 
+def short_verdict(low, high, above, below):
+    """`verdict` for a table cell: `above`, `below`, "cannot tell (interval holds 0)" or
+    "cannot tell (one seed)" where there is no interval."""
+    if low != low or high != high:
+        return "cannot tell (one seed)"
+    return above if low > 0 else below if high < 0 else "cannot tell (interval holds 0)"
+
+
 def signal_verdict(gaps):
     """Where the nudged phase adds to the networks' differences: `gaps` maps a distribution to
-    `paired`'s learning-signal minus end-state relative difference (same weights). One sentence
-    naming the distributions whose interval lies above zero, below it, and those it cannot tell."""
+    `paired`'s learning-signal minus end-state relative difference (same weights, per seed). One
+    sentence naming the distributions whose interval lies above zero, below it, and those it cannot
+    tell, each with its mean and 95% interval."""
     groups = {"more": [], "less": [], "tell": []}
     for d, g in gaps.items():
         word = verdict(g, "more", "less")
-        groups[word if word in ("more", "less") else "tell"].append(wording.LABELS[d].lower())
+        groups[word if word in ("more", "less") else "tell"].append(
+            f"{wording.LABELS[d].lower()} ({wording.interval(g['gap'], g['low'], g['high'], 2, '')})")
     parts = []
     if groups["more"]:
         parts.append(f"differ more than the free-phase end states do for {join(groups['more'])} steps")
@@ -644,15 +689,33 @@ def scheme_text(row, label):
     if row is None or row["n"] == 0:
         return f"{label}: no pair of runs to compare"
     return (f"{label}: {wording.interval(row['gap'], row['low'], row['high'])} over {int(row['n'])} seed"
-            + ("s" if row["n"] != 1 else "") + " ("
-            + verdict(row, "higher from the end", "lower from the end") + ")")
+            + ("s" if row["n"] != 1 else "") + ", " + verdict(row, "higher from the end", "lower from the end"))
 
 
 def broke_text(runs):
-    """How many of `runs` (timing's runs) diverged or collapsed: "3 of 60"."""
+    """How many of `runs` (`scheme_runs`' runs) diverged or collapsed: "3 of 60"."""
     if not len(runs):
         return "not run"
     return f"{int((runs.diverged | runs.collapsed).sum())} of {len(runs)}"
+
+
+def broke_verdict(runs, label, alpha=0.05):
+    """How many heterogeneous runs of one data set broke (diverged or collapsed) under each scheme,
+    and which scheme broke more often where Fisher's exact test rejects equal rates at `alpha`."""
+    hts = runs[runs.distribution != "scalar"] if len(runs) else runs
+    if not len(hts):
+        return f"{label}: not run"
+    n = {s: hts[hts.nudge_from == s] for s in ("branch", "end")}
+    k = {s: int((g.diverged | g.collapsed).sum()) for s, g in n.items()}
+    text = (f"{label}: {k['branch']} of {len(n['branch'])} heterogeneous runs broke when branching, "
+            f"{k['end']} of {len(n['end'])} from the end")
+    if k["branch"] + k["end"] == 0:
+        return text + " (none broke)"
+    p = stats.fisher(k["end"], len(n["end"]), k["branch"], len(n["branch"]))
+    if p < alpha:
+        side = "from the end" if k["end"] / len(n["end"]) > k["branch"] / len(n["branch"]) else "when branching"
+        return text + f" (Fisher's exact test, p = {p:.2g}: more often {side})"
+    return text + f" (Fisher's exact test, p = {p:.2g}: cannot tell the rates apart)"
 
 
 def change_text(g, what):
@@ -698,5 +761,5 @@ def scale_note(scale, seeds, n_train, epochs, unit="seeds"):
         return ""
     return (f"At the {scale} profile the trained networks have seen {n_train:,} images for {epochs} epoch"
             f"{'s' if epochs != 1 else ''}, far from the paper's 50 epochs on 60,000: this page shows what the "
-            f"dynamics do to networks early in training, and its intervals, over {seeds} {unit}, are wide. "
+            f"dynamics do to networks early in training, with intervals over {seeds} {unit}. "
             "It cannot say what the fully trained networks of Table 1 do.")

@@ -79,24 +79,28 @@ def spread_panels(cells, column, ylabel, panels, err=None, schemes=("branch", "e
     return fig
 
 
+OFFSET = {"scalar": -0.18, "normal": -0.06, "lognormal": 0.06, "gamma": 0.18}    # marks side by side
+
+
 def residual_epochs(curves, runs, spread, clip=1.0):
     """The free-phase residual per epoch, one line per run (scalar baseline and the three
     distributions at `spread`), one row of panels per data set, one column per scheme. Values above
-    `clip` are drawn as triangles on the panel's top edge and runs that diverged as crosses there,
-    at the epoch they diverged, with the count in the panel: a residual above `clip` has left any
-    equilibrium, and its size says nothing more. The y axis is logarithmic only where the values
-    shown span more than two decades (`measure.timing`'s curves and runs)."""
+    `clip` are drawn as triangles near the panel's top edge and runs that diverged as crosses
+    there, at the epoch they diverged, side by side per distribution, the count of diverged runs
+    in the title: a residual above `clip` has left any equilibrium, and its size says nothing more.
+    The y axis is logarithmic only where the values shown span more than two decades
+    (`measure.scheme_runs`' curves and runs)."""
     from matplotlib.ticker import MaxNLocator
     shown = [d for d in DATASET_LABELS if len(curves) and d in set(curves.dataset)]
     fig, axes = _grid(len(shown), 2, 4.4, 2.9, sharex=True)
-    pick = (curves.distribution == "scalar") | (curves.sigma_eps == spread) if len(curves) else []
-    picked = curves[pick] if len(curves) else curves
+    picked = curves[(curves.distribution == "scalar") | (curves.sigma_eps == spread)] if len(curves) else curves
+    chosen = runs[(runs.distribution == "scalar") | (runs.sigma_eps == spread)] if len(runs) else runs
     last = int(curves.epoch.max()) if len(curves) else 1
     for i, ds in enumerate(shown):
         for j, scheme in enumerate(("branch", "end")):
             ax = axes[i, j]
             part = picked[(picked.dataset == ds) & (picked.nudge_from == scheme)]
-            kept = part.residual_free[(part.residual_free <= clip)]
+            kept = part.residual_free[part.residual_free <= clip]
             log = len(kept) and kept.min() > 0 and kept.max() / kept.min() > 100
             for cond in [c for c in ORDER if c in set(part.distribution)]:
                 for k, (_, run) in enumerate(part[part.distribution == cond].groupby("seed")):
@@ -105,28 +109,28 @@ def residual_epochs(curves, runs, spread, clip=1.0):
                             color=COLORS[cond], alpha=0.8, label=LABELS[cond] if k == 0 else "_")
                     over = r[r.residual_free > clip]
                     if len(over):
-                        ax.plot(over.epoch, [0.96] * len(over), "^", color=COLORS[cond], ms=6,
+                        ax.plot(over.epoch + OFFSET[cond], [0.89] * len(over), "^", color=COLORS[cond], ms=6,
                                 transform=ax.get_xaxis_transform())
-            gone = runs[(runs.dataset == ds) & (runs.nudge_from == scheme) & runs.diverged
-                        & ((runs.distribution == "scalar") | (runs.sigma_eps == spread))]
+            mine = chosen[(chosen.dataset == ds) & (chosen.nudge_from == scheme)]
+            gone = mine[mine.diverged]
             for cond, g in gone.groupby("distribution"):
-                ax.plot(g.diverged_epoch, [0.96] * len(g), "x", color=COLORS[cond], ms=7, mew=1.5,
+                ax.plot(g.diverged_epoch + OFFSET[cond], [0.96] * len(g), "x", color=COLORS[cond], ms=7, mew=1.5,
                         transform=ax.get_xaxis_transform())
-            n = ((runs.dataset == ds) & (runs.nudge_from == scheme)
-                 & ((runs.distribution == "scalar") | (runs.sigma_eps == spread))).sum()
-            ax.text(0.98, 0.85, f"{len(gone)} of {n} runs diverged", transform=ax.transAxes, ha="right", va="top",
-                    fontsize=7.5, bbox=dict(boxstyle="round", fc="white", ec="0.8"))
-            if log:
+            if log:         # a strip above the data for the marks
                 ax.set_yscale("log")
-            else:
-                ax.set_ylim(bottom=0)
-            ax.set_title(f"{DATASET_LABELS[ds]}, nudge from {'the branch' if scheme == 'branch' else 'the end'}",
-                         fontsize=9)
+                ax.set_ylim(kept.min() / 2, kept.max() * (kept.max() / kept.min()) ** 0.25)
+            elif len(kept):
+                ax.set_ylim(0, 1.3 * kept.max() if kept.max() > 0 else 1)
+            where = "the branch" if scheme == "branch" else "the end"
+            ax.set_title(f"{DATASET_LABELS[ds]}, nudge from {where}: {len(gone)} of {len(mine)} runs diverged",
+                         fontsize=8.5)
             ax.set_xlim(0.5, last + 0.5)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
             if i == len(shown) - 1:
                 ax.set_xlabel("epoch")
         axes[i, 0].set_ylabel("free-phase residual")
+    axes[0, 0].plot([], [], ls="", marker="^", color="0.4", label=f"residual above {clip:g}")   # legend entries
+    axes[0, 0].plot([], [], ls="", marker="x", mew=1.5, color="0.4", label="diverged")
     return fig
 
 
