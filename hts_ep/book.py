@@ -22,14 +22,20 @@ from pathlib import Path
 from .errors import BookError
 from .mathjax import ensure_mathjax
 from .pages import GENERATED, experiments_markdown, provenance_markdown, rel, write_generated
-from .runner import (check_parameter_types, check_parameter_values, execute, fingerprint,
-                     notebook_parameters, parse_parameters)
+from .runner import (
+    check_parameter_types,
+    check_parameter_values,
+    execute,
+    fingerprint,
+    notebook_parameters,
+    parse_parameters,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-__all__ = ["BookError", "build", "check_parameter_types", "check_parameter_values", "ensure_mathjax", "execute", "experiments_markdown",
-           "fingerprint", "main", "notebook_parameters", "parse_parameters", "provenance_markdown",
-           "write_generated", "GENERATED", "NOTEBOOKS", "REPO"]
+__all__ = ["BookError", "build", "check_parameter_types", "check_parameter_values", "ensure_mathjax", "execute",
+           "experiments_markdown", "fingerprint", "main", "notebook_parameters", "parse_parameters",
+           "provenance_markdown", "write_generated", "GENERATED", "NOTEBOOKS", "REPO"]
 log = logging.getLogger(__name__)
 
 

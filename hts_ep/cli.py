@@ -11,7 +11,6 @@ from . import __version__
 from .config import DATASETS, INPUT_SCALINGS, NUDGE_SCHEMES, SHARED_FIELDS, Config
 from .sampler import DISTRIBUTIONS
 
-
 log = logging.getLogger("hts_ep.cli")
 
 
@@ -78,7 +77,8 @@ def bound(text):
 
 
 def add_run_options(p):
-    p.add_argument("--data-root", default=None, help="folder holding <Name>/raw/ (else $HTS_EP_DATA, else the user cache)")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding <Name>/raw/ (else $HTS_EP_DATA, else the user cache)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -122,8 +122,7 @@ def set_threads(threads):
 
 
 def cmd_train(args):
-    from .train import (check_device, check_kernel, check_out, check_resumable, check_writable, train,
-                        write_json)
+    from .train import check_device, check_kernel, check_out, check_resumable, check_writable, train, write_json
     # Every check before any work: a bad value found after hours of training costs the hours.
     configs = configs_from_args(args)
     check_threads(args.threads)

@@ -22,16 +22,26 @@ import os
 import re
 import socket
 import time
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from . import data
 from .config import SEED_LIMIT, SHARED_FIELDS, Config
-from .train import (NUMERICS_VERSION, InputError, check_device, check_device_name, check_record,
-                    check_writable_dir, checkpoint_epochs, json_depth, read_json, train, write_json)
+from .train import (
+    NUMERICS_VERSION,
+    InputError,
+    check_device,
+    check_device_name,
+    check_record,
+    check_writable_dir,
+    checkpoint_epochs,
+    read_json,
+    train,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 # In a source checkout (an editable install): the repository's experiments/ and results/.
@@ -357,7 +367,7 @@ class Store:
         # `finished`: when the record was written (UTC); records written before this field
         # existed lack it, and the book shows their date as unknown.
         record = dict(record, profile=self.profile, key=key(Config(**record["config"])))
-        record.setdefault("finished", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        record.setdefault("finished", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         write_json(self.dir / f"{record['key']}.json", record)
 
     def checkpoint(self, configs):
@@ -434,7 +444,7 @@ class Store:
         """Say who holds the lock of `k` (best effort: a store others cannot read still trains)."""
         try:
             write_json(self._owner(k), {"pid": os.getpid(), "host": socket.gethostname(),
-                                        "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+                                        "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
         except InputError:
             pass
 
@@ -701,6 +711,7 @@ def describe(p, device=None, threads=None):
                  "(the sweep resumes from there)")
     if p.missing:
         import torch
+
         from .network import default_device
         where = torch.device(device) if device is not None else default_device()
         threads = threads or torch.get_num_threads()
@@ -772,7 +783,7 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
             # two sweeps into one store then share the work instead of queueing.
             deferred = []
             for g in groups:
-                step = (lambda records, n=len(g): bar.update(n)) if bar is not None else None
+                step = progress_step(bar, len(g))
                 done = run_group(g, profile, on_epoch=step, wait=False, **args)
                 if done is None:
                     deferred.append(g)
@@ -781,8 +792,7 @@ def sweep(spec_name, profile, results_root=None, data_root=None, device=None, th
             for g in deferred:
                 log.info("waiting for another process that holds %d models of %s/%s (locks in %s)",
                          len(g), spec_name, profile, Store(profile, args["results_root"]).dir / "locks")
-                step = (lambda records, n=len(g): bar.update(n)) if bar is not None else None
-                p.trained += run_group(g, profile, on_epoch=step, wait=True, **args)
+                p.trained += run_group(g, profile, on_epoch=progress_step(bar, len(g)), wait=True, **args)
     finally:
         if bar is not None:
             bar.close()
@@ -803,6 +813,13 @@ def missing(spec_name, profile, results_root=None, datasets=None, seeds=None, ov
     store = Store(profile, results_root)
     return [c for c in grid_configs(load_spec(spec_name), profile, datasets, seeds, overrides)
             if store.get(c) is None]
+
+
+def progress_step(bar, n):
+    """on_epoch for a group of n models: the bar advances by n model-epochs (None: no bar)."""
+    if bar is None:
+        return None
+    return lambda records: bar.update(n)
 
 
 def records(spec_name, profile, results_root=None, datasets=None, seeds=None, overrides=None):

@@ -92,6 +92,7 @@ def fingerprint(path, params):
     """What an executed notebook depends on: its source, its parameters, the package's code and
     the results it reads (file names, sizes and times of the stores). Equal: no need to rerun."""
     import hashlib
+
     from . import experiments
     h = hashlib.sha256(Path(path).read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
@@ -102,7 +103,8 @@ def fingerprint(path, params):
     profile = params.get("profile")     # a notebook without one reads no records
     stores = ([experiments.ARCHIVED, experiments.FALLBACK] if profile == experiments.ARCHIVE
               else [profile] if profile else [])
-    for folder in (experiments.SPEC_DIR, *(experiments.RESULTS / p for p in stores), experiments.RESULTS / "calibration"):
+    folders = (experiments.SPEC_DIR, *(experiments.RESULTS / p for p in stores), experiments.RESULTS / "calibration")
+    for folder in folders:
         if folder.is_dir():
             for f in sorted(folder.glob("*.json")) + sorted(folder.glob("*.yaml")):   # not logs, checkpoints
                 if f.is_file():

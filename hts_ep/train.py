@@ -7,6 +7,7 @@ progress; a model whose state or weights turn non-finite is recorded as
 diverged and retired, and the rest of the ensemble trains on.
 """
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -150,6 +151,10 @@ def check_writable_dir(folder, what, target=None):
     except OSError as error:
         raise InputError(f"{what} {target} cannot be written: {existing} is not writable "
                          f"({error.strerror})") from None
+
+
+def save_to(payload, f):
+    torch.save(payload, f)
 
 
 def atomic_write(path, write):
@@ -625,7 +630,7 @@ def train(configs, data_root=None, device=None, progress=True, checkpoint=None,
             # the checkpoint loads under weights_only=True.
             payload = {"configs": [c.to_dict() for c in configs], "ensemble": ens.state_dict(),
                        "records": json.loads(json.dumps(json_safe(records), allow_nan=False))}
-            atomic_write(checkpoint, lambda f: torch.save(payload, f))
+            atomic_write(checkpoint, functools.partial(save_to, payload))
         # The heartbeat of long runs, in logs too (a progress bar leaves nothing there).
         log.info("%s", epoch_summary(records))
         if on_epoch is not None:

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
 from hts_ep import data
+
+from conftest import SHARED_DATA
 
 MNIST = SHARED_DATA / "MNIST" / "raw"
 FASHION = SHARED_DATA / "FashionMNIST" / "raw"
 EXTRACTED = [name[:-3] for name in data.FILES]
-needs_data = pytest.mark.skipif(not all((d / n).exists() for d in (MNIST, FASHION) for n in EXTRACTED + list(data.FILES)),
+needs_data = pytest.mark.skipif(not all((d / n).exists() for d in (MNIST, FASHION)
+                                        for n in EXTRACTED + list(data.FILES)),
                                 reason="needs the shared MNIST and Fashion-MNIST files, .gz and extracted")
 
 

@@ -2,7 +2,6 @@
 checkpoints cannot run code; two sweeps into one store train each model once."""
 import json
 import os
-import pickle
 import subprocess
 import sys
 import time
@@ -10,10 +9,11 @@ import time
 import pytest
 import torch
 
-from conftest import SHARED_DATA, small
 from hts_ep import Config, book, cli, data, experiments
 from hts_ep.network import Ensemble
 from hts_ep.train import load_checkpoint, write_json
+
+from conftest import SHARED_DATA, small
 
 PROFILES = """
 tiny:
@@ -29,8 +29,8 @@ big: {seeds: [0], epochs: 1, train_subset: 100000, test_subset: 500}
 hugeseed: {seeds: [18446744073709551616], epochs: 1, train_subset: 256, test_subset: 500}
 """
 # Nine levels of anchors inside a grid axis: 10**9 values once expanded (a "billion laughs").
-LAUGHS = "grid:\n  dataset: [mnist]\n  eps_out:\n    - &a0 [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]\n" + "".join(
-    f"    - &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+LAUGHS = ("grid:\n  dataset: [mnist]\n  eps_out:\n    - &a0 [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]\n"
+          + "".join(f"    - &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)))
 # 100 x 100 x 100 distinct values: a grid of 10**6 points.
 HUGE_GRID = ("grid:\n  dataset: [mnist]\n"
              + "".join(f"  {axis}: [{', '.join(str(round(0.01 * (i + 1), 2)) for i in range(100))}]\n"
@@ -385,6 +385,7 @@ def test_a_silent_network_ends_in_the_missing_data_message(tmp_path, monkeypatch
     packets does) gives the missing-data message after the download time-out, not a hang."""
     import socket
     import threading
+
     import torchvision
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -506,8 +507,10 @@ def test_checkpoint_of_finished_models_is_removed(store):
     (["--parameters", "datasets=['fashion_mnist']"],
      "datasets=['fashion_mnist']: unknown data set 'fashion_mnist'; allowed: mnist, kmnist, fashion-mnist"),
     (["--parameters", "datasets=[]"], "datasets=[] must name at least one data set"),
-    (["--parameters", "betas=[0.1, 1e999]"], "betas=[0.1, inf] is not allowed; allowed: a non-empty list of finite numbers > 0"),
-    (["--parameters", "seeds=[-1]"], "seeds=[-1] is not allowed; allowed: a non-empty list of distinct integers from 0 to 2**63 - 1"),
+    (["--parameters", "betas=[0.1, 1e999]"],
+     "betas=[0.1, inf] is not allowed; allowed: a non-empty list of finite numbers > 0"),
+    (["--parameters", "seeds=[-1]"],
+     "seeds=[-1] is not allowed; allowed: a non-empty list of distinct integers from 0 to 2**63 - 1"),
     (["--parameters", "seeds=[0, 0]"], "seeds=[0, 0] is not allowed; allowed: a non-empty list of distinct integers"),
     (["--parameters", "seeds=[18446744073709551616]"], "seeds=[18446744073709551616] is not allowed"),
     (["--parameters", "n_probe=0"], "n_probe=0 must be an integer from 1 to 10000"),

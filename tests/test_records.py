@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import small
 from hts_ep import Config, cli, experiments, train
 from hts_ep.network import Ensemble
+
+from conftest import small
 
 REPO = Path(__file__).resolve().parent.parent
 
