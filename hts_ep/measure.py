@@ -399,8 +399,9 @@ def residual_spans(runs, curves, spread):
     collapsed (kept of all), and their mean free-phase residual at the first and last epoch."""
     rows = []
     last = int(curves.epoch.max()) if len(curves) else 0
-    for (ds, scheme), g in runs[(runs.distribution != "scalar") & (runs.sigma_eps == spread)].groupby(
-            ["dataset", "nudge_from"]):
+    hts = runs[(runs.distribution != "scalar") & (runs.sigma_eps == spread)]
+    for (ds, scheme), g in sorted(hts.groupby(["dataset", "nudge_from"]),
+                                  key=lambda item: (list(wording.DATASET_LABELS).index(item[0][0]), item[0][1])):
         ok = g[~(g.diverged | g.collapsed)]
         c = curves.merge(ok[["dataset", "nudge_from", "distribution", "sigma_eps", "seed"]])
         rows.append({"dataset": ds, "nudge_from": scheme, "kept": len(ok), "runs": len(g),
@@ -549,8 +550,10 @@ def timing_table(result):
         sc = cells[(cells.dataset == r.dataset) & (cells.nudge_from == r.nudge_from) & (cells.distribution == "scalar")]
         out.append({"data set": wording.DATASET_LABELS[r.dataset], "σ_ε": f"{r.sigma_eps:g}", "scheme": r.nudge_from,
                     "scalar (%)": tables.fmt(sc.final_acc.mean(), sc.seed_std.mean()) if len(sc) else "not run",
-                    "HTS − scalar (points)": wording.interval(r.gap, r.ci_low, r.ci_high, unit=""),
-                    "verdict": short_verdict(r.ci_low, r.ci_high, "HTS higher", "HTS lower"),
+                    "HTS − scalar (points)": wording.interval(r.gap, r.ci_low, r.ci_high, unit="",
+                                                              missing="no pair of runs"),
+                    "verdict": "—" if r.gap != r.gap else short_verdict(r.ci_low, r.ci_high, "HTS higher",
+                                                                           "HTS lower"),
                     "end − branch, HTS (points)": "—" if s is None or r.nudge_from == "branch" else
                     wording.interval(s.gap, s.low, s.high, unit="", missing="no pair of runs"),
                     "broke": broke_text(part)})

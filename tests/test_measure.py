@@ -179,6 +179,22 @@ def test_timing_reduces_the_records_and_is_cached(tiny_specs, monkeypatch):
     table = measure.timing_table(result)
     assert len(table) == 4 and not table.isna().any().any()
     assert [i[1:] for i in table.index] == [("branch", "0.05"), ("branch", "0.2"), ("end", "0.05"), ("end", "0.2")]
+    dead = {**result, "hts_gap": result["hts_gap"].assign(gap=math.nan, ci_low=math.nan, ci_high=math.nan)}
+    row = measure.timing_table(dead).iloc[0]
+    assert row["HTS − scalar (points)"] == "no pair of runs" and row["verdict"] == "—"
+
+
+def test_scheme_runs_without_a_data_set_is_not_stored(tiny_specs, monkeypatch):
+    calls = []
+
+    def partial(*args):
+        calls.append(1)
+        return {"runs": pd.DataFrame(), "missing": {"mnist": "its files are missing."}}
+    monkeypatch.setattr(measure, "_scheme_runs", partial)
+    for _ in range(2):
+        result, env = measure.scheme_runs("timing", "tiny", root=tiny_specs)
+        assert result["missing"] and env == {}
+    assert len(calls) == 2 and not list(tiny_specs.glob("pages/timing/*.json"))
 
 
 # -- 07: drift share ---------------------------------------------------------------------------
@@ -283,6 +299,9 @@ def test_residual_spans_keep_healthy_runs_only():
                            "sigma_eps": 0.1, "seed": 0, "epoch": [1, 2, 1], "residual_free": [1e-3, 2e-3, 5.0]})
     s = measure.residual_spans(runs, curves, 0.1).iloc[0]
     assert (s.kept, s.runs, s["first"], s["last"], s.epochs) == (1, 2, 1e-3, 2e-3, 2)
+    both = pd.concat([runs.assign(dataset="fashion-mnist"), runs, runs.assign(nudge_from="branch")])
+    order = measure.residual_spans(both, curves, 0.1)[["dataset", "nudge_from"]].values.tolist()
+    assert order == [["mnist", "branch"], ["mnist", "end"], ["fashion-mnist", "end"]]
 
 
 def test_batch_cells():
@@ -417,6 +436,8 @@ def test_residual_figure_clips_diverging_runs_and_chooses_its_scale():
     fig = figs.residual_epochs(curves, runs, 0.1, clip=1.0)
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and ax.get_ylim()[1] < 10          # 1e30 is a mark, not the axis
+    drawn = np.concatenate([line.get_ydata() for line in ax.lines if line.get_transform() == ax.transData])
+    assert np.nanmax(drawn) <= 1.0 and np.isnan(drawn).any()            # no line runs off the top
     assert ax.get_title().endswith(": 1 of 2 runs diverged")
     assert [t for t in ax.get_legend_handles_labels()[1] if "Scalar" not in t][-2:] == ["residual above 1", "diverged"]
     flat = curves.assign(residual_free=curves.residual_free.where(curves.residual_free > 1, 0.5))
