@@ -14,9 +14,16 @@ def spec_datasets(spec, datasets=None):
 
 def load(spec, profile, results_root=None, data_root=None, datasets=None, seeds=None, overrides=None):
     """Records of a spec (optionally some data sets / other seeds / overrides, as in
-    `experiments.sweep`) and the reasons for data sets that cannot run here."""
-    gaps = {ds: reason for ds in spec_datasets(spec, datasets) if (reason := data.unavailable(ds, data_root))}
-    return experiments.records(spec, profile, results_root, datasets, seeds, overrides), gaps
+    `experiments.sweep`) and, for each data set some of whose runs have no record, the reason it
+    cannot run here (if it cannot): a data set whose records are complete is no gap, whatever this
+    machine's data."""
+    recs = experiments.records(spec, profile, results_root, datasets, seeds, overrides)
+    configs = experiments.grid_configs(experiments.load_spec(spec), profile, datasets, seeds, overrides)
+    have = {experiments.key(experiments.Config(**r["config"])) for r in recs}
+    short = {c.dataset for c in configs if experiments.key(c) not in have}
+    gaps = {ds: reason for ds in spec_datasets(spec, datasets) if ds in short
+            and (reason := data.unavailable(ds, data_root))}
+    return recs, gaps
 
 
 @dataclass
@@ -137,13 +144,27 @@ def calibration(folder=None):
     "fashion", "legacy"} -> lists of records (empty where a file is missing), and the folder read.
     Under the results store, else in the repository, so that a build into another store (the
     tests' smoke build) still reads the committed calibration."""
-    import json
     from pathlib import Path
+
+    from .train import check_record, read_json
     candidates = [experiments.RESULTS / "calibration", experiments.REPO / "results" / "calibration"]
     folder = Path(folder) if folder else next((p for p in candidates if p.is_dir()), candidates[0])
 
     def read(where, pattern):
-        return [r for f in sorted(where.glob(pattern)) for r in json.loads(f.read_text())["records"]]
+        """The records of each file (checked as the store checks records; the screen's were cut
+        before their last epoch, so a record need only be complete where it says it is)."""
+        out = []
+        for f in sorted(where.glob(pattern)):
+            records = read_json(f)
+            if not isinstance(records, dict) or not isinstance(records.get("records"), list):
+                raise ValueError(f"{f}: not a file of records (a JSON object with a list 'records')")
+            for r in records["records"]:
+                try:
+                    check_record(r, complete=r.get("complete") is True)
+                except ValueError as error:
+                    raise ValueError(f"{f}: {error}") from None
+                out.append(r)
+        return out
     return {"screen": read(folder / "branch", "mnist-screen.json"),
             "finalists": read(folder / "branch", "mnist-finalists.json"),
             "fashion": read(folder / "branch", "fashion-mnist-check.json"),

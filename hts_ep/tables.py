@@ -134,6 +134,9 @@ def agreement_by_stat(records):
     from .stats import STATS, agreement, comparison, spreads
     from .wording import DATASET_LABELS, STAT_LABELS
     sp = spreads(records).set_index(["dataset", "stat"])
+
+    def spread(ds, stat, who):      # a single seed per cell has no spread: a dash, as in the other tables
+        return f"{sp.loc[(ds, stat), who]:.2f}" if (ds, stat) in sp.index else "—"
     rows = []
     for stat in STATS:
         comp = comparison(records, stat=stat)
@@ -145,8 +148,7 @@ def agreement_by_stat(records):
                          "ours (%)": f"{cells['mean'].mean():.2f}", "paper (%)": f"{cells.paper_mean.mean():.2f}",
                          "ours − paper": f"{a.mean_diff:+.2f}",
                          "cells within the paper's interval": f"{a.within} of {a.interval}",
-                         "seed std, ours": f"{sp.loc[(ds, stat), 'ours']:.2f}",
-                         "seed std, paper": f"{sp.loc[(ds, stat), 'paper']:.2f}"})
+                         "seed std, ours": spread(ds, stat, "ours"), "seed std, paper": spread(ds, stat, "paper")})
     return pd.DataFrame(rows).set_index(["data set", "statistic"]) if rows else pd.DataFrame()
 
 
