@@ -402,7 +402,7 @@ def residual_spans(runs, curves, spread):
     hts = runs[(runs.distribution != "scalar") & (runs.sigma_eps == spread)]
     for (ds, scheme), g in sorted(hts.groupby(["dataset", "nudge_from"]),
                                   key=lambda item: (list(wording.DATASET_LABELS).index(item[0][0]), item[0][1])):
-        ok = g[~(g.diverged | g.collapsed)]
+        ok = g[stats.healthy_rows(g)]
         c = curves.merge(ok[["dataset", "nudge_from", "distribution", "sigma_eps", "seed"]])
         rows.append({"dataset": ds, "nudge_from": scheme, "kept": len(ok), "runs": len(g),
                      "first": c[c.epoch == 1].residual_free.mean(), "last": c[c.epoch == last].residual_free.mean(),
@@ -699,7 +699,7 @@ def broke_text(runs):
     """How many of `runs` (`scheme_runs`' runs) diverged or collapsed: "3 of 60"."""
     if not len(runs):
         return "not run"
-    return f"{int((runs.diverged | runs.collapsed).sum())} of {len(runs)}"
+    return f"{int((~stats.healthy_rows(runs)).sum())} of {len(runs)}"
 
 
 def broke_verdict(runs, label, alpha=0.05):
@@ -709,7 +709,7 @@ def broke_verdict(runs, label, alpha=0.05):
     if not len(hts):
         return f"{label}: not run"
     n = {s: hts[hts.nudge_from == s] for s in ("branch", "end")}
-    k = {s: int((g.diverged | g.collapsed).sum()) for s, g in n.items()}
+    k = {s: int((~stats.healthy_rows(g)).sum()) for s, g in n.items()}
     text = (f"{label}: {k['branch']} of {len(n['branch'])} heterogeneous runs broke when branching, "
             f"{k['end']} of {len(n['end'])} from the end")
     if k["branch"] + k["end"] == 0:
