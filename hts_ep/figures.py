@@ -345,3 +345,10 @@ def stage2(records, variants, names):
     axes[0, 0].set_ylabel("test accuracy (%), mean ± seed std")
     axes[0, 0].legend(fontsize=6.5, loc="lower left")
     return fig
+
+
+def save(fig, path):
+    """Write `fig` as a PNG for a page that shows it by file (another page's figure), and close it."""
+    import matplotlib.pyplot as plt
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)

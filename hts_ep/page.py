@@ -15,6 +15,8 @@ def setup(threads=None):
     import tqdm.auto
     tqdm.auto.tqdm = tqdm.tqdm
     figures.style()
+    import pandas as pd
+    pd.set_option("display.max_colwidth", None)      # a table's sentences whole, never cut with "..."
     if threads is not None:
         import torch
         torch.set_num_threads(threads)

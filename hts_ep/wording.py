@@ -49,7 +49,7 @@ def claims(s):
             "gain_verdict": direction(s["gain_low"], s["gain_high"], "HTS higher", "HTS lower"),
             "endpoint_text": interval(s["endpoint"], s["endpoint_low"], s["endpoint_high"], missing=LATE_UNDEFINED),
             "endpoint_verdict": direction(s["endpoint_low"], s["endpoint_high"], "HTS less stable",
-                                          "HTS more stable") if s["endpoint"] == s["endpoint"] else LATE_UNDEFINED,
+                                          "HTS more stable") if s["endpoint"] == s["endpoint"] else "—",
             "accuracy_verdict": accuracy_verdict(s), "never_started_text": never_started(s)}
 
 
@@ -63,7 +63,8 @@ def answer(numbers):
     for ds, s in numbers.items():
         c, name = claims(s), DATASET_LABELS[ds]
         acc.append(f"{name} {c['gain_text']}, {c['gain_verdict']}")
-        late.append(f"{name} {c['endpoint_text']}, {c['endpoint_verdict']}")
+        late.append(f"{name} {c['endpoint_text']}" + ("" if c["endpoint_text"] == LATE_UNDEFINED
+                                                      else f", {c['endpoint_verdict']}"))
         started.append(f"{name}: {c['never_started_text']}")
     return (f"Accuracy, HTS minus scalar: {'; '.join(acc)}. Stability (the endpoint declared below), HTS minus "
             f"scalar: {'; '.join(late)}. Runs that never started, {'; '.join(started)}.")
