@@ -9,7 +9,7 @@
 4. `jupyter-book build -W --keep-going` renders the executed copies into
    _build/html (or --output/_build/html).
 
-This module is the command line; the notebooks' figure helpers are in hts_ep.plots.
+This module is the command line; the notebooks' figures are drawn by hts_ep.figures.
 """
 import argparse
 import logging

@@ -189,7 +189,7 @@ def describe_run(config, axes):
 
 
 def cmd_table(args):
-    from . import analysis, data, experiments
+    from . import data, experiments, sources, stats, tables, wording
     experiments.check_store(args.profile)
     spec = experiments.load_spec(args.spec)
     configs = experiments.grid_configs(spec, args.profile)
@@ -204,16 +204,16 @@ def cmd_table(args):
     total = {ds: sum(c.dataset == ds for c in configs) for ds in datasets}
     unavailable = {ds: reason for ds in datasets if short[ds] and (reason := data.unavailable(ds, args.data_root))}
     if args.spec == "table1":
-        frame = analysis.table1(recs, gaps=unavailable, stat=args.stat)[0]
+        frame = tables.table1(recs, gaps=unavailable, stat=args.stat)
     else:
-        frame = analysis.by_grid_point(recs, args.spec)     # every axis of the grid kept apart
+        frame = stats.by_grid_point(recs, args.spec)     # every axis of the grid kept apart
     if args.format == "csv":
         print(frame.to_csv())
     else:
-        what = analysis.STAT_LABELS[args.stat] if args.spec == "table1" else analysis.STAT_LABELS["final"]
+        what = wording.STAT_LABELS[args.stat] if args.spec == "table1" else wording.STAT_LABELS["final"]
         print(f"{args.spec}, profile {args.profile}: {len(recs)} records (test accuracy % at each run's {what}, "
               "mean ± std over seeds)")
-        print(f"source: {analysis.source(recs, args.profile, archived=args.profile == 'paper')}")
+        print(f"source: {sources.source(recs, args.profile, archived=args.profile == 'paper')}")
         print(frame.to_markdown())
         for ds in datasets:
             if short[ds]:
@@ -228,7 +228,7 @@ def cmd_table(args):
     # a data set it cannot read are the gaps printed above, for a reason the sweep cannot fix here.
     trainable = [c for c in absent if c.dataset not in unavailable]
     if trainable:
-        axes = analysis.grid_axes(spec)
+        axes = stats.grid_axes(spec)
         counts = "; ".join(f"{ds}: {n} of {total[ds]}" for ds in datasets
                            if (n := sum(c.dataset == ds for c in trainable)))
         shown = ", ".join(describe_run(c, axes) for c in trainable[:MISSING_SHOWN])

@@ -7,8 +7,8 @@ the training subset and the seed), the measurement's own parameters and a per-me
 version in VERSIONS, bumped whenever the code of that measurement changes what it returns. A
 rebuild after any other change (a docstring, a figure, a sentence) reads the stored file and
 trains nothing. Below the measurements: pure reductions of their tables (paired differences
-with t intervals), the page's numbers, and, under "words", the sentences whose wording depends
-on a number.
+with t intervals) and the pages' numbers. Their sentences are in `wording`, their tables as text
+in `tables`, their figures in `figures`.
 """
 import math
 
@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import data, experiments, memo, sources, stats, tables, wording
+from . import data, experiments, memo, sources, stats, wording
 from .config import Config
 
 # Bump a measurement's entry when its code changes what it returns: its cached files are then
@@ -425,13 +425,14 @@ def relaxation_numbers(result):
     trained = select(ends, {"state": "trained"})
     ratio = over(trained, "log_ratio", "seed", {})
     out["settle_factor"] = 10 ** ratio["gap"]
-    out["settle_text"] = factor_text(ratio)
-    out["settle_verdict"] = verdict(ratio, "the nudged phase ends further from rest than the free phase",
-                                    "the nudged phase ends closer to rest than the free phase", ratio=True)
+    out["settle_text"] = wording.factor_text(ratio)
+    out["settle_verdict"] = wording.direction(ratio["low"], ratio["high"],
+                                              "the nudged phase ends further from rest than the free phase",
+                                              "the nudged phase ends closer to rest than the free phase", ratio=True)
     fixed = paired(trained, "log_rel", "seed", {"distribution": list(HTS)}, {"distribution": "scalar"})
-    out["fixed_text"] = factor_text(fixed)
-    out["fixed_verdict"] = verdict(fixed, "further from it than the scalar network's",
-                                   "closer to it than the scalar network's", ratio=True)
+    out["fixed_text"] = wording.factor_text(fixed)
+    out["fixed_verdict"] = wording.direction(fixed["low"], fixed["high"], "further from it than the scalar network's",
+                                             "closer to it than the scalar network's", ratio=True)
     long_same = same.melt(id_vars=["distribution", "seed"], value_vars=["state", "signal"], var_name="quantity")
     gaps = {d: paired(long_same, "value", "seed", {"distribution": d, "quantity": "signal"},
                       {"distribution": d, "quantity": "state"}) for d in HTS}
@@ -440,7 +441,7 @@ def relaxation_numbers(result):
         out[f"same_{d}_state"], out[f"same_{d}_signal"] = float(part.state.mean()), float(part.signal.mean())
         out[f"same_{d}_state_max"] = float(part.state_max.mean())
         out[f"same_{d}_fixed_point_max"] = float(part.fixed_point_max.mean())
-    out["same_verdict"] = signal_verdict(gaps)
+    out["same_verdict"] = wording.signal_verdict(gaps)
     return out
 
 
@@ -455,10 +456,10 @@ def timing_numbers(result, spread):
         g = gaps[(gaps.dataset == ds) & (gaps.sigma_eps == spread)]
         row = g.iloc[0] if len(g) else None
         ran = len(runs) and ds in set(runs.dataset)
-        out[f"scheme_{key}"] = (scheme_text(row, wording.DATASET_LABELS[ds]) if ran
+        out[f"scheme_{key}"] = (wording.scheme_text(row, wording.DATASET_LABELS[ds]) if ran
                                 else f"{wording.DATASET_LABELS[ds]}: not run")
         part = runs[runs.dataset == ds] if len(runs) else runs
-        out[f"broke_{key}"] = broke_verdict(part, wording.DATASET_LABELS[ds])
+        out[f"broke_{key}"] = wording.broke_verdict(part, wording.DATASET_LABELS[ds])
     out["scalar_acc"] = float(cells[cells.distribution == "scalar"].final_acc.mean()) if len(cells) else 0.0
     return out
 
@@ -475,7 +476,8 @@ def drift_numbers(result, spreads):
         for s in spreads:
             g = paired(part.assign(share=100 * part.share), "share", "seed",
                        {"distribution": list(HTS), "sigma_eps": s}, {"distribution": "scalar"})
-            texts.append(f"at σ_ε = {s:g}, {difference_text(g, 'HTS more', 'HTS less', digits=1, suffix=' points')}")
+            text = wording.difference_text(g, "HTS more", "HTS less", digits=1, suffix=" points")
+            texts.append(f"at σ_ε = {s:g}, {text}")
         out[f"drift_gap_{state}"] = "; ".join(texts)
     return out
 
@@ -497,17 +499,17 @@ def alignment_numbers(result, swept, beta, t_free):
                     out[f"cos_{state}_{scheme}_{layer}_{d}"] = float(select(rows, {**where, **sel}).cosine.mean())
                 g = paired(rows, "cosine", "batch", {**where, "distribution": list(HTS)},
                            {**where, "distribution": "scalar"})
-                out[f"gap_{state}_{scheme}_{layer}"] = difference_text(g, "HTS closer to the gradient",
+                out[f"gap_{state}_{scheme}_{layer}"] = wording.difference_text(g, "HTS closer to the gradient",
                                                                        "HTS further from it", "batches")
     for scheme in ("branch", "end"):
         sweep = {**base, "state": "trained", "scheme": scheme, "param": "layer1",
                  "distribution": list(HTS), "sigma_eps": swept}
         lo, hi = min(rows.t_free), max(rows.t_free)
         g = paired(rows, "cosine", "batch", {**sweep, "t_free": hi}, {**sweep, "t_free": lo})
-        out[f"tfree_{scheme}"] = change_text(g, "longer free phase")
+        out[f"tfree_{scheme}"] = wording.change_text(g, "longer free phase")
         small = min(rows.beta)
         g = paired(rows, "cosine", "batch", {**sweep, "beta": small}, {**sweep, "beta": beta})
-        out[f"beta_{scheme}"] = change_text(g, "smaller nudge")
+        out[f"beta_{scheme}"] = wording.change_text(g, "smaller nudge")
         for group, at in (("scalar", {**sweep, "distribution": "scalar", "sigma_eps": 0.0}), ("hts", sweep)):
             for name, where in (("tlo", {"t_free": lo}), ("thi", {"t_free": hi}), ("betasmall", {"beta": small})):
                 out[f"{name}_{scheme}_{group}"] = float(select(rows, {**at, **where}).cosine.mean())
@@ -518,7 +520,7 @@ def alignment_numbers(result, swept, beta, t_free):
                widest=float(max(rows.sigma_eps)))
     cos = select(rows, {**base, "state": "trained", "scheme": "branch", "param": "layer1"}).groupby(
         ["distribution", "sigma_eps"]).cosine.mean().rename("cosine").reset_index().merge(acc)
-    out["rank_text"] = rank_text(cos.cosine, cos.accuracy)
+    out["rank_text"] = wording.rank_text(cos.cosine, cos.accuracy)
     for loss in ("bce", "mse", "ce"):
         where = {"state": "trained", "scheme": "branch", "beta": beta, "t_free": t_free, "loss": loss}
         for layer in LAYERS:
@@ -530,239 +532,3 @@ def alignment_numbers(result, swept, beta, t_free):
     out["acc_scalar"] = float(acc[acc.distribution == "scalar"].accuracy.mean())
     out["acc_hts_lo"], out["acc_hts_hi"] = (float(f(acc[acc.distribution != "scalar"].accuracy)) for f in (min, max))
     return out
-
-
-# -- tables (text for the pages) --------------------------------------------------------------
-
-def timing_table(result):
-    """The timing ablation per data set, scheme and spread: the scalar baseline's final accuracy,
-    HTS minus scalar with its interval and direction (paired by seed), then end minus branch, and
-    the runs that broke."""
-    gap, runs, cells = result["hts_gap"], result["runs"], result["cells"]
-    if not len(gap):
-        return pd.DataFrame()
-    schemes = scheme_gap(runs).set_index(["dataset", "sigma_eps"])
-    out = []
-    for r in gap.itertuples():
-        s = schemes.loc[(r.dataset, r.sigma_eps)] if (r.dataset, r.sigma_eps) in schemes.index else None
-        part = runs[(runs.dataset == r.dataset) & (runs.nudge_from == r.nudge_from)
-                    & ((runs.distribution == "scalar") | (runs.sigma_eps == r.sigma_eps))]
-        sc = cells[(cells.dataset == r.dataset) & (cells.nudge_from == r.nudge_from) & (cells.distribution == "scalar")]
-        out.append({"data set": wording.DATASET_LABELS[r.dataset], "σ_ε": f"{r.sigma_eps:g}", "scheme": r.nudge_from,
-                    "scalar (%)": tables.fmt(sc.final_acc.mean(), sc.seed_std.mean()) if len(sc) else "not run",
-                    "HTS − scalar (points)": wording.interval(r.gap, r.ci_low, r.ci_high, unit="",
-                                                              missing="no pair of runs"),
-                    "verdict": "—" if r.gap != r.gap else short_verdict(r.ci_low, r.ci_high, "HTS higher",
-                                                                           "HTS lower"),
-                    "end − branch, HTS (points)": "—" if s is None or r.nudge_from == "branch" else
-                    wording.interval(s.gap, s.low, s.high, unit="", missing="no pair of runs"),
-                    "broke": broke_text(part)})
-    order = {label: i for i, label in enumerate(wording.DATASET_LABELS.values())}
-    t = pd.DataFrame(out)
-    t = t.assign(_o=t["data set"].map(order)).sort_values(["_o", "scheme", "σ_ε"], kind="stable").drop(columns="_o")
-    return t.set_index(["data set", "scheme", "σ_ε"])
-
-
-def spans_table(result, spread):
-    """`residual_spans` of the timing runs at `spread` as text, per data set and scheme."""
-    t = residual_spans(result["runs"], result["curves"], spread)
-    if not len(t):
-        return t
-
-    def res(v):
-        return "no run left" if v != v else f"{v:.1e}"
-    columns = {"data set": t.dataset.map(wording.DATASET_LABELS), "scheme": t.nudge_from,
-               "kept runs": [f"{k} of {n}" for k, n in zip(t.kept, t.runs)], "residual, epoch 1": t["first"].map(res)}
-    if t.epochs.max() > 1:
-        columns[f"residual, epoch {int(t.epochs.max())}"] = t["last"].map(res)
-    return pd.DataFrame(columns).set_index(["data set", "scheme"])
-
-
-def relaxation_table(result):
-    """`relaxation`'s end numbers per state and distribution, mean over seeds."""
-    ends = result["ends"]
-    names = {"free": "free, last step", "nudged": "nudged, last step", "continued": "continued, last step",
-             "relative_to_fixed_point": "free end to fixed point (relative)", "nudge_moved": "nudge moved h (max)"}
-    t = ends.groupby(["state", "distribution"], sort=False)[list(names)].mean().rename(columns=names)
-    return t.rename(index=wording.LABELS, level=1)
-
-
-def same_table(result):
-    """The same-weights test per distribution, mean over seeds."""
-    names = {"state_max": "max |h0 − h0(scalar)|", "fixed_point_max": "max |h − h(scalar)|, continued",
-             "state": "h0: relative difference", "signal": "hβ − h0: relative difference"}
-    s = result["same"]
-    t = s[s.distribution != "scalar"].groupby("distribution", sort=False)[list(names)].mean().rename(columns=names)
-    return t.rename(index=wording.LABELS)
-
-
-def alignment_table(result, swept, beta, t_free):
-    """Cosines at the configured beta and free-phase length (mean ± std over batches) per network at
-    spread `swept` and the scalar one, both states, schemes and layers, beside its test accuracy."""
-    rows, acc = result["rows"], result["accuracy"]
-    cells = batch_cells(select(rows, {"loss": "bce", "beta": beta, "t_free": t_free}))
-    cells = cells[(cells.distribution == "scalar") | (cells.sigma_eps == swept)]
-    t = cells.assign(text=[f"{c:.3f} ± {s:.3f}" for c, s in zip(cells.cosine, cells.cosine_std)]).pivot_table(
-        index="distribution", columns=["state", "scheme", "param"], values="text", aggfunc="first")
-    t = t.reindex([d for d in CONDITIONS if d in t.index])
-    a = acc[(acc.distribution == "scalar") | (acc.sigma_eps == swept)].groupby("distribution").accuracy.mean()
-    t[("", "", "test accuracy (%)")] = [f"{a[d]:.1f}" for d in t.index]
-    return t.rename(index=wording.LABELS)
-
-
-def losses_table(result, swept, beta, t_free):
-    """Cosine and norm ratio per loss and layer, trained networks, branching nudge."""
-    rows = select(result["rows"], {"state": "trained", "scheme": "branch", "beta": beta, "t_free": t_free})
-    rows = rows[(rows.distribution == "scalar") | (rows.sigma_eps == swept)]
-    t = rows.groupby(["distribution", "loss", "param"])[["cosine", "ratio"]].mean().unstack(["loss", "param"])
-    t = t.reorder_levels([1, 2, 0], axis=1).sort_index(axis=1)
-    return t.reindex([d for d in CONDITIONS if d in t.index]).rename(index=wording.LABELS)
-
-
-# -- words ------------------------------------------------------------------------------------
-
-def factor_text(g):
-    """A mean log10 ratio with its interval (`over` / `paired`) as a factor: "12 times [3.1, 46]"
-    (the geometric mean ratio and its 95% interval, two significant digits), without the interval
-    where there is none."""
-    def f(v):
-        v = float(f"{10 ** v:.2g}")
-        return f"{v:,.0f}" if v >= 100 else f"{v:g}"
-    if g["gap"] != g["gap"]:
-        return "no value"
-    text = f"{f(g['gap'])} times"
-    return text if g["low"] != g["low"] else f"{text} [{f(g['low'])}, {f(g['high'])}]"
-
-
-def verdict(g, above, below, unit="seeds", ratio=False):
-    """The direction the 95% interval of a paired difference (`paired` / `over`) supports: `above`
-    where it lies wholly above zero, `below` where wholly below, else that it cannot tell (as
-    wording.direction, naming the `unit` of the interval; `ratio`: a mean log ratio, whose zero is a
-    factor of 1)."""
-    if g["low"] != g["low"] or g["high"] != g["high"]:
-        return f"cannot tell apart (no interval: fewer than two {unit})"
-    if g["low"] > 0:
-        return above
-    if g["high"] < 0:
-        return below
-    return f"cannot tell apart (the 95% interval holds {'a factor of 1' if ratio else 'zero'})"
-
-
-def short_verdict(low, high, above, below):
-    """`verdict` for a table cell: `above`, `below`, "cannot tell (interval holds 0)" or
-    "cannot tell (one seed)" where there is no interval."""
-    if low != low or high != high:
-        return "cannot tell (one seed)"
-    return above if low > 0 else below if high < 0 else "cannot tell (interval holds 0)"
-
-
-def signal_verdict(gaps):
-    """Where the nudged phase adds to the networks' differences: `gaps` maps a distribution to
-    `paired`'s learning-signal minus end-state relative difference (same weights, per seed). One
-    sentence naming the distributions whose interval lies above zero, below it, and those it cannot
-    tell, each with its mean and 95% interval."""
-    groups = {"more": [], "less": [], "tell": []}
-    for d, g in gaps.items():
-        word = verdict(g, "more", "less")
-        groups[word if word in ("more", "less") else "tell"].append(
-            f"{wording.LABELS[d].lower()} ({wording.interval(g['gap'], g['low'], g['high'], 2, '')})")
-    parts = []
-    if groups["more"]:
-        parts.append(f"differ more than the free-phase end states do for {join(groups['more'])} steps")
-    if groups["less"]:
-        parts.append(f"differ less than the end states do for {join(groups['less'])} steps")
-    if groups["tell"]:
-        parts.append(f"cannot be told apart from the end states' difference for {join(groups['tell'])} steps "
-                     "(the 95% interval over seeds holds zero, or there is none)")
-    return "Relative to their size, the learning signals " + "; they ".join(parts) + "."
-
-
-def join(names):
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def timing_notes(result):
-    """The timing page's notes: its overrides, and why a data set has no runs."""
-    return [wording.overrides_note(result["overrides"]),
-            *(wording.gap_note(wording.DATASET_LABELS[ds], why) for ds, why in result["missing"].items())]
-
-
-def scheme_text(row, label):
-    """End minus branch for one data set at the page's spread (a row of `scheme_gap`, or None)."""
-    if row is None or row["n"] == 0:
-        return f"{label}: no pair of runs to compare"
-    return (f"{label}: {wording.interval(row['gap'], row['low'], row['high'])} over {int(row['n'])} seed"
-            + ("s" if row["n"] != 1 else "") + ", " + verdict(row, "higher from the end", "lower from the end"))
-
-
-def broke_text(runs):
-    """How many of `runs` (`scheme_runs`' runs) diverged or collapsed: "3 of 60"."""
-    if not len(runs):
-        return "not run"
-    return f"{int((~stats.healthy_rows(runs)).sum())} of {len(runs)}"
-
-
-def broke_verdict(runs, label, alpha=0.05):
-    """How many heterogeneous runs of one data set broke (diverged or collapsed) under each scheme,
-    and which scheme broke more often where Fisher's exact test rejects equal rates at `alpha`."""
-    hts = runs[runs.distribution != "scalar"] if len(runs) else runs
-    if not len(hts):
-        return f"{label}: not run"
-    n = {s: hts[hts.nudge_from == s] for s in ("branch", "end")}
-    k = {s: int((~stats.healthy_rows(g)).sum()) for s, g in n.items()}
-    text = (f"{label}: {k['branch']} of {len(n['branch'])} heterogeneous runs broke when branching, "
-            f"{k['end']} of {len(n['end'])} from the end")
-    if k["branch"] + k["end"] == 0:
-        return text + " (none broke)"
-    p = stats.fisher(k["end"], len(n["end"]), k["branch"], len(n["branch"]))
-    if p < alpha:
-        side = "from the end" if k["end"] / len(n["end"]) > k["branch"] / len(n["branch"]) else "when branching"
-        return text + f" (Fisher's exact test, p = {p:.2g}: more often {side})"
-    return text + f" (Fisher's exact test, p = {p:.2g}: cannot tell the rates apart)"
-
-
-def change_text(g, what):
-    """A paired change of the cosine (`paired` over batches) with its interval and direction."""
-    return difference_text(g, f"the {what} raises it", f"the {what} lowers it", "batches")
-
-
-def difference_text(g, above, below, unit="seeds", digits=3, ratio=False, suffix=""):
-    """A paired difference (`paired` / `over`) as "-0.019 [-0.020, -0.018], `below`": its mean and
-    95% interval, with more decimals (up to 6) where `digits` would show the mean with fewer than
-    two significant digits or the interval as one number, then the direction it supports
-    (`verdict`)."""
-    if g["gap"] != g["gap"]:
-        return "no value"
-    bounds = [v for v in (g["low"], g["high"]) if v == v]
-    while digits < 6 and (0 < abs(g["gap"]) * 10 ** digits < 10 or (
-            len(bounds) == 2 and bounds[0] != bounds[1] and round(bounds[0], digits) == round(bounds[1], digits))):
-        digits += 1
-    return (wording.interval(g["gap"], g["low"], g["high"], digits, suffix) + ", "
-            + verdict(g, above, below, unit, ratio))
-
-
-def rank_text(cosine, accuracy, alpha=0.05):
-    """Spearman's rank correlation of the hidden layer's cosine with the accuracy over the networks,
-    and whether it can be told from none at level `alpha`."""
-    from scipy.stats import spearmanr
-    if len(cosine) < 3 or cosine.nunique() < 2 or accuracy.nunique() < 2:
-        return "undefined (fewer than three networks with distinct values)"
-    r = spearmanr(cosine, accuracy)
-    rho, p = float(r.statistic), float(r.pvalue)
-    verdict = ("better alignment goes with higher accuracy" if rho > 0 else "better alignment goes with lower "
-               "accuracy") if p < alpha else "cannot tell from no correlation"
-    return f"ρ = {rho:+.2f} over {len(cosine)} networks (p = {p:.2g}: {verdict})"
-
-
-def scale_note(scale, seeds, n_train, epochs, unit="seeds"):
-    """What a page at profile `scale` can and cannot show: its networks, trained on `n_train`
-    images for `epochs` epochs, compared over `seeds` units (seeds or batches)."""
-    if scale == "smoke":
-        return (f"At the smoke profile these networks saw {n_train:,} images for {epochs} epoch"
-                f"{'s' if epochs != 1 else ''}: the numbers check that the page runs, not the model.")
-    if scale == "paper":
-        return ""
-    return (f"At the {scale} profile the trained networks have seen {n_train:,} images for {epochs} epoch"
-            f"{'s' if epochs != 1 else ''}, far from the paper's 50 epochs on 60,000: this page shows what the "
-            f"dynamics do to networks early in training, with intervals over {seeds} {unit}. "
-            "It cannot say what the fully trained networks of Table 1 do.")

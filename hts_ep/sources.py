@@ -120,17 +120,6 @@ def source(records, profile, archived=False, overrides=None, no_date=None):
     return text + "."
 
 
-def computed_here(device, profile):
-    """Where a page's own measurement (no records) comes from: this build, its device and date."""
-    import datetime
-
-    import torch
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    n = torch.get_num_threads()
-    return (f"computed by this build on {when}, on {device} ({n} thread{'s' if n != 1 else ''}), "
-            f"at the scale of profile {profile}.")
-
-
 def public(reason, data_root=None):
     """A gap's reason without the build machine's data path."""
     root = str(data.data_root(data_root))

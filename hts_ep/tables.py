@@ -4,6 +4,7 @@ import math
 
 import pandas as pd
 
+from . import measure, wording
 from .stats import CONDITIONS, finals, stability
 from .stats import table1 as table1_numbers
 from .wording import LABELS
@@ -343,3 +344,90 @@ def factor_effects(table):
         row["never started (former, author's)"] = f"{int(ns.former)}, {int(ns.author)} of {int(ns.pairs)}"
         rows.append(row)
     return pd.DataFrame(rows).set_index("factor")
+
+
+# -- the mechanism chapters (05 relaxation, 07 timing, 08 gradients): `measure`'s results ---------
+
+def timing_table(result):
+    """The timing ablation per data set, scheme and spread: the scalar baseline's final accuracy,
+    HTS minus scalar with its interval and direction (paired by seed), then end minus branch, and
+    the runs that broke."""
+    gap, runs, cells = result["hts_gap"], result["runs"], result["cells"]
+    if not len(gap):
+        return pd.DataFrame()
+    schemes = measure.scheme_gap(runs).set_index(["dataset", "sigma_eps"])
+    out = []
+    for r in gap.itertuples():
+        s = schemes.loc[(r.dataset, r.sigma_eps)] if (r.dataset, r.sigma_eps) in schemes.index else None
+        part = runs[(runs.dataset == r.dataset) & (runs.nudge_from == r.nudge_from)
+                    & ((runs.distribution == "scalar") | (runs.sigma_eps == r.sigma_eps))]
+        sc = cells[(cells.dataset == r.dataset) & (cells.nudge_from == r.nudge_from) & (cells.distribution == "scalar")]
+        out.append({"data set": wording.DATASET_LABELS[r.dataset], "σ_ε": f"{r.sigma_eps:g}", "scheme": r.nudge_from,
+                    "scalar (%)": fmt(sc.final_acc.mean(), sc.seed_std.mean()) if len(sc) else "not run",
+                    "HTS − scalar (points)": wording.interval(r.gap, r.ci_low, r.ci_high, unit="",
+                                                              missing="no pair of runs"),
+                    "verdict": "—" if r.gap != r.gap else wording.direction(r.ci_low, r.ci_high, "HTS higher",
+                                                                                "HTS lower", short=True, why=True),
+                    "end − branch, HTS (points)": "—" if s is None or r.nudge_from == "branch" else
+                    wording.interval(s.gap, s.low, s.high, unit="", missing="no pair of runs"),
+                    "broke": wording.broke_text(part)})
+    order = {label: i for i, label in enumerate(wording.DATASET_LABELS.values())}
+    t = pd.DataFrame(out)
+    t = t.assign(_o=t["data set"].map(order)).sort_values(["_o", "scheme", "σ_ε"], kind="stable").drop(columns="_o")
+    return t.set_index(["data set", "scheme", "σ_ε"])
+
+
+def spans_table(result, spread):
+    """`measure.residual_spans` of the timing runs at `spread` as text, per data set and scheme."""
+    t = measure.residual_spans(result["runs"], result["curves"], spread)
+    if not len(t):
+        return t
+
+    def res(v):
+        return "no run left" if v != v else f"{v:.1e}"
+    columns = {"data set": t.dataset.map(wording.DATASET_LABELS), "scheme": t.nudge_from,
+               "kept runs": [f"{k} of {n}" for k, n in zip(t.kept, t.runs)], "residual, epoch 1": t["first"].map(res)}
+    if t.epochs.max() > 1:
+        columns[f"residual, epoch {int(t.epochs.max())}"] = t["last"].map(res)
+    return pd.DataFrame(columns).set_index(["data set", "scheme"])
+
+
+def relaxation_table(result):
+    """`measure.relaxation`'s end numbers per state and distribution, mean over seeds."""
+    ends = result["ends"]
+    names = {"free": "free, last step", "nudged": "nudged, last step", "continued": "continued, last step",
+             "relative_to_fixed_point": "free end to fixed point (relative)", "nudge_moved": "nudge moved h (max)"}
+    t = ends.groupby(["state", "distribution"], sort=False)[list(names)].mean().rename(columns=names)
+    return t.rename(index=wording.LABELS, level=1)
+
+
+def same_table(result):
+    """The same-weights test per distribution, mean over seeds."""
+    names = {"state_max": "max |h0 − h0(scalar)|", "fixed_point_max": "max |h − h(scalar)|, continued",
+             "state": "h0: relative difference", "signal": "hβ − h0: relative difference"}
+    s = result["same"]
+    t = s[s.distribution != "scalar"].groupby("distribution", sort=False)[list(names)].mean().rename(columns=names)
+    return t.rename(index=wording.LABELS)
+
+
+def alignment_table(result, swept, beta, t_free):
+    """Cosines at the configured beta and free-phase length (mean ± std over batches) per network at
+    spread `swept` and the scalar one, both states, schemes and layers, beside its test accuracy."""
+    rows, acc = result["rows"], result["accuracy"]
+    cells = measure.batch_cells(measure.select(rows, {"loss": "bce", "beta": beta, "t_free": t_free}))
+    cells = cells[(cells.distribution == "scalar") | (cells.sigma_eps == swept)]
+    t = cells.assign(text=[f"{c:.3f} ± {s:.3f}" for c, s in zip(cells.cosine, cells.cosine_std)]).pivot_table(
+        index="distribution", columns=["state", "scheme", "param"], values="text", aggfunc="first")
+    t = t.reindex([d for d in measure.CONDITIONS if d in t.index])
+    a = acc[(acc.distribution == "scalar") | (acc.sigma_eps == swept)].groupby("distribution").accuracy.mean()
+    t[("", "", "test accuracy (%)")] = [f"{a[d]:.1f}" for d in t.index]
+    return t.rename(index=wording.LABELS)
+
+
+def losses_table(result, swept, beta, t_free):
+    """Cosine and norm ratio per loss and layer, trained networks, branching nudge."""
+    rows = measure.select(result["rows"], {"state": "trained", "scheme": "branch", "beta": beta, "t_free": t_free})
+    rows = rows[(rows.distribution == "scalar") | (rows.sigma_eps == swept)]
+    t = rows.groupby(["distribution", "loss", "param"])[["cosine", "ratio"]].mean().unstack(["loss", "param"])
+    t = t.reorder_levels([1, 2, 0], axis=1).sort_index(axis=1)
+    return t.reindex([d for d in measure.CONDITIONS if d in t.index]).rename(index=wording.LABELS)

@@ -3,9 +3,7 @@ verdicts. Every word choice of the pages is here, so that a changed number chang
 only through a tested function."""
 import re
 
-import pandas as pd
-
-from .stats import LAST
+from .stats import LAST, fisher, healthy_rows
 
 LABELS = {"normal": "Normal", "lognormal": "Log-normal", "gamma": "Gamma", "scalar": "Scalar"}
 DATASET_LABELS = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "Fashion-MNIST"}
@@ -21,16 +19,24 @@ def interval(gap, low, high, digits=2, unit=" points", missing="no runs"):
     return text if low != low else f"{text} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-def direction(low, high, above="higher", below="lower", level="95%", short=False):
-    """The direction a `level` interval [low, high] supports: `above`, `below`, or that it
-    cannot tell (the interval holds zero, or there is none; `short`: "cannot tell" alone)."""
+def direction(low, high, above="higher", below="lower", level="95%", short=False, unit="seeds", ratio=False,
+              why=None):
+    """The direction a `level` interval [low, high] supports: `above` where it lies wholly above
+    zero, `below` where wholly below, else that it cannot tell (the interval holds zero, or there is
+    none: fewer than two `unit`). `ratio`: the interval is of a mean log ratio, whose zero is a
+    factor of 1. `short`: "cannot tell" alone, for a table cell; with `why` also, briefly, why
+    ("cannot tell (one seed)", "cannot tell (interval holds 0)")."""
     if low != low or high != high:
-        return "cannot tell" if short else "cannot tell apart (no interval: fewer than two seeds)"
+        if short:
+            return f"cannot tell (one {unit.removesuffix('s')})" if why else "cannot tell"
+        return f"cannot tell apart (no interval: fewer than two {unit})"
     if low > 0:
         return above
     if high < 0:
         return below
-    return "cannot tell" if short else f"cannot tell apart (the {level} interval holds zero)"
+    if short:
+        return f"cannot tell (interval holds {1 if ratio else 0})" if why else "cannot tell"
+    return f"cannot tell apart (the {level} interval holds {'a factor of 1' if ratio else 'zero'})"
 
 
 def accuracy_verdict(s):
@@ -151,46 +157,6 @@ def gap_note(label, reason):
     return f"```{{note}}\n**{label}** is a gap in this build, not a zero: {reason}.\n```"
 
 
-def hts_gap(part, sigma, scalar, digits, name=True):
-    """Mean final accuracy of the heterogeneous runs in `part` (finals rows: distribution,
-    sigma_eps, final_acc) at spread `sigma`, minus the scalar accuracy `scalar`, as text with
-    `digits` decimals: averaged over the distributions that kept a run that did not diverge
-    (final_acc NaN), and with `name` naming them where not all did, so that a mean over
-    survivors never passes for one over every distribution."""
-    cell = part[(part.distribution != "scalar") & (part.sigma_eps == sigma)]
-    alive = cell[cell.final_acc.notna()]
-    if not len(cell):
-        return "not run"
-    if not len(alive):
-        return "all diverged"
-    if pd.isna(scalar):
-        return "scalar diverged"
-    gap = f"{alive.final_acc.mean() - scalar:+.{digits}f}"
-    if name and len(alive) < len(cell):
-        gap += f" ({', '.join(LABELS[d].lower() for d in alive.distribution)} only)"
-    return gap
-
-
-def signal_against_state(state, signal):
-    """Which way the nudged phase moves the networks' differences: `state` and `signal` map a
-    distribution to its relative difference from the scalar network (free-phase end state,
-    learning signal). One sentence naming where the signal differs more than the state (the
-    nudged phase adds to the difference) and where it differs less or as much."""
-    more = [LABELS[d].lower() for d in state if signal[d] > state[d]]
-    less = [LABELS[d].lower() for d in state if signal[d] <= state[d]]
-    def names(ds):
-        return "all three distributions" if len(ds) == 3 else " and ".join(ds) + " steps"
-    parts = []
-    if more:
-        parts.append(f"more than the free-phase end states do for {names(more)}")
-    if less:
-        parts.append(f"{'and ' if more else ''}no more than those for {names(less)}")
-    return ("Relative to their size (norm), the learning signals differ from the scalar network's "
-            + ", ".join(parts) + ".")
-
-
-
-
 def rates(candidate, names=("η1", "η2", "β")):
     """A calibration candidate (eta1, eta2, beta) in words."""
     return ", ".join(f"{n} = {v:g}" for n, v in zip(names, candidate))
@@ -208,3 +174,132 @@ def calibration_verdict(row, chosen, quiet, epochs, late_target, near_best, fell
         text += (f". Excluded for falling behind on Fashion-MNIST (diverged, or more than {margin:g} points below "
                  f"the best candidate there): {'; '.join(rates(c) for c in sorted(fell_behind))}")
     return text + "."
+
+
+# -- the mechanism chapters' words (05 relaxation, 07 timing, 08 gradients) -------------------
+
+def factor_text(g):
+    """A mean log10 ratio with its interval (`measure.over` / `measure.paired`) as a factor:
+    "12 times [3.1, 46]" (the geometric mean ratio and its 95% interval, two significant digits),
+    without the interval where there is none."""
+    def f(v):
+        v = float(f"{10 ** v:.2g}")
+        return f"{v:,.0f}" if v >= 100 else f"{v:g}"
+    if g["gap"] != g["gap"]:
+        return "no value"
+    text = f"{f(g['gap'])} times"
+    return text if g["low"] != g["low"] else f"{text} [{f(g['low'])}, {f(g['high'])}]"
+
+
+def signal_verdict(gaps):
+    """Where the nudged phase adds to the networks' differences: `gaps` maps a distribution to
+    `measure.paired`'s learning-signal minus end-state relative difference (same weights, per
+    seed). One sentence naming the distributions whose interval lies above zero, below it, and
+    those it cannot tell, each with its mean and 95% interval."""
+    groups = {"more": [], "less": [], "tell": []}
+    for d, g in gaps.items():
+        word = direction(g["low"], g["high"], "more", "less")
+        groups[word if word in ("more", "less") else "tell"].append(
+            f"{LABELS[d].lower()} ({interval(g['gap'], g['low'], g['high'], 2, '')})")
+    parts = []
+    if groups["more"]:
+        parts.append(f"differ more than the free-phase end states do for {join(groups['more'])} steps")
+    if groups["less"]:
+        parts.append(f"differ less than the end states do for {join(groups['less'])} steps")
+    if groups["tell"]:
+        parts.append(f"cannot be told apart from the end states' difference for {join(groups['tell'])} steps "
+                     "(the 95% interval over seeds holds zero, or there is none)")
+    return "Relative to their size, the learning signals " + "; they ".join(parts) + "."
+
+
+def join(names):
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def timing_notes(result):
+    """The timing page's notes: its overrides, and why a data set has no runs."""
+    return [overrides_note(result["overrides"]),
+            *(gap_note(DATASET_LABELS[ds], why) for ds, why in result["missing"].items())]
+
+
+def scheme_text(row, label):
+    """End minus branch for one data set at the page's spread (a row of `measure.scheme_gap`, or
+    None)."""
+    if row is None or row["n"] == 0:
+        return f"{label}: no pair of runs to compare"
+    return (f"{label}: {interval(row['gap'], row['low'], row['high'])} over {int(row['n'])} seed"
+            + ("s" if row["n"] != 1 else "") + ", "
+            + direction(row["low"], row["high"], "higher from the end", "lower from the end"))
+
+
+def broke_text(runs):
+    """How many of `runs` (`measure.scheme_runs`' runs) diverged or collapsed: "3 of 60"."""
+    if not len(runs):
+        return "not run"
+    return f"{int((~healthy_rows(runs)).sum())} of {len(runs)}"
+
+
+def broke_verdict(runs, label, alpha=0.05):
+    """How many heterogeneous runs of one data set broke (diverged or collapsed) under each scheme,
+    and which scheme broke more often where Fisher's exact test rejects equal rates at `alpha`."""
+    hts = runs[runs.distribution != "scalar"] if len(runs) else runs
+    if not len(hts):
+        return f"{label}: not run"
+    n = {s: hts[hts.nudge_from == s] for s in ("branch", "end")}
+    k = {s: int((~healthy_rows(g)).sum()) for s, g in n.items()}
+    text = (f"{label}: {k['branch']} of {len(n['branch'])} heterogeneous runs broke when branching, "
+            f"{k['end']} of {len(n['end'])} from the end")
+    if k["branch"] + k["end"] == 0:
+        return text + " (none broke)"
+    p = fisher(k["end"], len(n["end"]), k["branch"], len(n["branch"]))
+    if p < alpha:
+        side = "from the end" if k["end"] / len(n["end"]) > k["branch"] / len(n["branch"]) else "when branching"
+        return text + f" (Fisher's exact test, p = {p:.2g}: more often {side})"
+    return text + f" (Fisher's exact test, p = {p:.2g}: cannot tell the rates apart)"
+
+
+def change_text(g, what):
+    """A paired change of the cosine (`measure.paired` over batches) with its interval and direction."""
+    return difference_text(g, f"the {what} raises it", f"the {what} lowers it", "batches")
+
+
+def difference_text(g, above, below, unit="seeds", digits=3, ratio=False, suffix=""):
+    """A paired difference (`measure.paired` / `measure.over`) as "-0.019 [-0.020, -0.018], `below`":
+    its mean and 95% interval, with more decimals (up to 6) where `digits` would show the mean with
+    fewer than two significant digits or the interval as one number, then the direction it
+    supports (`direction`)."""
+    if g["gap"] != g["gap"]:
+        return "no value"
+    bounds = [v for v in (g["low"], g["high"]) if v == v]
+    while digits < 6 and (0 < abs(g["gap"]) * 10 ** digits < 10 or (
+            len(bounds) == 2 and bounds[0] != bounds[1] and round(bounds[0], digits) == round(bounds[1], digits))):
+        digits += 1
+    return (interval(g["gap"], g["low"], g["high"], digits, suffix) + ", "
+            + direction(g["low"], g["high"], above, below, unit=unit, ratio=ratio))
+
+
+def rank_text(cosine, accuracy, alpha=0.05):
+    """Spearman's rank correlation of the hidden layer's cosine with the accuracy over the networks,
+    and whether it can be told from none at level `alpha`."""
+    from scipy.stats import spearmanr
+    if len(cosine) < 3 or cosine.nunique() < 2 or accuracy.nunique() < 2:
+        return "undefined (fewer than three networks with distinct values)"
+    r = spearmanr(cosine, accuracy)
+    rho, p = float(r.statistic), float(r.pvalue)
+    verdict = ("better alignment goes with higher accuracy" if rho > 0 else "better alignment goes with lower "
+               "accuracy") if p < alpha else "cannot tell from no correlation"
+    return f"ρ = {rho:+.2f} over {len(cosine)} networks (p = {p:.2g}: {verdict})"
+
+
+def scale_note(scale, seeds, n_train, epochs, unit="seeds"):
+    """What a page at profile `scale` can and cannot show: its networks, trained on `n_train`
+    images for `epochs` epochs, compared over `seeds` units (seeds or batches)."""
+    if scale == "smoke":
+        return (f"At the smoke profile these networks saw {n_train:,} images for {epochs} epoch"
+                f"{'s' if epochs != 1 else ''}: the numbers check that the page runs, not the model.")
+    if scale == "paper":
+        return ""
+    return (f"At the {scale} profile the trained networks have seen {n_train:,} images for {epochs} epoch"
+            f"{'s' if epochs != 1 else ''}, far from the paper's 50 epochs on 60,000: this page shows what the "
+            f"dynamics do to networks early in training, with intervals over {seeds} {unit}. "
+            "It cannot say what the fully trained networks of Table 1 do.")

@@ -1,7 +1,7 @@
 """The fidelity ablation's rule (hts_ep/ablation.py), on records made up to test each clause."""
 import pytest
 
-from hts_ep import Config, ablation, analysis
+from hts_ep import Config, ablation, stats
 
 BOUNDED = (1.2, "unit", "branch", 1.0)
 SLOW = (None, "unit", "branch", 0.35)
@@ -25,9 +25,9 @@ def runs(v, level, swing=0.0, **kw):
 
 
 def test_run_statistics_final_best_and_last5():
-    assert analysis.run_stats([50, 80, 70, 75, 76, 74, 72]) == (72, 80, 2, pytest.approx(73.4))
-    assert analysis.run_stats([1, 3, 3]) == (3, 3, 2, 7 / 3)          # first of equal maxima
-    assert analysis.run_stats([50, None]) == (None, None, None, None)   # diverged
+    assert stats.run_stats([50, 80, 70, 75, 76, 74, 72]) == (72, 80, 2, pytest.approx(73.4))
+    assert stats.run_stats([1, 3, 3]) == (3, 3, 2, 7 / 3)          # first of equal maxima
+    assert stats.run_stats([50, None]) == (None, None, None, None)   # diverged
 
 
 def test_a_run_that_never_starts_excludes_its_variant():

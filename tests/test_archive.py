@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hts_ep import Config, analysis, book, experiments
+from hts_ep import Config, book, experiments, sources, stats, tables, wording
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,11 +50,11 @@ def test_archived_experiment_is_shown_from_the_archive_without_training(tmp_path
     fashion = [c for c in archive(tmp_path, datasets=("fashion-mnist",)) if c.distribution != "scalar"]
     for c in fashion:
         (tmp_path / "paper" / f"{experiments.key(c)}.json").unlink()
-    res = analysis.obtain("table1", "archive", results_root=tmp_path)
+    res = sources.obtain("table1", "archive", results_root=tmp_path)
     assert (res.profile, res.archived) == ("paper", True)
     assert len(res.records) == 2 * len(configs) - 1 - len(fashion)
     assert set(res.gaps) == {"kmnist"} and "not in the paper-profile archive" in res.gaps["kmnist"]
-    shown = analysis.table1(res.records, gaps=res.gaps, gap_label=res.gap_label, missing=res.missing)[0]
+    shown = tables.table1(res.records, gaps=res.gaps, gap_label=res.gap_label, missing=res.missing)
     assert shown.loc[("kmnist", 0.25), "Scalar"] == "gap: not archived"
     assert shown.loc[("fashion-mnist", 0.35), "Normal"] == "gap: not archived"
     assert shown.loc[("fashion-mnist", 0.35), "Scalar"] == "98.00 ± 0.00"
@@ -73,10 +73,10 @@ def test_experiment_without_archive_runs_at_the_quick_profile(tmp_path, monkeypa
     archive(tmp_path)      # table1 archived; sigma_eps only where it shares table1's configurations
     calls = []
     monkeypatch.setattr(experiments, "sweep", lambda spec, profile, **kw: calls.append((spec, profile)))
-    res = analysis.obtain("sigma_eps", "archive", results_root=tmp_path)
+    res = sources.obtain("sigma_eps", "archive", results_root=tmp_path)
     assert (res.profile, res.archived, calls) == ("quick", False, [("sigma_eps", "quick")])
     # an explicit profile is that profile, whatever the archive holds
-    res = analysis.obtain("table1", "quick", results_root=tmp_path)
+    res = sources.obtain("table1", "quick", results_root=tmp_path)
     assert (res.profile, res.archived) == ("quick", False)
     assert calls[-1] == ("table1", "quick")
     assert experiments.resolve("table1", "paper", tmp_path) == ("paper", True)
@@ -84,31 +84,31 @@ def test_experiment_without_archive_runs_at_the_quick_profile(tmp_path, monkeypa
 
 def test_records_without_a_date_still_load_and_say_unknown(tmp_path, no_training):
     archive(tmp_path, seeds=(0,), finished=None)
-    res = analysis.obtain("table1", "archive", results_root=tmp_path, datasets=["mnist"])
+    res = sources.obtain("table1", "archive", results_root=tmp_path, datasets=["mnist"])
     assert res.records and "trained on unknown" in res.source()
     store = experiments.Store("smoke", tmp_path)
     c = Config(epochs=1, train_subset=512, test_subset=1000)
     store.put(fake_record(c, 50.0, finished=None))
     assert store.get(c)["finished"].endswith("Z")                 # new records carry their date
     mixed = [store.get(c), fake_record(c, 50.0, finished=None)]
-    assert "(1 of 2 undated)" in analysis.source(mixed, "smoke")
+    assert "(1 of 2 undated)" in sources.source(mixed, "smoke")
 
 
 def test_gain_has_an_interval_over_seeds():
     c = Config(dataset="fashion-mnist", epochs=1)
     recs = [fake_record(c.replace(distribution=d, eps_out=e, seed=s), 80 + s + (2 + s if d != "scalar" else 0))
-            for d in analysis.CONDITIONS for e in (0.15, 0.25) for s in range(3)]
-    gain = analysis.hts_gain(recs).loc["fashion-mnist"]
+            for d in stats.CONDITIONS for e in (0.15, 0.25) for s in range(3)]
+    gain = stats.hts_gain(recs).loc["fashion-mnist"]
     assert gain.seeds == 3 and gain.gap == pytest.approx(3.0)           # per seed: 2, 3, 4
     assert gain.ci_low == pytest.approx(3.0 - 4.302653 / 3 ** 0.5, abs=1e-4)   # t(0.975, 2) * 1 / sqrt(3)
-    assert "above zero" in analysis.gain_verdict(gain, 0.16)
-    one = analysis.hts_gain([r for r in recs if r["config"]["seed"] == 0]).loc["fashion-mnist"]
+    assert "above zero" in wording.gain_verdict(gain, 0.16)
+    one = stats.hts_gain([r for r in recs if r["config"]["seed"] == 0]).loc["fashion-mnist"]
     assert one.seeds == 1 and one.ci_low != one.ci_low
-    assert "single seed" in analysis.gain_verdict(one, 0.16)
-    std = analysis.seed_std_columns(recs)
+    assert "single seed" in wording.gain_verdict(one, 0.16)
+    std = stats.seed_std_columns(recs)
     assert std.loc["fashion-mnist", ("scalar", "ours")] == pytest.approx(1.0)
     assert std.loc["fashion-mnist", ("scalar", "paper")] == pytest.approx(
-        analysis.paper_table1().loc["fashion-mnist", "scalar_std"].mean())
+        stats.paper_table1().loc["fashion-mnist", "scalar_std"].mean())
 
 
 # -- overrides -------------------------------------------------------------------------
@@ -183,16 +183,16 @@ def test_source_states_the_training_time_once_per_ensemble():
         return {"environment": {"device": device, "ensemble_size": size}, "finished": "2026-11-30T00:00:00Z",
                 "epochs": [{"seconds": s} for s in seconds]}
     pair = [rec("cpu", 2, [1800, 1800]), rec("cpu", 2, [1800, 1800])]       # one ensemble of 2: 1 h
-    assert analysis.compute_hours(pair) == {"cpu": pytest.approx(1.0)}
+    assert sources.compute_hours(pair) == {"cpu": pytest.approx(1.0)}
     assert "2 runs on cpu, trained on 2026-11-30; training time 1.0 h (summed over its ensembles)." in \
-        analysis.source(pair, "paper")
+        sources.source(pair, "paper")
     both = pair + [rec("cuda", 1, [60, 60])]
-    assert analysis.compute_hours(both) == {"cpu": pytest.approx(1.0), "cuda": pytest.approx(2 / 60)}
-    assert "training time 1.0 h on cpu, 2 min on cuda (summed" in analysis.source(both, "paper")
-    untimed = analysis.source([rec("cpu", 1, []), rec("cuda", 1, [60])], "paper")
+    assert sources.compute_hours(both) == {"cpu": pytest.approx(1.0), "cuda": pytest.approx(2 / 60)}
+    assert "training time 1.0 h on cpu, 2 min on cuda (summed" in sources.source(both, "paper")
+    untimed = sources.source([rec("cpu", 1, []), rec("cuda", 1, [60])], "paper")
     assert "training time 1 min on cuda" in untimed                 # named: the runs span two devices
-    assert "training time" not in analysis.source([rec("cpu", 1, [])], "paper")    # no epoch times: not claimed
-    assert [analysis.duration(m / 60) for m in (0.2, 0.6, 59.4, 59.6, 90)] == ["<1 min", "1 min", "59 min",
+    assert "training time" not in sources.source([rec("cpu", 1, [])], "paper")    # no epoch times: not claimed
+    assert [sources.duration(m / 60) for m in (0.2, 0.6, 59.4, 59.6, 90)] == ["<1 min", "1 min", "59 min",
                                                                            "1.0 h", "1.5 h"]
 
 

@@ -71,11 +71,11 @@ def test_missing_root_entirely(tmp_path):
 
 @pytest.mark.parametrize("stat", ["final", "best", "last5"])
 def test_table_prints_the_statistic_asked_for(stat, capsys):
-    from hts_ep import analysis, cli, experiments
+    from hts_ep import cli, experiments, stats, tables
     assert cli.main(["table", "table1", "--profile", "paper", "--format", "csv", "--stat", stat]) == 0
     printed = capsys.readouterr().out
     records = experiments.records("table1", "paper", datasets=["mnist"])
-    cell = analysis.table1(records, datasets=["mnist"], stat=stat)[0].iloc[0, 0]
+    cell = tables.table1(records, datasets=["mnist"], stat=stat).iloc[0, 0]
     assert f"mnist,0.15,{cell}," in printed
-    others = {analysis.table1(records, datasets=["mnist"], stat=s)[0].iloc[0, 0] for s in analysis.STATS} - {cell}
+    others = {tables.table1(records, datasets=["mnist"], stat=s).iloc[0, 0] for s in stats.STATS} - {cell}
     assert others and not any(f"mnist,0.15,{o}," in printed for o in others)

@@ -1,6 +1,7 @@
 """The mechanism chapters' measurements (hts_ep.measure): each on small networks against an
 independent computation with the package's own public API, cached by its inputs; their
-reductions on hand-made tables; every word function; the figures' redesigned axes."""
+reductions on hand-made tables; every word function of theirs (hts_ep.wording), their tables
+(hts_ep.tables) and their figures' redesigned axes (hts_ep.figures)."""
 import math
 
 import numpy as np
@@ -9,9 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hts_ep import Ensemble, data, experiments, measure, stats
+from hts_ep import Ensemble, data, experiments, figures, measure, stats, tables, wording
 from hts_ep import gradients as G
-from hts_ep import mechanism_figures as figs
 
 from conftest import small
 
@@ -176,11 +176,11 @@ def test_timing_reduces_the_records_and_is_cached(tiny_specs, monkeypatch):
     numbers = measure.timing_numbers(result, 0.2)
     assert numbers["n_runs"] == 12 and numbers["broke_fashionmnist"] == "Fashion-MNIST: not run"
     assert numbers["scheme_mnist"].startswith("MNIST: ") and numbers["scheme_fashionmnist"] == "Fashion-MNIST: not run"
-    table = measure.timing_table(result)
+    table = tables.timing_table(result)
     assert len(table) == 4 and not table.isna().any().any()
     assert [i[1:] for i in table.index] == [("branch", "0.05"), ("branch", "0.2"), ("end", "0.05"), ("end", "0.2")]
     dead = {**result, "hts_gap": result["hts_gap"].assign(gap=math.nan, ci_low=math.nan, ci_high=math.nan)}
-    row = measure.timing_table(dead).iloc[0]
+    row = tables.timing_table(dead).iloc[0]
     assert row["HTS − scalar (points)"] == "no pair of runs" and row["verdict"] == "—"
 
 
@@ -252,7 +252,7 @@ def test_alignment_rows_are_the_gradient_comparison(tmp_path, monkeypatch):
     assert all(isinstance(v, (int, float, str)) for v in numbers.values())
     assert not any(isinstance(v, float) and math.isnan(v) for k, v in numbers.items()
                    if "normal" not in k)          # the page's other two distributions are not here
-    table = measure.alignment_table(result, 0.2, beta, 20)
+    table = tables.alignment_table(result, 0.2, beta, 20)
     assert list(table.index) == ["Scalar", "Gamma"]
     monkeypatch.setattr(measure, "_alignment", refuse)
     measure.alignment(configs, 8, 2, 1, [10, 20], [0.05, 0.2], 100, 0.2, root=tmp_path, device="cpu")
@@ -335,59 +335,63 @@ def g(gap, low=math.nan, high=math.nan, n=3):
     return {"gap": gap, "low": low, "high": high, "n": n}
 
 
-def test_verdict():
-    assert measure.verdict(g(1, 0.5, 1.5), "up", "down") == "up"
-    assert measure.verdict(g(-1, -1.5, -0.5), "up", "down") == "down"
-    assert measure.verdict(g(0.1, -0.5, 0.7), "up", "down") == "cannot tell apart (the 95% interval holds zero)"
-    assert "holds a factor of 1" in measure.verdict(g(0.1, -0.5, 0.7), "up", "down", ratio=True)
-    assert measure.verdict(g(1), "up", "down", "batches") == "cannot tell apart (no interval: fewer than two batches)"
+def test_direction():
+    def verdict(g, above, below, unit="seeds", ratio=False):
+        return wording.direction(g["low"], g["high"], above, below, unit=unit, ratio=ratio)
+    assert verdict(g(1, 0.5, 1.5), "up", "down") == "up"
+    assert verdict(g(-1, -1.5, -0.5), "up", "down") == "down"
+    assert verdict(g(0.1, -0.5, 0.7), "up", "down") == "cannot tell apart (the 95% interval holds zero)"
+    assert "holds a factor of 1" in verdict(g(0.1, -0.5, 0.7), "up", "down", ratio=True)
+    assert verdict(g(1), "up", "down", "batches") == "cannot tell apart (no interval: fewer than two batches)"
 
 
-def test_short_verdict():
-    assert measure.short_verdict(0.1, 0.3, "up", "down") == "up"
-    assert measure.short_verdict(-0.3, -0.1, "up", "down") == "down"
-    assert measure.short_verdict(-0.3, 0.1, "up", "down") == "cannot tell (interval holds 0)"
-    assert measure.short_verdict(math.nan, math.nan, "up", "down") == "cannot tell (one seed)"
+def test_short_direction():
+    assert wording.direction(0.1, 0.3, "up", "down", short=True, why=True) == "up"
+    assert wording.direction(-0.3, -0.1, "up", "down", short=True, why=True) == "down"
+    assert wording.direction(-0.3, 0.1, "up", "down", short=True, why=True) == "cannot tell (interval holds 0)"
+    assert wording.direction(math.nan, math.nan, "up", "down", short=True, why=True) == "cannot tell (one seed)"
+    assert wording.direction(-0.3, 0.1, "up", "down", short=True) == "cannot tell"          # without why
+    assert wording.direction(math.nan, math.nan, short=True) == "cannot tell"
 
 
 def test_factor_text():
-    assert measure.factor_text(g(math.log10(12), math.log10(3.14), math.log10(46))) == "12 times [3.1, 46]"
-    assert measure.factor_text(g(math.log10(41234), 3.68, 5.5)) == "41,000 times [4,800, 320,000]"
-    assert measure.factor_text(g(-1)) == "0.1 times"
-    assert measure.factor_text(g(math.nan)) == "no value"
+    assert wording.factor_text(g(math.log10(12), math.log10(3.14), math.log10(46))) == "12 times [3.1, 46]"
+    assert wording.factor_text(g(math.log10(41234), 3.68, 5.5)) == "41,000 times [4,800, 320,000]"
+    assert wording.factor_text(g(-1)) == "0.1 times"
+    assert wording.factor_text(g(math.nan)) == "no value"
 
 
 def test_difference_text_shows_enough_digits():
-    assert measure.difference_text(g(-0.019, -0.02, -0.018), "up", "down") == "-0.019 [-0.020, -0.018], down"
-    assert measure.difference_text(g(0.00012, 0.00008, 0.00016), "up", "down") == "+0.00012 [+0.00008, +0.00016], up"
-    assert measure.difference_text(g(1.5, -0.5, 3.5), "up", "down", digits=1, suffix=" points") == \
+    assert wording.difference_text(g(-0.019, -0.02, -0.018), "up", "down") == "-0.019 [-0.020, -0.018], down"
+    assert wording.difference_text(g(0.00012, 0.00008, 0.00016), "up", "down") == "+0.00012 [+0.00008, +0.00016], up"
+    assert wording.difference_text(g(1.5, -0.5, 3.5), "up", "down", digits=1, suffix=" points") == \
         "+1.5 points [-0.5, +3.5], cannot tell apart (the 95% interval holds zero)"
-    assert measure.difference_text(g(0.5), "up", "down", "batches").endswith("fewer than two batches)")
-    assert measure.difference_text(g(math.nan), "up", "down") == "no value"
-    assert measure.change_text(g(0.2, 0.1, 0.3), "longer free phase").endswith("the longer free phase raises it")
+    assert wording.difference_text(g(0.5), "up", "down", "batches").endswith("fewer than two batches)")
+    assert wording.difference_text(g(math.nan), "up", "down") == "no value"
+    assert wording.change_text(g(0.2, 0.1, 0.3), "longer free phase").endswith("the longer free phase raises it")
 
 
 def test_signal_verdict_names_each_side():
-    text = measure.signal_verdict({"normal": g(0.2, 0.1, 0.3), "lognormal": g(-0.2, -0.3, -0.1),
+    text = wording.signal_verdict({"normal": g(0.2, 0.1, 0.3), "lognormal": g(-0.2, -0.3, -0.1),
                                    "gamma": g(0.0, -0.1, 0.1)})
     assert text == ("Relative to their size, the learning signals differ more than the free-phase end states do "
                     "for normal (+0.20 [+0.10, +0.30]) steps; they differ less than the end states do for log-normal "
                     "(-0.20 [-0.30, -0.10]) steps; they cannot be told apart from the end states' difference for "
                     "gamma (+0.00 [-0.10, +0.10]) steps (the 95% interval over seeds holds zero, or there is none).")
-    both = measure.signal_verdict({"normal": g(0.2, 0.1, 0.3), "gamma": g(0.2)})
+    both = wording.signal_verdict({"normal": g(0.2, 0.1, 0.3), "gamma": g(0.2)})
     assert "for normal (+0.20 [+0.10, +0.30]) steps; they cannot be told apart" in both
     assert "gamma (+0.20) steps" in both
-    assert measure.join(["a", "b", "c"]) == "a, b and c"
+    assert wording.join(["a", "b", "c"]) == "a, b and c"
 
 
 def test_scheme_and_broke_texts():
     row = {"gap": -2.0, "low": -3.0, "high": -1.0, "n": 3}
-    assert measure.scheme_text(row, "MNIST") == "MNIST: -2.00 points [-3.00, -1.00] over 3 seeds, lower from the end"
-    assert measure.scheme_text({**row, "low": -3.0, "high": 1.0}, "MNIST").endswith(", cannot tell apart (the 95% "
+    assert wording.scheme_text(row, "MNIST") == "MNIST: -2.00 points [-3.00, -1.00] over 3 seeds, lower from the end"
+    assert wording.scheme_text({**row, "low": -3.0, "high": 1.0}, "MNIST").endswith(", cannot tell apart (the 95% "
                                                                                  "interval holds zero)")
-    assert measure.scheme_text(None, "KMNIST") == "KMNIST: no pair of runs to compare"
+    assert wording.scheme_text(None, "KMNIST") == "KMNIST: no pair of runs to compare"
     runs = pd.DataFrame({"diverged": [True, False, False], "collapsed": [False, True, False]})
-    assert measure.broke_text(runs) == "2 of 3" and measure.broke_text(runs.iloc[:0]) == "not run"
+    assert wording.broke_text(runs) == "2 of 3" and wording.broke_text(runs.iloc[:0]) == "not run"
 
 
 def test_broke_verdict_tests_the_rates():
@@ -395,29 +399,29 @@ def test_broke_verdict_tests_the_rates():
         return pd.DataFrame([{"distribution": "normal", "nudge_from": s, "diverged": i < k, "collapsed": False}
                              for s, k in (("branch", branch), ("end", end)) for i in range(n)]
                             + [{"distribution": "scalar", "nudge_from": "end", "diverged": True, "collapsed": False}])
-    assert measure.broke_verdict(runs(0, 9), "MNIST") == (
+    assert wording.broke_verdict(runs(0, 9), "MNIST") == (
         "MNIST: 0 of 12 heterogeneous runs broke when branching, 9 of 12 from the end (Fisher's exact test, "
         f"p = {stats.fisher(9, 12, 0, 12):.2g}: more often from the end)")
-    assert measure.broke_verdict(runs(1, 2), "MNIST").endswith(": cannot tell the rates apart)")
-    assert measure.broke_verdict(runs(0, 0), "MNIST").endswith("from the end (none broke)")
-    assert measure.broke_verdict(runs(0, 0).iloc[:0], "KMNIST") == "KMNIST: not run"
+    assert wording.broke_verdict(runs(1, 2), "MNIST").endswith(": cannot tell the rates apart)")
+    assert wording.broke_verdict(runs(0, 0), "MNIST").endswith("from the end (none broke)")
+    assert wording.broke_verdict(runs(0, 0).iloc[:0], "KMNIST") == "KMNIST: not run"
 
 
 def test_rank_text():
     up = pd.Series([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
-    assert measure.rank_text(up, up * 10).startswith("ρ = +1.00 over 7 networks (p = ")
-    assert measure.rank_text(up, up * 10).endswith("better alignment goes with higher accuracy)")
-    assert measure.rank_text(up, -up).endswith("better alignment goes with lower accuracy)")
-    assert "cannot tell" in measure.rank_text(up, pd.Series([3, 1, 4, 1.5, 5, 9, 2.6]))
-    assert measure.rank_text(up[:2], up[:2]).startswith("undefined")
+    assert wording.rank_text(up, up * 10).startswith("ρ = +1.00 over 7 networks (p = ")
+    assert wording.rank_text(up, up * 10).endswith("better alignment goes with higher accuracy)")
+    assert wording.rank_text(up, -up).endswith("better alignment goes with lower accuracy)")
+    assert "cannot tell" in wording.rank_text(up, pd.Series([3, 1, 4, 1.5, 5, 9, 2.6]))
+    assert wording.rank_text(up[:2], up[:2]).startswith("undefined")
 
 
 def test_scale_note():
-    assert "check that the page runs" in measure.scale_note("smoke", 2, 512, 1)
-    quick = measure.scale_note("quick", 3, 8000, 1)
+    assert "check that the page runs" in wording.scale_note("smoke", 2, 512, 1)
+    quick = wording.scale_note("quick", 3, 8000, 1)
     assert "8,000 images for 1 epoch," in quick and "intervals over 3 seeds" in quick and "cannot say" in quick
-    assert "over 3 batches" in measure.scale_note("quick", 3, 8000, 2, "batches")
-    assert measure.scale_note("paper", 5, 60000, 50) == ""
+    assert "over 3 batches" in wording.scale_note("quick", 3, 8000, 2, "batches")
+    assert wording.scale_note("paper", 5, 60000, 50) == ""
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -433,7 +437,7 @@ def test_residual_figure_clips_diverging_runs_and_chooses_its_scale():
     runs = pd.DataFrame([{**key, "nudge_from": s, "distribution": d, "diverged": d == "normal",
                           "diverged_epoch": 3 if d == "normal" else math.nan} for s in ("branch", "end")
                          for d in ("scalar", "normal")])
-    fig = figs.residual_epochs(curves, runs, 0.1, clip=1.0)
+    fig = figures.residual_epochs(curves, runs, 0.1, clip=1.0)
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and ax.get_ylim()[1] < 10          # 1e30 is a mark, not the axis
     drawn = np.concatenate([line.get_ydata() for line in ax.lines if line.get_transform() == ax.transData])
@@ -441,26 +445,45 @@ def test_residual_figure_clips_diverging_runs_and_chooses_its_scale():
     assert ax.get_title().endswith(": 1 of 2 runs diverged")
     assert [t for t in ax.get_legend_handles_labels()[1] if "Scalar" not in t][-2:] == ["residual above 1", "diverged"]
     flat = curves.assign(residual_free=curves.residual_free.where(curves.residual_free > 1, 0.5))
-    assert figs.residual_epochs(flat, runs, 0.1).axes[0].get_yscale() == "linear"
+    assert figures.residual_epochs(flat, runs, 0.1).axes[0].get_yscale() == "linear"
 
 
-def test_spread_panels_and_ticks():
+def test_against_spread_panels_and_ticks():
     import matplotlib
     matplotlib.use("Agg")
     cells = pd.DataFrame([{"panel": p, "nudge_from": "branch", "distribution": d, "sigma_eps": s, "v": 1.0}
                           for p in "ab" for d, s in (("scalar", 0.0), ("normal", 0.1), ("normal", 0.2))])
-    fig = figs.spread_panels(cells, "v", "value", [("A", {"panel": "a"}), ("B", {"panel": "b"}), ("C", {"panel": "a"})],
-                             schemes=("branch",))
+    fig = figures.against_spread(cells, "v", "value", panels=[("A", {"panel": "a"}), ("B", {"panel": "b"}),
+                                                              ("C", {"panel": "a"})], ncols=2)
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["A", "B", "C"]
     assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == ["scalar", "0.1", "0.2"]
-    assert figs._spaced([0.01, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0]) == [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]
+    assert figures._spaced([0.01, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0]) == [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]
+
+
+
+def test_against_spread_by_data_set_marks_dead_points_and_legend_on_request():
+    import matplotlib
+    matplotlib.use("Agg")
+    cells = pd.DataFrame([{"dataset": ds, "nudge_from": sc, "distribution": d, "sigma_eps": s, "seed_std": 0.5,
+                           "final_acc": math.nan if (ds, d, s) == ("mnist", "gamma", 0.2) else 90.0}
+                          for ds in ("fashion-mnist", "mnist") for sc in ("branch", "end")
+                          for d, s in (("scalar", 0.0), ("normal", 0.1), ("gamma", 0.1), ("gamma", 0.2))])
+    fig = figures.against_spread(cells, "final_acc", "accuracy", schemes=("branch", "end"))
+    assert [ax.get_title() for ax in fig.axes] == ["MNIST", "Fashion-MNIST"]     # the data sets' order
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels[:3] == ["Scalar (branch)", "Normal (branch)", "Gamma (branch)"] and fig.axes[0].get_legend()
+    crosses = [line for line in fig.axes[0].lines if line.get_marker() == "x" and len(line.get_xdata())]
+    assert [list(line.get_xdata()) for line in crosses] == [[0.2], [0.2]]          # one per scheme, at 0.2
+    assert not [line for line in fig.axes[1].lines if line.get_marker() == "x" and len(line.get_xdata())]
+    quiet = figures.against_spread(cells, "final_acc", "accuracy", schemes=("branch", "end"), legend=False)
+    assert quiet.axes[0].get_legend() is None and quiet.axes[0].get_legend_handles_labels()[1] == labels
 
 
 def test_timing_notes_and_grid():
     result = {"overrides": {"beta": 0.1}, "missing": {"fashion-mnist": "its files are missing."}}
-    notes = measure.timing_notes(result)
+    notes = wording.timing_notes(result)
     assert "`beta = 0.1`" in notes[0] and notes[1].startswith("```{note}\n**Fashion-MNIST** is a gap")
-    assert measure.timing_notes({"overrides": {}, "missing": {}}) == [""]
+    assert wording.timing_notes({"overrides": {}, "missing": {}}) == [""]
     spreads, eps_out = measure.scheme_grid("timing")
     assert spreads == sorted(spreads) and len(spreads) == 3 and eps_out > 0
 
@@ -470,7 +493,7 @@ def test_spans_table_and_drift_cells():
                          "sigma_eps": 0.1, "seed": 0, "diverged": [False, True], "collapsed": False})
     curves = pd.DataFrame({"dataset": "mnist", "nudge_from": "end", "distribution": "normal", "sigma_eps": 0.1,
                            "seed": 0, "epoch": [1], "residual_free": [2e-3]})
-    t = measure.spans_table({"runs": runs, "curves": curves}, 0.1)
+    t = tables.spans_table({"runs": runs, "curves": curves}, 0.1)
     assert t.loc[("MNIST", "end")].tolist() == ["1 of 2", "2.0e-03"]          # one epoch: one column
     shares = pd.DataFrame({"state": "fresh", "layer": "W1", "distribution": "normal", "sigma_eps": 0.1,
                            "seed": [0, 1], "share": [0.1, 0.3]})
