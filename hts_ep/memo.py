@@ -89,7 +89,7 @@ def cached(name, inputs, compute, root=None):
            "torch": torch.__version__, "python": platform.python_version(), "processor": platform.processor(),
            "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     write_json(path(name, inputs, root), {"name": name, "inputs": inputs, "result": encode(result),
-                                          "environment": env})
+                                          "environment": env}, indent=None)      # compact: committed files
     return decode(encode(result)), env
 
 

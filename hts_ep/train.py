@@ -206,8 +206,8 @@ def json_safe(obj):
     return obj
 
 
-def write_json(path, obj):
-    text = json.dumps(json_safe(obj), indent=1, allow_nan=False)
+def write_json(path, obj, indent=1):
+    text = json.dumps(json_safe(obj), indent=indent, allow_nan=False)
     atomic_write(path, lambda f: f.write(text.encode()))
 
 

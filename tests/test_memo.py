@@ -41,3 +41,17 @@ def test_unreadable_or_foreign_file_is_computed_again(tmp_path, caplog):
     text = p.read_text().replace('"a": 1', '"a": 2')       # a file that claims other inputs
     p.write_text(text)
     assert memo.cached("probe", inputs, lambda: {"v": 3}, root=tmp_path)[0] == {"v": 3}
+
+
+def test_written_compactly_and_the_committed_files_read_back(tmp_path):
+    import json
+
+    from hts_ep import experiments
+    memo.cached("probe", {"a": 1}, lambda: {"frame": pd.DataFrame({"x": [1.0, 2.0]})}, root=tmp_path)
+    assert "\n" not in memo.path("probe", {"a": 1}, root=tmp_path).read_text()      # no indentation
+    committed = sorted((experiments.REPO / "results" / "pages").glob("*/*.json"))
+    assert committed
+    for p in committed:          # each under the key of its own name and inputs: a build reads it, trains nothing
+        stored = json.loads(p.read_text())
+        assert memo.path(stored["name"], stored["inputs"], experiments.REPO / "results") == p
+        assert memo.load(stored["name"], stored["inputs"], experiments.REPO / "results") is not None, p
