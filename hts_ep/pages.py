@@ -62,6 +62,7 @@ def experiments_markdown():
     """The page listing every experiment spec and profile, read from the spec folder
     (experiments/ or $HTS_EP_SPECS) when the book is built: nothing in it is typed by hand."""
     import math
+
     from . import experiments
     profiles = experiments.load_profiles()
     lines = ["# Experiments and profiles", "",

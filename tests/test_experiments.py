@@ -84,6 +84,7 @@ def test_fields_added_later_keep_the_keys_of_earlier_records():
     # A record archived before h_bound and inputs existed (results/paper/), its config as written
     # then, key as its file is named: the same configuration made today has that key.
     import json
+
     from hts_ep.config import LATER_FIELDS
     path = sorted((experiments.REPO / "results" / "paper").glob("*.json"))[0]
     record = json.loads(path.read_text())
@@ -253,8 +254,7 @@ def test_dask_local_cluster_survives_a_killed_worker(specs):
 
 
 def test_groups_share_shapes_and_fit_memory():
-    from hts_ep.experiments import group
-    from hts_ep.experiments import per_model_bytes
+    from hts_ep.experiments import group, per_model_bytes
     configs = [Config(seed=s, eps_out=e) for s in range(3) for e in (0.2, 0.3)] + \
               [Config(dataset="fashion-mnist", seed=s) for s in range(3)]
     groups = group(configs, max_group=4, budget=10**12)
@@ -288,6 +288,7 @@ def test_dry_run_counts_checkpointed_models(specs, monkeypatch):
     Only a checkpoint training would resume counts: of a group the sweep forms (not
     other --max-group, other groups), with well-formed records at one epoch."""
     import torch
+
     from hts_ep import speed, train
 
     class Stop(Exception):

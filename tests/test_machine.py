@@ -32,8 +32,8 @@ def test_without_cpuinfo(monkeypatch):
 def test_feature_flags_change_the_name(monkeypatch, tmp_path):
     """Two CPUs of one model name with different flags (a VM hiding AVX-512) are different machines."""
     names, real_open = [], open
+    info = tmp_path / "cpuinfo"
     for flags in ("fpu sse2 avx2", "fpu sse2 avx2 avx512f"):
-        info = tmp_path / "cpuinfo"
         info.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
         monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
         monkeypatch.setattr(machine.os.path, "exists", lambda p: True)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hts_ep.train import atomic_write, train, write_json
+
 from conftest import small
 
 
@@ -37,7 +38,8 @@ def test_divergence_is_recorded_not_fatal():
     # the healthy model is untouched by its neighbour's divergence
     alone = train([good], progress=False)[0]
     assert records[0]["diverged_epoch"] is None
-    assert [e["test_acc"] for e in records[0]["epochs"]] == pytest.approx([e["test_acc"] for e in alone["epochs"]], abs=2e-4)
+    assert [e["test_acc"] for e in records[0]["epochs"]] == pytest.approx([e["test_acc"] for e in alone["epochs"]],
+                                                                          abs=2e-4)
 
 
 class Stop(Exception):
