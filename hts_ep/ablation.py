@@ -40,7 +40,7 @@ def name(v):
 
 
 def failed(f):
-    """Per run (rows of analysis.finals): never started, diverged or collapsed: one way in which
+    """Per run (rows of stats.finals): never started, diverged or collapsed: one way in which
     a set-up is not usable (none is allowed)."""
     return f.never_started | f.diverged | f.collapsed
 
@@ -282,3 +282,11 @@ def factor_effects(records, level=0.95):
         rows.append({"factor": factor, "quantity": "never_started", "diff": float(a - b) if len(both) else float("nan"),
                      "ci_low": float("nan"), "ci_high": float("nan"), "pairs": len(both), "former": b, "author": a})
     return pd.DataFrame(rows)
+
+
+def decision_text(chosen, adopted, reason):
+    """`decide`'s outcome in one sentence for the fidelity page."""
+    if adopted:
+        return (f"The rule adopts {name(chosen)}: {reason}. It becomes the package's default set-up, and Table 1 "
+                "is trained again at it.")
+    return f"The defaults stay ({name(TODAY)}): {reason}."

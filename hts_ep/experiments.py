@@ -30,14 +30,15 @@ import yaml
 
 from . import data
 from .config import SEED_LIMIT, SHARED_FIELDS, Config
-from .train import (
-    NUMERICS_VERSION,
+from .train import (  # noqa: F401  key and per_model_bytes: the store's address and a group's size, re-exported
     InputError,
     check_device,
     check_device_name,
     check_record,
     check_writable_dir,
     checkpoint_epochs,
+    key,
+    per_model_bytes,
     read_json,
     train,
     write_json,
@@ -321,12 +322,6 @@ def load_spec(name):
 
 # -- the store ----------------------------------------------------------------
 
-def key(config):
-    """Hash of every parameter and the numerics version: the record's address."""
-    blob = json.dumps({"config": config.to_dict(), "numerics": NUMERICS_VERSION}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
 class Store:
     def __init__(self, profile, root=None):
         self.profile = profile
@@ -510,28 +505,6 @@ class Store:
 
 
 # -- grouping and running -------------------------------------------------------
-
-def per_model_bytes(config, batch):
-    """Memory one model of an ensemble needs, in bytes, for a batch of `batch` samples.
-
-    Weights and time steps (W1, b1, W2, b2, eps_hidden: 4 (H n_in + O H + 2 H + O)),
-    plus the training step's live tensors at its peak, per model: its gathered
-    input x (B n_in), one-hot y (B O) and 7 [B, H] float32 tensors. The fused
-    and Triton paths peak at 5 (drive, kept state, free and nudged states,
-    hb - h0), the PyTorch path (HTS_EP_KERNEL=torch) at 6 (two states of the
-    running step plus the step's temporary), and one more is margin. Measured peaks
-    (benchmarks/bench_relax.py) stay below this. The fused kernel's own scratch
-    (padded copies of W2, and per thread of up to 3 x 24 sample rows) is under
-    1 MiB per thread. Not counted: data sets held
-    on the device (shared by all models), the allocator's caching slack on
-    CUDA, and evaluation batches larger than `batch` (train.evaluate uses 1000:
-    pass the larger of the two).
-    """
-    H, n_in, O, B = config.n_hidden, config.n_in, config.n_out, batch
-    weights = 4 * (H * n_in + O * H + 2 * H + O)
-    activations = 4 * B * (n_in + O + 7 * H + 4 * O)
-    return weights + activations
-
 
 def memory_budget(device=None):
     """Bytes one ensemble may use: half the free GPU memory, or a quarter of the RAM (chosen)."""

@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 
 from . import data, fused, gpu, machine
 from .network import Ensemble, default_device
-from .train import EVAL_BATCH, read_json
+from .train import EVAL_BATCH, key, read_json
 
 log = logging.getLogger(__name__)
 _this_process = {}  # key -> rates measured by this process (also the ones too noisy to cache)
@@ -135,7 +135,6 @@ def rates(config, device=None, threads=None):
 def estimate_seconds(configs, device=None, threads=None, done=None):
     """Training plus per-epoch evaluation of `configs`, in seconds on this machine;
     `done` maps a config's key to the epochs a checkpoint already holds."""
-    from .experiments import key
     total = 0.0
     for c in configs:
         r = rates(c, device, threads)

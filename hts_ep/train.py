@@ -8,6 +8,7 @@ diverged and retired, and the rest of the ensemble trains on.
 """
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -33,6 +34,35 @@ log = logging.getLogger(__name__)
 NUMERICS_VERSION = 2   # 2: the nudged phase branches off the free run (Config.nudge_from)
 # Test-time batch: relaxation is per sample, so this changes speed and memory, not results.
 EVAL_BATCH = 1000
+
+
+def key(config):
+    """Hash of every parameter and the numerics version: the record's address."""
+    blob = json.dumps({"config": config.to_dict(), "numerics": NUMERICS_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def per_model_bytes(config, batch):
+    """Memory one model of an ensemble needs, in bytes, for a batch of `batch` samples.
+
+    Weights and time steps (W1, b1, W2, b2, eps_hidden: 4 (H n_in + O H + 2 H + O)),
+    plus the training step's live tensors at its peak, per model: its gathered
+    input x (B n_in), one-hot y (B O) and 7 [B, H] float32 tensors. The fused
+    and Triton paths peak at 5 (drive, kept state, free and nudged states,
+    hb - h0), the PyTorch path (HTS_EP_KERNEL=torch) at 6 (two states of the
+    running step plus the step's temporary), and one more is margin. Measured peaks
+    (benchmarks/bench_relax.py) stay below this. The fused kernel's own scratch
+    (padded copies of W2, and per thread of up to 3 x 24 sample rows) is under
+    1 MiB per thread. Not counted: data sets held
+    on the device (shared by all models), the allocator's caching slack on
+    CUDA, and evaluation batches larger than `batch` (train.evaluate uses 1000:
+    pass the larger of the two).
+    """
+    H, n_in, O, B = config.n_hidden, config.n_in, config.n_out, batch
+    weights = 4 * (H * n_in + O * H + 2 * H + O)
+    activations = 4 * B * (n_in + O + 7 * H + 4 * O)
+    return weights + activations
+
 
 
 class InputError(ValueError):
@@ -89,7 +119,6 @@ def device_memory(dev):
 def check_memory(configs, dev):
     """InputError if the ensemble cannot fit the device's whole memory: it would fail in an
     allocation, with a traceback, or drive the machine into swap."""
-    from .experiments import per_model_bytes
     need = len(configs) * per_model_bytes(configs[0], max(configs[0].batch_size, EVAL_BATCH))
     have = device_memory(dev)
     if need > have:
@@ -322,10 +351,10 @@ def epoch_summary(records):
     return f"epoch {last[0]['epoch']}/{records[0]['config']['epochs']}: {last[0]['seconds']:.1f} s, test % {accs}"
 
 
-# The record schema (what train() writes; analysis reads nothing else). Records written before a
+# The record schema (what train() writes; the book reads nothing else). Records written before a
 # field existed lack it: `finished`, `key` and `profile` are optional, so is every environment
 # entry but where present each has its type; the config may lack fields added later (Config's
-# default then holds, as LATER_FIELDS and analysis.LEGACY say).
+# default then holds, as LATER_FIELDS and stats.LEGACY say).
 RECORD_KEYS = {"config", "environment", "epochs", "diverged_epoch", "complete"}
 OPTIONAL_RECORD_KEYS = {"finished", "key", "profile"}
 EPOCH_KEYS = ("epoch", "seconds", "train_acc", "test_acc", "residual_free", "residual_nudge")

@@ -75,9 +75,9 @@ def test_key_changes_with_every_parameter(monkeypatch):
         keys.add(key(base.replace(**{f.name: value})))
     assert len(keys) == len(dataclasses.fields(Config)) + 1       # every field moves the key
     assert key(Config()) == key(Config())
-    from hts_ep import experiments as ex
-    monkeypatch.setattr(ex, "NUMERICS_VERSION", ex.NUMERICS_VERSION + 1)
-    assert ex.key(base) not in keys                               # and so does the numerics version
+    from hts_ep import train
+    monkeypatch.setattr(train, "NUMERICS_VERSION", train.NUMERICS_VERSION + 1)
+    assert key(base) not in keys                               # and so does the numerics version
 
 
 def test_fields_added_later_keep_the_keys_of_earlier_records():
