@@ -203,8 +203,8 @@ def paper_variants(spec="ablation_paper"):
 def stage2_yaml(finalists):
     """Stage 2's spec for `finalists` (stage 1's choice, today's last): the text of
     experiments/ablation_paper.yaml."""
-    def value(v):
-        return "null" if v is None else f"{v:g}" if isinstance(v, float) else v
+    def value(v):       # floats as floats: 1 and 1.0 are different keys in the store
+        return "null" if v is None else repr(float(v)) if isinstance(v, float) else v
     rows = ", ".join("[" + ", ".join(value(x) for x in v) + "]" for v in finalists)
     return f"""name: ablation_paper
 description: >

@@ -115,3 +115,22 @@ def test_factor_effects_pair_each_run_with_its_twin():
     assert e.loc[("eta1", "final_acc"), "diff"] == pytest.approx(-4.0)
     assert (e.loc[("h_bound", "never_started"), "former"], e.loc[("h_bound", "never_started"), "author"]) == (1, 0)
     assert e.loc[("inputs", "final_acc"), "pairs"] == 0          # no standardised run: nothing paired
+
+
+def test_stage2_spec_is_stage1s_choice_and_keeps_todays_keys(tmp_path, monkeypatch):
+    import yaml
+
+    from hts_ep import experiments
+    finalists = [BOUNDED, STANDARD, ablation.TODAY]
+    spec = yaml.safe_load(ablation.stage2_yaml(finalists))
+    rows = spec["grid"][",".join(ablation.FACTORS)]
+    assert [tuple(r) for r in rows] == finalists and all(isinstance(r[3], float) for r in rows)
+    (tmp_path / "ablation_paper.yaml").write_text(ablation.stage2_yaml(finalists))
+    for name in ("profiles", "table1"):
+        (tmp_path / f"{name}.yaml").write_text((experiments.SPEC_DIR / f"{name}.yaml").read_text())
+    monkeypatch.setattr(experiments, "SPEC_DIR", tmp_path)
+    today = [c for c in experiments.grid_configs(experiments.load_spec("ablation_paper"), "paper")
+             if ablation.variant(c.to_dict() | {"h_bound": c.h_bound, "inputs": c.inputs}) == ablation.TODAY]
+    # the former defaults' runs are the archive's own: the same keys as Table 1's
+    table1 = {experiments.key(c) for c in experiments.grid_configs(experiments.load_spec("table1"), "paper")}
+    assert today and all(experiments.key(c) in table1 for c in today)
