@@ -290,3 +290,21 @@ def decision_text(chosen, adopted, reason):
         return (f"The rule adopts {name(chosen)}: {reason}. It becomes the package's default set-up, and Table 1 "
                 "is trained again at it.")
     return f"The defaults stay ({name(TODAY)}): {reason}."
+
+
+def overrides(v):
+    """The Config fields that set up variant `v`, where they differ from the package's defaults."""
+    from .config import Config
+    return {k: x for k, x in zip(FACTORS, v) if getattr(Config(), k) != x}
+
+
+def rerun_text(chosen, adopted, done, total, switched):
+    """Where Table 1's paper-scale archive stands against the ablation's choice, in one sentence."""
+    if not adopted:
+        return "The defaults did not change, so Table 1's archive stands as it was trained."
+    if switched:
+        return (f"The package's defaults are now {name(chosen)}, and Table 1 was trained again at them "
+                f"({done} of {total} runs archived). The table below sets it beside the archive made before.")
+    return (f"{done} of {total} runs of Table 1 (MNIST and Fashion-MNIST, the paper's protocol) are archived at "
+            f"{name(chosen)} so far; the package's defaults switch to it when all {total} are, and until then "
+            "every other page shows the archive made before the ablation.")

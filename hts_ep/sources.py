@@ -160,11 +160,12 @@ def calibration(folder=None):
             "legacy": read(folder, "mnist-*.json")}, folder
 
 
-def archived(spec, profile, datasets=None):
-    """The complete records of `spec` at `profile` from the results store, else from the repository's
-    own results/ (a build into another store, such as the tests' smoke build, still reads the
-    archive committed with the code)."""
-    recs = experiments.records(spec, profile, datasets=datasets)
+def archived(spec, profile, datasets=None, overrides=None):
+    """The complete records of `spec` at `profile` (with `overrides`) from the results store, else from
+    the repository's own results/ (a build into another store, such as the tests' smoke build,
+    still reads the archive committed with the code)."""
+    recs = experiments.records(spec, profile, datasets=datasets, overrides=overrides)
     if not recs and experiments.RESULTS.resolve() != (experiments.REPO / "results").resolve():
-        recs = experiments.records(spec, profile, results_root=experiments.REPO / "results", datasets=datasets)
+        recs = experiments.records(spec, profile, results_root=experiments.REPO / "results", datasets=datasets,
+                                   overrides=overrides)
     return recs
