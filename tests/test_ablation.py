@@ -134,3 +134,12 @@ def test_stage2_spec_is_stage1s_choice_and_keeps_todays_keys(tmp_path, monkeypat
     # the former defaults' runs are the archive's own: the same keys as Table 1's
     table1 = {experiments.key(c) for c in experiments.grid_configs(experiments.load_spec("table1"), "paper")}
     assert today and all(experiments.key(c) in table1 for c in today)
+
+
+def test_overrides_and_the_rerun_status():
+    assert ablation.overrides(ablation.TODAY) == {}
+    assert ablation.overrides(STANDARD) == {"inputs": "standardised", "nudge_from": "end"}
+    assert ablation.rerun_text(STANDARD, False, 0, 200, False).startswith("The defaults did not change")
+    text = ablation.rerun_text(STANDARD, True, 37, 200, False)
+    assert text.startswith("37 of 200 runs") and "switch" in text
+    assert "trained again" in ablation.rerun_text(STANDARD, True, 200, 200, True)
