@@ -3,6 +3,7 @@ sets that are gaps and why, and one sentence naming profile, devices, dates and 
 from dataclasses import dataclass, field
 
 from . import data, experiments
+from .stats import device_of  # noqa: F401  where records come from names their device
 
 
 def spec_datasets(spec, datasets=None):
@@ -64,13 +65,6 @@ def obtain(spec, profile, data_root=None, device=None, datasets=None, seeds=None
         gaps = {ds: f"not in the {shown}-profile archive" + (f"; {gaps[ds]}" if ds in gaps else "")
                 for ds in spec_datasets(spec, datasets) if ds not in have}
     return Results(spec, shown, not may_train, recs, gaps, overrides)
-
-
-def device_of(record):
-    """The device a record was trained on, as its environment names it."""
-    env = record.get("environment") or {}
-    device, name = env.get("device") or "unknown device", env.get("device_name")
-    return f"{device} ({name})" if name else device
 
 
 def duration(hours):

@@ -66,6 +66,13 @@ def run_stats(accs):
     return accs[-1], accs[best], best + 1, sum(tail) / len(tail)
 
 
+def device_of(record):
+    """The device a record was trained on, as its environment names it."""
+    env = record.get("environment") or {}
+    device, name = env.get("device") or "unknown device", env.get("device_name")
+    return f"{device} ({name})" if name else device
+
+
 def finals(records):
     """One row per run: final, best-epoch and last-5 accuracy, whether it started, divergence,
     late fluctuation, final residuals."""
@@ -77,7 +84,8 @@ def finals(records):
         final, best, best_epoch, last5 = run_stats(accs)
         start = pct(eps[0]["train_acc"]) if eps else None
         late = [a for a in accs[-late_window(len(accs)):] if a is not None]
-        rows.append({**axes(c), "seed": c["seed"], "final_acc": final, "best_acc": best, "best_epoch": best_epoch,
+        rows.append({**axes(c), "seed": c["seed"], "device": device_of(r), "final_acc": final, "best_acc": best,
+                     "best_epoch": best_epoch,
                      "last5_acc": last5, "start_acc": start,
                      "never_started": start is None or start < START_ACC,
                      "diverged": diverged, "diverged_epoch": r["diverged_epoch"],
@@ -396,37 +404,60 @@ def fisher(a, n, b, m):
     return float(fisher_exact([[a, n - a], [b, m - b]]).pvalue)
 
 
+def started(records):
+    """The records of runs that started (training accuracy after epoch 1 of START_ACC or more)."""
+    f = finals(records)
+    return [r for r, stuck in zip(records, f.never_started.astype(bool)) if not stuck] if len(f) else []
+
+
+def pooled_difference(comp):
+    """Mean over cells of ours minus the paper's with a 95% normal interval: each cell's difference
+    has the variance s^2 / n of ours plus the paper's (PAPER_SEEDS seeds assumed), cells independent."""
+    cells = comp[comp.difference.notna() & (comp.seeds > 1)]
+    if not len(cells):
+        return float("nan"), float("nan"), float("nan")
+    var = (cells["std"] ** 2 / cells.seeds + cells.paper_std ** 2 / PAPER_SEEDS).sum() / len(cells) ** 2
+    mean = float(cells.difference.mean())
+    return mean, mean - 1.96 * math.sqrt(var), mean + 1.96 * math.sqrt(var)
+
+
 def summary(records, stat="best"):
     """The numbers of the book's first screen, per data set with runs: Table 1 against the paper
-    (mean over cells, ours and paper, cells within the paper's interval), HTS minus scalar with
-    its interval (both at `stat`), the stability endpoint with its interval, and what became of
-    the runs. One dict per data set; keys are stable (the introduction reads them)."""
+    (mean over cells, ours and paper, the pooled difference with its interval, cells within the
+    paper's interval), HTS minus scalar (at `stat`) and the stability endpoint, each with its
+    interval, over all runs and over the runs that started, what became of the runs, and the
+    devices they ran on. One dict per data set; keys are stable (the introduction reads them)."""
     comp = comparison(records, stat=stat)
     agree = agreement(comp)
     out = outcomes(records, by=("dataset",)).set_index("dataset")
-    # a data set without a paired value (one seed, one epoch) has a row of NaN: its texts say why
-    gain, endpoint = (t.reindex(out.index) for t in (hts_gain(records, stat=stat), stability_endpoint(records)))
-    gain["seeds"], paper = gain.seeds.fillna(0), paper_gain()
     cond = outcomes(records).assign(scalar=lambda t: t.distribution == "scalar")
+    ran = started(records)
+    # a data set without a paired value (one seed, one epoch) has a row of NaN: its texts say why
+    tables = {name: t.reindex(out.index) for name, t in (
+        ("gain", hts_gain(records, stat=stat)), ("endpoint", stability_endpoint(records)),
+        ("gain_started", hts_gain(ran, stat=stat)), ("endpoint_started", stability_endpoint(ran)))}
+    paper = paper_gain()
+    f = finals(records)
     result = {}
     for ds in out.index:
-        a, g, e, o = agree.reindex(out.index).loc[ds], gain.loc[ds], endpoint.loc[ds], out.loc[ds]
+        a, o = agree.reindex(out.index).loc[ds], out.loc[ds]
         by = cond[cond.dataset == ds].groupby("scalar")[["runs", "never_started"]].sum()
+        diff, low, high = pooled_difference(comp[comp.dataset == ds])
         cells = comp[(comp.dataset == ds) & comp.difference.notna()]
-        result[ds] = {
-            "ours": float(cells["mean"].mean()), "paper": float(cells.paper_mean.mean()), "diff": float(a.mean_diff),
-            "cells": int(a.run), "interval": int(a.interval), "within": int(a.within),
-            "gain": float(g.gap), "gain_low": float(g.ci_low), "gain_high": float(g.ci_high),
-            "gain_seeds": int(g.seeds),
-            "paper_gain": float(paper[ds]),
-            "endpoint": float(e.gap), "endpoint_low": float(e.ci_low), "endpoint_high": float(e.ci_high),
-            "runs": int(o.runs), "never_started": int(o.never_started),
-            "broke": int(o.diverged + o.collapsed),
-            **{f"{k}_{side}": int(by.loc[flag, k]) if flag in by.index else 0
-               for side, flag in (("scalar", True), ("hts", False)) for k in ("runs", "never_started")}}
-        r = result[ds]
-        r["never_started_p"] = fisher(r["never_started_scalar"], r["runs_scalar"], r["never_started_hts"],
-                                      r["runs_hts"])
+        r = {"ours": float(cells["mean"].mean()), "paper": float(cells.paper_mean.mean()), "diff": diff,
+             "diff_low": low, "diff_high": high, "cells": int(a.run), "interval": int(a.interval),
+             "within": int(a.within), "paper_gain": float(paper[ds]),
+             "runs": int(o.runs), "never_started": int(o.never_started), "broke": int(o.diverged + o.collapsed)}
+        for name, t in tables.items():
+            g = t.loc[ds]
+            r.update({name: float(g.gap), f"{name}_low": float(g.ci_low), f"{name}_high": float(g.ci_high)})
+        r.update({f"{k}_{side}": int(by.loc[flag, k]) if flag in by.index else 0
+                  for side, flag in (("scalar", True), ("hts", False)) for k in ("runs", "never_started")})
+        stuck = f[(f.dataset == ds) & f.never_started]
+        r["never_started_seeds"] = {int(k): int(v) for k, v in stuck.groupby("seed").size().items()}
+        r["never_started_devices"] = {d: int(n) for d, n in stuck.device.value_counts().items()}
+        r["devices"] = {c: sorted(set(g.device)) for c, g in f[f.dataset == ds].groupby("distribution")}
+        result[ds] = r
     return result
 
 

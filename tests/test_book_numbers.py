@@ -58,10 +58,25 @@ def test_outcomes_and_the_never_started_verdict():
     assert (o.loc["scalar", "never_started"], o.loc["gamma", "never_started"]) == (4, 0)
     s = stats.summary(recs)["fashion-mnist"]
     assert (s["never_started_scalar"], s["runs_scalar"], s["never_started_hts"], s["runs_hts"]) == (4, 4, 0, 8)
-    assert s["never_started_p"] == pytest.approx(1 / 495)        # Fisher: C(12, 4) = 495 tables, one as extreme
-    assert "more often scalar" in wording.never_started(s)
-    s2 = dict(s, never_started_scalar=1, never_started_p=stats.fisher(1, 4, 0, 8))
-    assert "cannot tell the rates apart" in wording.never_started(s2)
+    assert s["never_started_seeds"] == {0: 1, 1: 1, 2: 1, 3: 1} and s["never_started_devices"] == {"cpu": 4}
+    text = wording.never_started(s)
+    assert text.startswith("4 of 4 scalar runs and 0 of 8 heterogeneous runs never started") and "no test" in text
+    assert stats.fisher(4, 4, 0, 8) == pytest.approx(1 / 495)     # Fisher: C(12, 4) = 495 tables, one as extreme
+
+
+def test_the_claims_are_repeated_over_the_runs_that_started():
+    # seed 0's scalar run never started and ends 6 points low: with it HTS is "higher", without it not
+    recs = pairs([[84.0, 84.0], [90.0, 90.0], [90.0, 90.0]], [[90.0, 90.0], [90.1, 90.1], [89.9, 89.9]])
+    recs[0] = run([20.0, 84.0], seed=0, start=20.0)
+    s = stats.summary(recs)["mnist"]
+    assert s["never_started"] == 1 and len(stats.started(recs)) == 5
+    assert s["gain_started"] == pytest.approx(0.0, abs=1e-9) and s["gain"] == pytest.approx(2.0)
+    rows = tables.summary({"mnist": s}).data.claim.tolist()
+    assert "MNIST: the same, runs that started only" in rows
+    # the answer names the runs that started where they change the verdict, and only there
+    flips = dict(s, gain=2.0, gain_low=0.5, gain_high=3.5)
+    assert "without the 1 run that never started +0.00 points" in wording.answer({"mnist": flips})
+    assert "without the" not in wording.answer({"mnist": dict(s, never_started=0)})
 
 
 def test_spreads_and_the_closest_statistic():
@@ -78,10 +93,11 @@ def test_spreads_and_the_closest_statistic():
 
 def test_summary_table_states_a_direction_only_with_its_interval():
     recs = pairs([[90.0, 90.0]] * 3, [[92.0, 92.0], [92.2, 92.2], [92.4, 92.4]])
-    t = tables.summary(stats.summary(recs))
+    t = tables.summary(stats.summary(recs)).data.set_index("claim")
     gain = t.loc["MNIST: HTS − scalar (best epoch, paired by seed)"]
     assert gain["this build"].startswith("+2.20 points [") and gain["verdict"] == "HTS higher"
-    wide = tables.summary(stats.summary(pairs([[90.0, 90.0]] * 3, [[91.0, 91.0], [92.0, 92.0], [93.0, 93.0]])))
+    wide = tables.summary(stats.summary(pairs([[90.0, 90.0]] * 3, [[91.0, 91.0], [92.0, 92.0],
+                                                                    [93.0, 93.0]]))).data.set_index("claim")
     assert wide.loc["MNIST: HTS − scalar (best epoch, paired by seed)", "verdict"].startswith("cannot tell apart")
     late = t.loc["MNIST: late spread, HTS − scalar (the stability endpoint)"]
     assert late["this build"] == wording.LATE_UNDEFINED                  # two epochs: a late window of one
@@ -111,7 +127,7 @@ def test_devices_name_each_column_and_its_mix():
 def test_answer_names_each_data_set_with_runs_and_its_verdicts():
     recs = pairs([[90.0, 90.0]] * 3, [[92.0, 92.0], [92.2, 92.2], [92.4, 92.4]])
     text = wording.answer(stats.summary(recs))
-    assert text.startswith("Accuracy, HTS minus scalar: MNIST +2.20 points [")
-    assert ", HTS higher;" not in text and ", HTS higher." in text      # one data set: no list
+    assert text.startswith("Accuracy, ours minus the paper's (mean over Table 1's cells): MNIST -")
+    assert "HTS minus scalar: MNIST +2.20 points [" in text and ", HTS higher." in text
     assert wording.LATE_UNDEFINED in text and "Fashion-MNIST" not in text
     assert wording.answer({}).startswith("This build has no runs")
