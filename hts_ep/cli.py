@@ -256,8 +256,9 @@ def parser():
 
     from .experiments import spec_names
     s = sub.add_parser("sweep", help="train every missing record of an experiment spec")
-    s.add_argument("spec", choices=spec_names())
-    s.add_argument("--profile", default="quick", help="smoke, quick or paper (experiments/profiles.yaml)")
+    s.add_argument("spec", choices=spec_names(), help="an experiment of experiments/ (its grid of models)")
+    s.add_argument("--profile", default="quick", help="a profile of experiments/profiles.yaml (smoke, quick, "
+                   "screen, paper)")
     s.add_argument("--dry-run", action="store_true", help="only say what is cached, missing and how long it takes")
     s.add_argument("--max-group", type=int, default=20, help="models per ensemble (default 20)")
     s.add_argument("--workers", type=int, default=None, help="start a local Dask cluster of N worker processes")
@@ -269,13 +270,15 @@ def parser():
     s.set_defaults(func=cmd_sweep)
 
     tb = sub.add_parser("table", help="print an experiment's aggregated table")
-    tb.add_argument("spec", choices=spec_names())
-    tb.add_argument("--profile", default="quick")
+    tb.add_argument("spec", choices=spec_names(), help="an experiment of experiments/")
+    tb.add_argument("--profile", default="quick", help="whose records: a profile of experiments/profiles.yaml "
+                    "(smoke, quick, screen, paper)")
     tb.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     tb.add_argument("--stat", choices=["final", "best", "last5"], default="final",
                     help="each run's accuracy at its final epoch (default), its best epoch (on the test set, "
                          "as the first author's code reports it) or the mean of its last 5 epochs (table1 only)")
-    tb.add_argument("--data-root", default=None)
+    tb.add_argument("--data-root", default=None, help="folder holding <Name>/raw/: only to say why a data set "
+                    "without records cannot be trained here")
     tb.set_defaults(func=cmd_table)
     return p
 

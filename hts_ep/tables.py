@@ -148,7 +148,7 @@ def agreement_by_stat(records):
             rows.append({"data set": DATASET_LABELS[ds], "statistic": STAT_LABELS[stat],
                          "ours (%)": f"{cells['mean'].mean():.2f}", "paper (%)": f"{cells.paper_mean.mean():.2f}",
                          "ours − paper": f"{a.mean_diff:+.2f}",
-                         "cells within the paper's interval": f"{a.within} of {a.interval}",
+                         "cells within the paper's interval": f"{int(a.within)} of {int(a.interval)}",
                          "seed std, ours": spread(ds, stat, "ours"), "seed std, paper": spread(ds, stat, "paper")})
     return pd.DataFrame(rows).set_index(["data set", "statistic"]) if rows else pd.DataFrame()
 
@@ -304,7 +304,8 @@ def legacy_pairs(legacy, finalists):
     return pair.set_index([*RATES, "seed"])[["final_acc_end", "final_acc_branch"]].round(2)
 
 
-NOTES = {ONE_SURVIVOR: f"{ONE_SURVIVOR[-1]} One run kept finite weights: a seed std needs two.",
+NOTES = {ONE_SURVIVOR: f"{ONE_SURVIVOR[-1]} A single run with finite weights (one seed by design, or the others "
+                       "diverged): a seed std needs two.",
          "—": "— Undefined: a late std over a one-epoch window, or no run with finite weights."}
 
 
