@@ -100,11 +100,13 @@ def against_paper(comp, label):
             low, high = (g.difference - g.ci_low).fillna(0), (g.ci_high - g.difference).fillna(0)
             ax.errorbar(x, g.difference, yerr=[low, high], fmt="o", ms=4, capsize=2, color=COLORS[cond],
                         label=LABELS[cond])
-        ax.axhline(0, color="crimson", lw=1, ls="--")
+        ax.axhline(0, color="crimson", lw=1, ls="--", label="the paper")
         ax.set_xticks(range(len(steps)), [f"{e:g}" for e in steps])
         ax.set_xlabel("output time step ε_out")
         ax.set_title(DATASET_LABELS[ds])
     axes[0, 0].set_ylabel(f"ours − paper, {label} (points)")
+    if shown:
+        axes[0, 0].legend(fontsize=7, loc="lower left")
     return fig
 
 
@@ -130,8 +132,9 @@ def curves(cur, band="std"):
                 ax.set_ylabel("test accuracy (%)")
             if i == len(shown) - 1:
                 ax.set_xlabel("epoch")
-        low = cur[cur.dataset == ds].groupby(["eps_out", "distribution", "epoch"]).test_acc.mean()
-        axes[i, 0].set_ylim(max(low.quantile(0.1) - 2, 0), min(low.max() + 1, 100))
+        # from the lowest mean a condition reaches after its first epochs: every mean line stays in view
+        means = cur[(cur.dataset == ds) & (cur.epoch > 2)].groupby(["eps_out", "distribution", "epoch"]).test_acc.mean()
+        axes[i, 0].set_ylim(max(means.min() - 1, 0), min(means.max() + 1, 100))
     if shown:
         axes[0, 0].legend(fontsize=6.5, loc="lower right")
     return fig
@@ -399,22 +402,24 @@ def cosine_sweeps(cells, swept, beta, t_free):
     return fig
 
 
-def calibration_screen(table, epochs, target, late_target):
-    """The calibration screen: final accuracy against late std per candidate (labels eta1/eta2,
-    marker beta), with the targets."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for beta, mk in zip(sorted(table.index.get_level_values("beta").unique()), "os^v"):
+def calibration_screen(table, epochs, window):
+    """The calibration screen: accuracy after its last epoch against the late std, one panel per
+    beta, colour eta1, marker eta2 (no labels to overlap). The 50-epoch targets are left out: after
+    a few epochs they are no yardstick."""
+    betas = sorted(table.index.get_level_values("beta").unique())
+    eta1s = sorted(table.index.get_level_values("eta1").unique())
+    eta2s = sorted(table.index.get_level_values("eta2").unique())
+    fig, axes = _panels(len(betas), 3.0, 3.0, sharey=True)
+    colors = dict(zip(eta1s, ("tab:purple", "tab:cyan", "tab:olive", "tab:brown")))
+    for ax, beta in zip(axes[0], betas):
         part = table.xs(beta, level="beta")
-        ax.scatter(part.late_std, part.final_acc, marker=mk, s=30, label=f"β = {beta:g}")
         for (e1, e2), row in part.iterrows():
-            ax.annotate(f"{e1:g}/{e2:g}", (row.late_std, row.final_acc), fontsize=6.5, xytext=(3, 2),
-                        textcoords="offset points")
-    ax.axvline(late_target, color="crimson", lw=1, ls=":", label="late-std target")
-    ax.axhline(target, color="crimson", lw=1, ls="--", label="paper (target)")
-    ax.set_xlabel(f"late std, last epochs of {epochs} (points)")
-    ax.set_ylabel(f"test accuracy after epoch {epochs} (%)")
-    ax.legend(fontsize=7.5)
+            ax.plot(row.late_std, row.final_acc, "osD^"[eta2s.index(e2)], color=colors[e1], ms=6,
+                    label=f"η1 = {e1:g}, η2 = {e2:g}")
+        ax.set_title(f"β = {beta:g}")
+        ax.set_xlabel(f"late std, epochs {epochs - window + 1} to {epochs} (points)")
+    axes[0, 0].set_ylabel(f"test accuracy after epoch {epochs} (%)")
+    axes[0, 0].legend(fontsize=6.5)
     return fig
 
 
@@ -424,21 +429,21 @@ def calibration_finalists(cur, table, chosen, target, late_target, rates=("eta1"
     import matplotlib.pyplot as plt
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2, 1]})
     names = dict(zip(rates, ("η1", "η2", "β")))
+    colors = {}
     for cand, g in cur.groupby(list(rates)):
         m = g.groupby("epoch").test_acc.mean()
         text = ", ".join(f"{names[k]} = {v:g}" for k, v in zip(rates, cand))
-        ax.plot(m.index, m.values, lw=2 if cand == chosen else 1, label=text + (" (chosen)" if cand == chosen else ""))
+        line, = ax.plot(m.index, m.values, lw=2 if cand == chosen else 1,
+                        label=text + (" (chosen)" if cand == chosen else ""))
+        colors[cand] = line.get_color()
     ax.axhline(target, color="crimson", lw=1.2, ls="--", label="paper, scalar baseline")
     ax.set_ylim(max(cur.test_acc.quantile(0.05) - 1, 0), 100)
     ax.set_xlabel("epoch")
     ax.set_ylabel("MNIST test accuracy (%), mean over seeds")
     ax.legend(fontsize=7)
-    for cand, r in table.iterrows():
+    for cand, r in table.iterrows():       # the colours of the lines on the left, no labels to overlap
         ax2.errorbar(r.late_std, r.final_acc, yerr=0 if r.seed_std != r.seed_std else r.seed_std, fmt="o", capsize=3,
-                     mfc=None if cand == chosen else "none")
-        varied = [k for k in rates if table.index.get_level_values(k).nunique() > 1]
-        ax2.annotate(", ".join(f"{names[k]} = {v:g}" for k, v in zip(rates, cand) if k in varied),
-                     (r.late_std, r.final_acc), fontsize=7, xytext=(5, 3), textcoords="offset points")
+                     color=colors.get(cand, "0.3"), mfc=None if cand == chosen else "none")
     ax2.axvline(late_target, color="crimson", lw=1, ls=":")
     ax2.axhline(target, color="crimson", lw=1, ls="--")
     ax2.set_xlabel("late std (points)")
@@ -465,23 +470,22 @@ def accuracy_per_epoch(cur, by, target=None, ylabel="test accuracy (%)"):
 
 
 def variants(table, score="score", label="score (points)"):
-    """One bar per variant of an ablation table (ablation.screen or judge), its score, hatched
-    where a run failed, today's set-up outlined."""
+    """One dot per variant of an ablation table (ablation.screen or judge) at its score: open and grey
+    where a run of the variant failed, a red ring around the package's default set-up."""
     import matplotlib.pyplot as plt
 
     from .ablation import TODAY
     t = table.iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.28 * len(t)))
     y = np.arange(len(t))
-    bars = ax.barh(y, t[score], color=["0.75" if f else "tab:blue" for f in t.failed],
-                   hatch=None, edgecolor=["crimson" if v == TODAY else "none" for v in t.variant], linewidth=1.5)
-    for bar, f in zip(bars, t.failed):
-        if f:
-            bar.set_hatch("//")
+    ok = ~t.failed.astype(bool).to_numpy()
+    ax.plot(t[score][ok], y[ok], "o", color="tab:blue", label="every run usable")
+    ax.plot(t[score][~ok], y[~ok], "o", mfc="none", color="0.5", label="a run never started, diverged or collapsed")
+    today = (t.variant == TODAY).to_numpy()
+    ax.plot(t[score][today], y[today], "o", ms=12, mfc="none", color="crimson", label="the package's default")
     ax.set_yticks(y, t.name, fontsize=7)
     ax.set_xlabel(label)
-    lo, hi = t[score].min(), t[score].max()
-    ax.set_xlim(lo - 0.1 * (hi - lo + 1), hi + 0.1 * (hi - lo + 1))
+    ax.legend(fontsize=7, loc="lower left")
     return fig
 
 
@@ -519,3 +523,22 @@ def save(fig, path):
     import matplotlib.pyplot as plt
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+
+
+def start_accuracy(runs, threshold):
+    """Training accuracy after the first epoch of every run (stats.finals rows), one panel per data
+    set, one colour per condition, with the threshold below which a run never started."""
+    shown = [d for d in DATASET_LABELS if len(runs) and d in set(runs.dataset)]
+    fig, axes = _panels(len(shown), 4.4, 2.8)
+    bins = np.linspace(0, 100, 51)
+    for ax, ds in zip(axes[0], shown):
+        part = runs[runs.dataset == ds]
+        ax.hist([part[part.distribution == c].start_acc.dropna() for c in _order(part.distribution)], bins=bins,
+                stacked=True, color=[COLORS[c] for c in _order(part.distribution)],
+                label=[LABELS[c] for c in _order(part.distribution)])
+        ax.axvline(threshold, color="crimson", ls="--", lw=1, label=f"{threshold:g}%: never started below")
+        ax.set_title(DATASET_LABELS[ds])
+        ax.set_xlabel("training accuracy after epoch 1 (%)")
+    axes[0, 0].set_ylabel("runs")
+    axes[0, 0].legend(fontsize=6.5, loc="upper left")
+    return fig

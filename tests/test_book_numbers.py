@@ -88,7 +88,8 @@ def test_spreads_and_the_closest_statistic():
     best = t[(t.dataset == "mnist") & (t.stat == "best")].iloc[0]
     assert best.ours == pytest.approx(0.0, abs=1e-9) or best.ours < 1
     assert stats.closest_spread(t)["mnist"] != "final"
-    assert "on MNIST the" in wording.spread_match(t, stats.closest_spread(t))
+    text = wording.spread_match(t, stats.closest_spread(t))
+    assert text.startswith("The ") and "MNIST " in text and " against " in text
 
 
 def test_summary_table_states_a_direction_only_with_its_interval():
