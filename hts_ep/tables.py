@@ -334,10 +334,11 @@ QUANTITIES = {"final_acc": ("final accuracy", "higher", "lower"),
               "hts_minus_scalar": ("HTS − scalar", "HTS gains", "HTS loses")}
 
 
-def factor_effects(table):
+def factor_effects(table, levels=None):
     """ablation.factor_effects as the fidelity page prints it: per factor, each paired difference
-    (author's level minus former default) with its interval and the direction it supports, and the
-    runs that never started at each level."""
+    (author's level minus the package's default) with its interval and the direction it supports,
+    the runs that never started at each level, and (from ablation.effects, `levels`) HTS minus
+    scalar at each level, so that a change in the gap can be read against the gap itself."""
     from .ablation import AUTHOR, FACTORS, TODAY
     from .wording import direction, interval
     rows = []
@@ -353,7 +354,13 @@ def factor_effects(table):
                 way = direction(r.ci_low, r.ci_high, up, down, short=True)
                 row[label] = f"{interval(r['diff'], r.ci_low, r.ci_high, unit='')}, {way}"
         ns = t.loc["never_started"]
-        row["never started (former, author's)"] = f"{int(ns.former)}, {int(ns.author)} of {int(ns.pairs)}"
+        row["never started, the package's default"] = f"{int(ns.former)} of {int(ns.pairs)}"
+        row["never started, the author's"] = f"{int(ns.author)} of {int(ns.pairs)}"
+        if levels is not None:
+            lv = levels[levels.factor == factor].set_index("level").hts_minus_scalar
+            row["HTS − scalar at each level"] = ", ".join(
+                f"{'none' if k is None else k}: {lv.get('none' if k is None else k, float('nan')):+.2f}"
+                for k in (old, new))
         rows.append(row)
     return pd.DataFrame(rows).set_index("factor")
 
@@ -443,3 +450,30 @@ def losses_table(result, swept, beta, t_free):
     t = rows.groupby(["distribution", "loss", "param"])[["cosine", "ratio"]].mean().unstack(["loss", "param"])
     t = t.reorder_levels([1, 2, 0], axis=1).sort_index(axis=1)
     return t.reindex([d for d in measure.CONDITIONS if d in t.index]).rename(index=wording.LABELS)
+
+
+COLUMNS = {"runs": "runs", "diverged": "diverged", "divergence_rate": "broke (share)",
+           "final_acc": "final accuracy (%)", "best_acc": "best-epoch accuracy (%)", "seed_std": "seed std (points)",
+           "late_std": "late std (points)", "residual_free": "free residual", "residual_nudge": "nudged residual",
+           "off_target": "from the target (points)", "behind_best": "behind the best (points)",
+           "fell_behind": "fell behind", "collapsed": "collapsed", "epochs": "epochs", "lift": "best − final (points)",
+           "best_epoch": "best epoch", "unit": "λ_max, unit inputs", "standardised": "λ_max, standardised",
+           "eta1_gain": "η1 gain", "final_acc_end": "final accuracy, nudge from the end (%)",
+           "final_acc_branch": "final accuracy, branching (%)"}
+INDEX = {"dataset": "data set", "distribution": "distribution", "nudge_from": "nudge", "eps_min": "ε_min",
+         "eps_max": "largest step", "eps_out": "ε_out", "sigma_eps": "σ_ε", "eta1": "η1", "eta2": "η2", "beta": "β",
+         "mu": "μ", "seed": "seed"}
+
+
+def labelled(frame):
+    """`frame` with a reader's labels: columns and index levels named in words (COLUMNS, INDEX), data
+    sets and conditions by their names (the data unchanged)."""
+    from .wording import DATASET_LABELS
+    t = frame.rename(columns=COLUMNS)
+    names = list(t.index.names)
+    for level, name in enumerate(names):
+        if name in ("dataset", "distribution"):
+            mapping = DATASET_LABELS if name == "dataset" else LABELS
+            t = t.rename(index=mapping, level=level if t.index.nlevels > 1 else None)
+    t.index = t.index.set_names([INDEX.get(n, n) for n in names])
+    return t

@@ -93,6 +93,56 @@ def answer(numbers):
             f"{'; '.join(late)}.")
 
 
+def eps_min_text(runs):
+    """The lower-bound experiment in one sentence (stats.finals rows of spec eps_min): at each bound,
+    how many runs broke under each nudge scheme, with Fisher's exact test of the two rates."""
+    from .stats import fisher
+    if not len(runs):
+        return "This build has no runs of the experiment."
+    f = runs.assign(broke=runs.diverged | runs.collapsed)
+    parts = []
+    for e, g in f.groupby("eps_min"):
+        end, branch = g[g.nudge_from == "end"], g[g.nudge_from == "branch"]
+        a, b = int(end.broke.sum()), int(branch.broke.sum())
+        p = fisher(a, len(end), b, len(branch))
+        side = ("from the end" if a / max(len(end), 1) > b / max(len(branch), 1) else "branching")
+        verdict = f"more often {side}" if p < 0.05 else "cannot tell the rates apart"
+        parts.append(f"at ε_min = {e:g}, {a} of {len(end)} runs broke with the nudge from the free end and {b} of "
+                     f"{len(branch)} when branching ({verdict}; Fisher's exact test, p = {p:.2g})")
+    return sentence(parts)
+
+
+def sentence(parts):
+    """Clauses joined by semicolons into one sentence, its first letter capital."""
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + "."
+
+
+def spread_trend(table):
+    """The spread experiment in one sentence (stats.spread_gaps): per data set, the spreads at which
+    HTS minus scalar has a direction its interval supports, or that none has."""
+    if not len(table):
+        return "This build has no runs of the experiment."
+    parts = []
+    for ds, g in table.groupby("dataset", sort=False):
+        found = [f"{direction(r.ci_low, r.ci_high, 'higher', 'lower')} at σ_ε = {r.sigma_eps:g}"
+                 for r in g.itertuples() if direction(r.ci_low, r.ci_high) in ("higher", "lower")]
+        parts.append(f"on {DATASET_LABELS[ds]} " + ("HTS is " + ", ".join(found) if found
+                                                    else "no spread gives a direction its interval supports"))
+    return sentence(parts)
+
+
+def curves_text(runs):
+    """What the learning curves show, per data set (stats.finals rows): the late swings and how far
+    the best epoch lies above the final one, each a mean over runs."""
+    parts = []
+    for ds, g in runs.groupby("dataset", sort=False):
+        lift = (g.best_acc - g.final_acc).mean()
+        parts.append(f"on {DATASET_LABELS[ds]} the test accuracy swings by {g.late_std.mean():.2f} points over the "
+                     f"late epochs (the mean late std), and the best epoch lies {lift:.2f} points above the final one")
+    return sentence(parts) if parts else "No runs in this build."
+
+
 def spread_with_without(with_them, without):
     """The mean seed spread of each data set's cells with and without the runs that never started
     (data set -> points, from stats.spreads), where some did not start."""

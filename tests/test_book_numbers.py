@@ -132,3 +132,17 @@ def test_answer_names_each_data_set_with_runs_and_its_verdicts():
     assert "HTS minus scalar: MNIST +2.20 points [" in text and ", HTS higher." in text
     assert wording.LATE_UNDEFINED in text and "Fashion-MNIST" not in text
     assert wording.answer({}).startswith("This build has no runs")
+
+
+def test_the_stability_pages_sentences_follow_their_numbers():
+    def eps_run(scheme, bound, seed, broke):
+        r = run([10.0 if broke else 90.0], seed=seed, distribution="normal", nudge_from=scheme, eps_min=bound)
+        return r
+    runs = stats.finals([eps_run("end", 0.01, s, True) for s in range(6)]
+                        + [eps_run("branch", 0.01, s, False) for s in range(6)])
+    text = wording.eps_min_text(runs)
+    assert text.startswith("At ε_min = 0.01, 6 of 6 runs broke with the nudge from the free end and 0 of 6")
+    assert "more often from the end" in text
+    gaps = stats.spread_gaps(pairs([[90.0]] * 3, [[92.0], [92.2], [92.4]], sigma_eps=0.05))
+    assert wording.spread_trend(gaps) == "On MNIST HTS is higher at σ_ε = 0.05."
+    assert "swings by" in wording.curves_text(stats.finals(pairs([[90.0, 91.0]] * 2, [[90.0, 90.5]] * 2)))
