@@ -465,11 +465,14 @@ INDEX = {"dataset": "data set", "distribution": "distribution", "nudge_from": "n
          "mu": "μ", "seed": "seed"}
 
 
-def labelled(frame):
+def labelled(frame, digits=None):
     """`frame` with a reader's labels: columns and index levels named in words (COLUMNS, INDEX), data
-    sets and conditions by their names (the data unchanged)."""
+    sets and conditions by their names; with `digits`, numbers rounded and a missing value a dash
+    (undefined, e.g. a late std over one epoch), never NaN."""
     from .wording import DATASET_LABELS
     t = frame.rename(columns=COLUMNS)
+    if digits is not None:
+        t = t.round(digits).astype(object).where(t.notna(), "—")
     names = list(t.index.names)
     for level, name in enumerate(names):
         if name in ("dataset", "distribution"):

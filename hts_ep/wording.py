@@ -112,6 +112,15 @@ def eps_min_text(runs):
     return sentence(parts)
 
 
+def protocol(name, profile):
+    """A profile's scale in words (a mapping of experiments/profiles.yaml), saying whether it is the
+    paper's protocol."""
+    train = "the full training sets" if not profile["train_subset"] else f"{profile['train_subset']:,} training images"
+    n, e = len(profile["seeds"]), profile["epochs"]
+    scale = f"{e} epoch{'s' if e != 1 else ''} on {train}, {n} seed{'s' if n != 1 else ''} per cell"
+    return f"the paper's protocol ({scale})" if name == "paper" else f"profile {name}: {scale}, not the paper's protocol"
+
+
 def sentence(parts):
     """Clauses joined by semicolons into one sentence, its first letter capital."""
     text = "; ".join(parts)
