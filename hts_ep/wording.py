@@ -115,7 +115,8 @@ def eps_min_text(runs):
 def protocol(name, profile):
     """A profile's scale in words (a mapping of experiments/profiles.yaml), saying whether it is the
     paper's protocol."""
-    train = "the full training sets" if not profile["train_subset"] else f"{profile['train_subset']:,} training images"
+    n_train = profile["train_subset"]
+    train = f"{n_train:,} training images" if n_train else "the full training sets"
     n, e = len(profile["seeds"]), profile["epochs"]
     scale = f"{e} epoch{'s' if e != 1 else ''} on {train}, {n} seed{'s' if n != 1 else ''} per cell"
     return f"the paper's protocol ({scale})" if name == "paper" else f"profile {name}: {scale}, not the paper's protocol"
