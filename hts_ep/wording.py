@@ -119,7 +119,9 @@ def protocol(name, profile):
     train = f"{n_train:,} training images" if n_train else "the full training sets"
     n, e = len(profile["seeds"]), profile["epochs"]
     scale = f"{e} epoch{'s' if e != 1 else ''} on {train}, {n} seed{'s' if n != 1 else ''} per cell"
-    return f"the paper's protocol ({scale})" if name == "paper" else f"profile {name}: {scale}, not the paper's protocol"
+    if name == "paper":
+        return f"the paper's protocol ({scale})"
+    return f"profile {name}: {scale}, not the paper's protocol"
 
 
 def sentence(parts):
