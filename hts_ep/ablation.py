@@ -209,7 +209,7 @@ def stage2_yaml(finalists):
     return f"""name: ablation_paper
 description: >
   Stage 2 of the fidelity ablation (hts_ep/ablation.py holds its rule): the
-  two variants stage 1 ranked highest and the former defaults, at the paper's
+  two variants stage 1 ranked highest and the package's defaults, at the paper's
   protocol (run under the profile "paper"), on MNIST and Fashion-MNIST,
   scalar and log-normal hidden steps at eps_out 0.25. Written by
   ablation.stage2_yaml from stage 1's records (ablation.finalists).
