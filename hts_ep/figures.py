@@ -61,6 +61,22 @@ def _order(conditions):
     return [c for c in ORDER if c in set(conditions)]
 
 
+DODGE = {"scalar": 0.0, "normal": -1.0, "lognormal": 0.0, "gamma": 1.0}    # x shifts, in units of `dodge`
+
+
+def _bars(values, err, limits=None, log=False):
+    """Error bars [below, above] of ± `err` around `values`, clipped to `limits` (low, high) and, on
+    a log axis, stopping at a tenth of the value above zero."""
+    values, err = np.asarray(values, float), np.asarray(err, float)
+    below, above = err.copy(), err.copy()
+    if limits is not None:
+        below = np.minimum(below, np.maximum(values - limits[0], 0))
+        above = np.minimum(above, np.maximum(limits[1] - values, 0))
+    if log:
+        below = np.minimum(below, 0.9 * values)
+    return np.nan_to_num(np.vstack([below, above]))
+
+
 def time_steps(draws, fractions, c):
     """Histograms of the hidden time steps of each distribution (`draws`: name -> samples), the
     scalar value and the clipping bounds of Config `c`, each panel with its clipped fractions
@@ -218,7 +234,7 @@ def breakdown(cells, alive, rows, cols, row_label, col_label, title):
 
 
 def against_spread(cells, column, ylabel, schemes=("branch",), log=False, panels=None, err=None, ncols=None,
-                   sharey=False, legend=True):
+                   sharey=False, legend=True, dodge=0.0, limits=None):
     """`column` of `cells` against the spread of the hidden time steps: the three distributions, the
     scalar baseline at spread 0, each scheme of `schemes` (cells' nudge_from; None: `cells` has no
     scheme column) in its line style, error bars from column `err` (default: the seed std where
@@ -227,7 +243,11 @@ def against_spread(cells, column, ylabel, schemes=("branch",), log=False, panels
     One panel per (title, where) of `panels` (`where`: column -> value(s) selecting its rows),
     `ncols` to a row (default: all in one row); default panels: one per data set (`cells`:
     stats.stability by dataset, nudge_from, distribution, sigma_eps). `legend`: a legend in the
-    first panel (False: none, for `publish(..., legend_from=fig.axes[0])` above the panels)."""
+    first panel (False: none, for `publish(..., legend_from=fig.axes[0])` above the panels).
+    `dodge`: how far apart in x neighbouring distributions' points (and a quarter of it, a
+    distribution's two schemes) are drawn, so that equal values do not hide each other (crosses
+    included); `limits`: (low, high), the range the error bars are clipped to (an accuracy cannot
+    leave [0, 100]). On a log axis a bar stops above zero."""
     if panels is None:
         panels = [(DATASET_LABELS[d], {"dataset": d}) for d in DATASET_LABELS if len(cells) and d in set(cells.dataset)]
     if err is None and column == "final_acc":
@@ -235,21 +255,24 @@ def against_spread(cells, column, ylabel, schemes=("branch",), log=False, panels
     ncols = min(ncols or len(panels), len(panels)) or 1
     fig, axes = _grid(math.ceil(len(panels) / ncols), ncols, 4.6, 3.3, sharex=True, sharey=sharey)
     spreads = sorted(cells[cells.distribution != "scalar"].sigma_eps.unique()) if len(cells) else []
+    shown = schemes or (None,)
     for ax, (title, where) in zip(axes.flat, panels):
         part = _where(cells, where)
-        for scheme in schemes or (None,):
+        for i, scheme in enumerate(shown):
             ls, mk, face = SCHEMES[scheme or "branch"]
             sub = part if scheme is None else part[part.nudge_from == scheme]
             suffix = f" ({scheme})" if schemes and len(schemes) > 1 else ""
             for cond in _order(sub.distribution):
                 g = sub[sub.distribution == cond].sort_values("sigma_eps")
-                x = [0.0] * len(g) if cond == "scalar" else g.sigma_eps
-                ax.errorbar(x, g[column], yerr=None if err is None else g[err].fillna(0), ms=4, capsize=3,
-                            fmt=mk + ("" if cond == "scalar" else ls), color=COLORS[cond], mfc=face,
+                shift = dodge * (DODGE[cond] + 0.25 * (i - (len(shown) - 1) / 2))
+                x = (np.zeros(len(g)) if cond == "scalar" else g.sigma_eps.to_numpy(float)) + shift
+                ax.errorbar(x, g[column], yerr=None if err is None else _bars(g[column], g[err].fillna(0), limits, log),
+                            ms=4, capsize=3, fmt=mk + ("" if cond == "scalar" else ls), color=COLORS[cond], mfc=face,
                             label=LABELS[cond] + suffix)
                 dead = g[g[column].isna()]
-                ax.plot([0.0] * len(dead) if cond == "scalar" else dead.sigma_eps, [0.02] * len(dead), "x",
-                        color=COLORS[cond], ms=8, transform=ax.get_xaxis_transform())
+                dx = (np.zeros(len(dead)) if cond == "scalar" else dead.sigma_eps.to_numpy(float)) + shift
+                ax.plot(dx, [0.03] * len(dead), "x", color=COLORS[cond], ms=7, mew=1.5,
+                        transform=ax.get_xaxis_transform())
         ax.set_title(title, fontsize=9)
         ax.set_xticks([0.0, *spreads], ["scalar", *(f"{v:g}" for v in spreads)], fontsize=7.5)
         if log:
@@ -346,12 +369,47 @@ def residual_epochs(curves, runs, spread, clip=1.0):
 def cosine_against_spread(cells, beta, t_free):
     """Cosine between the rule's update and the negative gradient (binary cross-entropy) against
     the spread of the hidden time steps, one panel per layer and state, both schemes, error bars
-    the standard deviation over batches (`measure.batch_cells`, at `beta` and `t_free`)."""
+    the standard deviation over batches (`measure.batch_cells`, at `beta` and `t_free`). The y axis
+    is logarithmic in 1 − cosine, labelled in cosine (`_cosine_axis`), each panel its own range:
+    cosines of 0.98 and 0.998 lie a decade apart."""
     at = cells[(cells.loss == "bce") & (cells.beta == beta) & (cells.t_free == t_free)]
     panels = [(f"{LAYER_TITLES[layer]}, {STATE_TITLES[state]}", {"param": layer, "state": state})
               for layer in LAYER_TITLES for state in STATE_TITLES]
-    return against_spread(at.rename(columns={"scheme": "nudge_from"}), "cosine", "cos(ΔW, −∇L)", ("branch", "end"),
-                          panels=panels, err="cosine_std", ncols=2, sharey="row", legend=False)
+    fig = against_spread(at.rename(columns={"scheme": "nudge_from"}).assign(gap=1 - at.cosine), "gap", COSINE_LABEL,
+                         ("branch", "end"), log=True, panels=panels, err="cosine_std", ncols=2, legend=False,
+                         dodge=0.003, limits=(0, 2))
+    for ax in fig.axes:
+        _cosine_axis(ax)
+    return fig
+
+
+COSINE_LABEL = "cos(ΔW, −∇L), log scale of 1 − cos"
+
+
+def _cosine_axis(ax):
+    """A log axis of 1 − cosine turned into a cosine axis: upside down (1 at the top), ticks at 0,
+    0.9, 0.99, ... labelled as cosines; where fewer than two of those fall in the panel's range,
+    four evenly spaced ticks instead, with as many decimals as they need."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+    low, high = sorted(ax.get_ylim())
+    if not ax.yaxis_inverted():
+        ax.invert_yaxis()
+    if low <= 0:
+        return
+    ticks = [10.0 ** k for k in range(math.floor(math.log10(low)), 1) if low <= 10.0 ** k <= high]
+    if len(ticks) >= 2:         # 1 - 10^-k: k decimals
+        def label(v, _):
+            return f"{1 - v:.{max(0, round(-math.log10(v)))}f}"
+    else:
+        ticks = [v for v in MaxNLocator(4).tick_values(low, high) if low <= v <= high and v > 0]
+        step = min(np.diff(ticks)) if len(ticks) > 1 else (ticks or [high])[0]
+        decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+
+        def label(v, _):
+            return f"{1 - v:.{decimals}f}"
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(label))
 
 
 def drift_against_spread(cells):
@@ -377,26 +435,33 @@ def cosine_sweeps(cells, swept, beta, t_free):
     """The hidden layer's cosine with the negative gradient against the free-phase length (left, at
     the configured `beta`) and the nudging strength (right, at the configured `t_free`), one row per
     state: the scalar baseline and the three distributions at spread `swept`, both schemes, error
-    bars the standard deviation over batches (`measure.batch_cells`)."""
-    fig, axes = _grid(2, 2, 4.6, 3.1, sharey="row")
+    bars the standard deviation over batches (`measure.batch_cells`). The y axis is logarithmic in
+    1 − cosine, labelled in cosine (`_cosine_axis`), each panel its own range; a distribution's
+    points are shifted a little along the log x axis, so that equal values do not hide each other."""
+    fig, axes = _grid(2, 2, 4.6, 3.1)
     layer = cells[(cells.param == "layer1") & (cells.loss == "bce")
                   & ((cells.distribution == "scalar") | (cells.sigma_eps == swept))]
     for row, state in enumerate(STATE_TITLES):
         for col, (axis, fixed, value) in enumerate((("t_free", "beta", beta), ("beta", "t_free", t_free))):
             ax = axes[row, col]
             part = layer[(layer.state == state) & (layer[fixed] == value)]
-            for scheme, (ls, mk, face) in SCHEMES.items():
+            span = math.log10(part[axis].max() / part[axis].min()) if len(part) else 1.0
+            for i, (scheme, (ls, mk, face)) in enumerate(SCHEMES.items()):
                 for cond in _order(part.distribution):
                     g = part[(part.scheme == scheme) & (part.distribution == cond)].sort_values(axis)
-                    ax.errorbar(g[axis], g.cosine, yerr=g.cosine_std, fmt=mk + ls, ms=4, capsize=3, color=COLORS[cond],
-                                mfc=face, label=f"{LABELS[cond]} ({scheme})")
+                    shift = 0.012 * span * (OFFSET[cond] / 0.12 + 0.25 * (i - 0.5))        # decades
+                    ax.errorbar(g[axis] * 10 ** shift, 1 - g.cosine, fmt=mk + ls,
+                                yerr=_bars(1 - g.cosine, g.cosine_std, (0, 2), log=True), ms=4, capsize=3,
+                                color=COLORS[cond], mfc=face, label=f"{LABELS[cond]} ({scheme})")
             ax.set_xscale("log")
+            ax.set_yscale("log")
             values = _spaced(sorted(part[axis].unique()))
             ax.set_xticks(values, [f"{v:g}" for v in values], fontsize=7.5)
             ax.minorticks_off()
+            _cosine_axis(ax)
             at = f"β = {beta:g}" if col == 0 else f"T_free = {t_free}"
             ax.set_title(f"hidden layer, {STATE_TITLES[state]}, {at}", fontsize=9)
-        axes[row, 0].set_ylabel("cos(ΔW, −∇L)")
+        axes[row, 0].set_ylabel(COSINE_LABEL)
     axes[1, 0].set_xlabel("free-phase steps T_free")
     axes[1, 1].set_xlabel("nudging strength β")
     return fig

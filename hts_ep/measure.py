@@ -27,6 +27,9 @@ HTS = stats.HTS
 CONDITIONS = ["scalar", *HTS]       # the scalar baseline first, as the pages list them
 STATES = ("fresh", "trained")
 LAYERS = ("layer1", "layer2")       # hidden layer (W1, b1), output layer (W2, b2)
+# A change of cosine whose whole 95% interval lies within this of zero is practically none (08), however
+# sure its sign: a hundredth of the cosine's range above zero.
+NEGLIGIBLE = 0.01
 
 
 # -- the networks a page trains itself ---------------------------------------------------------
@@ -362,6 +365,40 @@ def log10(frame, column):
     return frame.assign(**{f"log_{column}": np.log10(frame[column].astype(float))})
 
 
+# The float32 rounding floor of a hidden state: ROUNDING_STEPS rounding steps (machine epsilon) of
+# its largest |h|. A residual or a distance of h below it cannot be told from rounding.
+ROUNDING_STEPS = 8
+ROUNDING = ROUNDING_STEPS * float(np.finfo(np.float32).eps)
+
+
+def floors(ends):
+    """Per row of `relaxation`'s ends: its state's rounding floor, ROUNDING times the largest |h| of
+    its continued state (to_fixed_point / relative_to_fixed_point; 1 where both are 0)."""
+    rel = ends.relative_to_fixed_point.astype(float)
+    return ROUNDING * (ends.to_fixed_point / rel.where(rel > 0)).fillna(1.0)
+
+
+def levels(ends, column):
+    """Per distribution, `column` of `relaxation`'s ends (positive) over seeds: `over` of its log10
+    (a geometric mean with its interval) with "floor" (every seed's value at or below its rounding
+    floor, `floors`) and "above" (the interval's lower end above the largest of those floors)."""
+    e = ends.assign(floor=floors(ends), log=np.log10(ends[column].astype(float).clip(lower=1e-30)))
+    out = {}
+    for d in CONDITIONS:
+        part = e[e.distribution == d]
+        g = over(part, "log", "seed", {})
+        out[d] = {**g, "floor": bool(len(part) and (part[column] <= part.floor).all()),
+                  "above": bool(g["low"] == g["low"] and 10 ** g["low"] > part.floor.max())}
+    return out
+
+
+def broke(runs, where):
+    """(runs that broke, runs): the runs among `runs` that `where` selects (`select`) that diverged
+    or collapsed (`stats.healthy_rows`), and how many it selects."""
+    part = select(runs, where) if len(runs) else runs
+    return int((~stats.healthy_rows(part)).sum()) if len(part) else 0, len(part)
+
+
 def drift_cells(result):
     """The drift share (%) per state, layer, distribution and spread: mean and standard deviation over seeds."""
     g = result["shares"].assign(share=100 * result["shares"].share).groupby(
@@ -413,26 +450,29 @@ def residual_spans(runs, curves, spread):
 # -- the pages' numbers -----------------------------------------------------------------------
 
 def relaxation_numbers(result):
-    """The relaxation page's glued values (numbers, and the texts of its verdicts)."""
-    ends, same = log10(log10(result["ends"], "nudged"), "free"), result["same"]
-    ends = ends.assign(log_ratio=ends.log_nudged - ends.log_free, log_rel=np.log10(ends.relative_to_fixed_point))
-    out = {**result["steps"], "n_train": result["n_train"], "seeds": int(ends.seed.nunique())}
+    """The relaxation page's glued values: the per-state means of the end residuals, and per trained
+    network (geometric mean over seeds, 95% interval) how far its free end state lies from the fixed
+    point and how its nudged phase's last residual compares with its free phase's, never as a ratio
+    to a value at the rounding floor (`floors`); then the same-weights test."""
+    ends, same = result["ends"], result["same"]
+    out = {**result["steps"], "n_train": result["n_train"], "seeds": int(ends.seed.nunique()),
+           "rounding": ROUNDING, "rounding_steps": ROUNDING_STEPS}
     for state in STATES:
-        for d in ("scalar", "lognormal"):
+        for d in CONDITIONS:
             part = select(ends, {"state": state, "distribution": d})
             for col in ("free", "nudged", "relative_to_fixed_point"):
                 out[f"{state}_{d}_{col}"] = float(part[col].mean())
     trained = select(ends, {"state": "trained"})
-    ratio = over(trained, "log_ratio", "seed", {})
-    out["settle_factor"] = 10 ** ratio["gap"]
-    out["settle_text"] = wording.factor_text(ratio)
-    out["settle_verdict"] = wording.direction(ratio["low"], ratio["high"],
-                                              "the nudged phase ends further from rest than the free phase",
-                                              "the nudged phase ends closer to rest than the free phase", ratio=True)
-    fixed = paired(trained, "log_rel", "seed", {"distribution": list(HTS)}, {"distribution": "scalar"})
-    out["fixed_text"] = wording.factor_text(fixed)
-    out["fixed_verdict"] = wording.direction(fixed["low"], fixed["high"], "further from it than the scalar network's",
-                                             "closer to it than the scalar network's", ratio=True)
+    free, nudged, apart = (levels(trained, col) for col in ("free", "nudged", "to_fixed_point"))
+    for d in CONDITIONS:
+        out[f"fixed_{d}"] = wording.level_text(apart[d], apart[d]["floor"])
+        part = log10(log10(trained[trained.distribution == d], "nudged"), "free")
+        ratio = None if free[d]["floor"] else over(part.assign(r=part.log_nudged - part.log_free), "r", "seed", {})
+        out[f"settle_{d}"] = wording.settle_text(free[d], nudged[d], ratio)
+    measured = [d for d in CONDITIONS if apart[d]["n"]]
+    at_floor = [d for d in measured if apart[d]["floor"]]
+    above = [d for d in measured if not apart[d]["floor"] and apart[d]["above"]]
+    out["fixed_verdict"] = wording.floor_verdict(at_floor, above, [d for d in measured if d not in at_floor + above])
     long_same = same.melt(id_vars=["distribution", "seed"], value_vars=["state", "signal"], var_name="quantity")
     gaps = {d: paired(long_same, "value", "seed", {"distribution": d, "quantity": "signal"},
                       {"distribution": d, "quantity": "state"}) for d in HTS}
@@ -456,7 +496,9 @@ def timing_numbers(result, spread):
         g = gaps[(gaps.dataset == ds) & (gaps.sigma_eps == spread)]
         row = g.iloc[0] if len(g) else None
         ran = len(runs) and ds in set(runs.dataset)
-        out[f"scheme_{key}"] = (wording.scheme_text(row, wording.DATASET_LABELS[ds]) if ran
+        hts = {"dataset": ds, "distribution": list(HTS), "sigma_eps": spread}
+        counts = (*broke(runs, {**hts, "nudge_from": "end"}), *broke(runs, {**hts, "nudge_from": "branch"}))
+        out[f"scheme_{key}"] = (wording.scheme_text(row, wording.DATASET_LABELS[ds], counts) if ran
                                 else f"{wording.DATASET_LABELS[ds]}: not run")
         part = runs[runs.dataset == ds] if len(runs) else runs
         out[f"broke_{key}"] = wording.broke_verdict(part, wording.DATASET_LABELS[ds])
@@ -489,7 +531,7 @@ def alignment_numbers(result, swept, beta, t_free):
     rows, acc = result["rows"], result["accuracy"]
     base = {"loss": "bce", "beta": beta, "t_free": t_free}
     out = {"n_train": result["n_train"], "n_test": result["n_test"], "batches": int(rows.batch.nunique()),
-           "swept": swept}
+           "swept": swept, "negligible": NEGLIGIBLE}
     for state in STATES:
         for scheme in ("branch", "end"):
             for layer in LAYERS:
@@ -499,17 +541,17 @@ def alignment_numbers(result, swept, beta, t_free):
                     out[f"cos_{state}_{scheme}_{layer}_{d}"] = float(select(rows, {**where, **sel}).cosine.mean())
                 g = paired(rows, "cosine", "batch", {**where, "distribution": list(HTS)},
                            {**where, "distribution": "scalar"})
-                out[f"gap_{state}_{scheme}_{layer}"] = wording.difference_text(g, "HTS closer to the gradient",
-                                                                       "HTS further from it", "batches")
+                out[f"gap_{state}_{scheme}_{layer}"] = wording.difference_text(
+                    g, "HTS closer to the gradient", "HTS further from it", "batches", negligible=NEGLIGIBLE)
     for scheme in ("branch", "end"):
         sweep = {**base, "state": "trained", "scheme": scheme, "param": "layer1",
                  "distribution": list(HTS), "sigma_eps": swept}
         lo, hi = min(rows.t_free), max(rows.t_free)
         g = paired(rows, "cosine", "batch", {**sweep, "t_free": hi}, {**sweep, "t_free": lo})
-        out[f"tfree_{scheme}"] = wording.change_text(g, "longer free phase")
+        out[f"tfree_{scheme}"] = wording.change_text(g, "longer free phase", NEGLIGIBLE)
         small = min(rows.beta)
         g = paired(rows, "cosine", "batch", {**sweep, "beta": small}, {**sweep, "beta": beta})
-        out[f"beta_{scheme}"] = wording.change_text(g, "smaller nudge")
+        out[f"beta_{scheme}"] = wording.change_text(g, "smaller nudge", NEGLIGIBLE)
         for group, at in (("scalar", {**sweep, "distribution": "scalar", "sigma_eps": 0.0}), ("hts", sweep)):
             for name, where in (("tlo", {"t_free": lo}), ("thi", {"t_free": hi}), ("betasmall", {"beta": small})):
                 out[f"{name}_{scheme}_{group}"] = float(select(rows, {**at, **where}).cosine.mean())

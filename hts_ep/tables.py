@@ -368,56 +368,74 @@ def factor_effects(table, levels=None):
 # -- the mechanism chapters (05 relaxation, 07 timing, 08 gradients): `measure`'s results ---------
 
 def timing_table(result):
-    """The timing ablation per data set, scheme and spread: the scalar baseline's final accuracy,
-    HTS minus scalar with its interval and direction (paired by seed), then end minus branch, and
-    the runs that broke."""
+    """The timing ablation per data set, nudging scheme and spread: the scalar baseline's final
+    accuracy, how many heterogeneous runs at that spread broke, then HTS minus scalar and (nudging
+    from the end) end minus branch for the heterogeneous runs. A comparison in which no run broke
+    gives its accuracy difference paired by seed, with its interval and direction; one in which any
+    broke, its break counts and Fisher's exact test instead (`wording.comparison_text`)."""
+    from .wording import DATASET_LABELS, SCHEME_LABELS, comparison_text
     gap, runs, cells = result["hts_gap"], result["runs"], result["cells"]
     if not len(gap):
         return pd.DataFrame()
     schemes = measure.scheme_gap(runs).set_index(["dataset", "sigma_eps"])
     out = []
     for r in gap.itertuples():
-        s = schemes.loc[(r.dataset, r.sigma_eps)] if (r.dataset, r.sigma_eps) in schemes.index else None
-        part = runs[(runs.dataset == r.dataset) & (runs.nudge_from == r.nudge_from)
-                    & ((runs.distribution == "scalar") | (runs.sigma_eps == r.sigma_eps))]
-        sc = cells[(cells.dataset == r.dataset) & (cells.nudge_from == r.nudge_from) & (cells.distribution == "scalar")]
-        out.append({"data set": wording.DATASET_LABELS[r.dataset], "σ_ε": f"{r.sigma_eps:g}", "scheme": r.nudge_from,
-                    "scalar (%)": fmt(sc.final_acc.mean(), sc.seed_std.mean()) if len(sc) else "not run",
-                    "HTS − scalar (points)": wording.interval(r.gap, r.ci_low, r.ci_high, unit="",
-                                                              missing="no pair of runs"),
-                    "verdict": "—" if r.gap != r.gap else wording.direction(r.ci_low, r.ci_high, "HTS higher",
-                                                                                "HTS lower", short=True, why=True),
-                    "end − branch, HTS (points)": "—" if s is None or r.nudge_from == "branch" else
-                    wording.interval(s.gap, s.low, s.high, unit="", missing="no pair of runs"),
-                    "broke": wording.broke_text(part)})
-    order = {label: i for i, label in enumerate(wording.DATASET_LABELS.values())}
+        ds, scheme, s = r.dataset, r.nudge_from, r.sigma_eps
+        hts = {"dataset": ds, "distribution": list(measure.HTS), "sigma_eps": s}
+        k, n = measure.broke(runs, {**hts, "nudge_from": scheme})
+        ks, ns = measure.broke(runs, {"dataset": ds, "distribution": "scalar", "nudge_from": scheme})
+        sc = cells[(cells.dataset == ds) & (cells.nudge_from == scheme) & (cells.distribution == "scalar")]
+        scalar = (fmt(sc.final_acc.mean(), sc.seed_std.mean()) if len(sc) else "not run") + (
+            f" ({ks} of {ns} broke)" if ks else "")
+        row = {"data set": DATASET_LABELS[ds], "nudge": SCHEME_LABELS[scheme], "σ_ε": f"{s:g}",
+               "scalar: final accuracy (%)": scalar, "heterogeneous runs that broke": f"{k} of {n}",
+               "HTS − scalar (points)": comparison_text({"gap": r.gap, "low": r.ci_low, "high": r.ci_high},
+                                                        (k, n, ks, ns), "HTS higher", "HTS lower",
+                                                        ("heterogeneous", "scalar"), often=HTS_OFTEN),
+               "end − branch, heterogeneous (points)": "—"}
+        if scheme == "end":
+            kb, nb = measure.broke(runs, {**hts, "nudge_from": "branch"})
+            g = schemes.loc[(ds, s)] if (ds, s) in schemes.index else None
+            row["end − branch, heterogeneous (points)"] = comparison_text(
+                g, (k, n, kb, nb), "higher from the end", "lower from the end", ("from the end", "branching"))
+        out.append(row)
+    order = {label: i for i, label in enumerate(DATASET_LABELS.values())}
+    nudges = {label: i for i, label in enumerate(SCHEME_LABELS.values())}
     t = pd.DataFrame(out)
-    t = t.assign(_o=t["data set"].map(order)).sort_values(["_o", "scheme", "σ_ε"], kind="stable").drop(columns="_o")
-    return t.set_index(["data set", "scheme", "σ_ε"])
+    t = t.assign(_o=t["data set"].map(order), _n=t.nudge.map(nudges), _s=t["σ_ε"].astype(float)).sort_values(
+        ["_o", "_n", "_s"], kind="stable").drop(columns=["_o", "_n", "_s"])
+    return t.set_index(["data set", "nudge", "σ_ε"])
 
 
 def spans_table(result, spread):
     """`measure.residual_spans` of the timing runs at `spread` as text, per data set and scheme."""
+    from .wording import DATASET_LABELS, SCHEME_LABELS
     t = measure.residual_spans(result["runs"], result["curves"], spread)
     if not len(t):
         return t
 
     def res(v):
         return "no run left" if v != v else f"{v:.1e}"
-    columns = {"data set": t.dataset.map(wording.DATASET_LABELS), "scheme": t.nudge_from,
+    columns = {"data set": t.dataset.map(DATASET_LABELS), "nudge": t.nudge_from.map(SCHEME_LABELS),
                "kept runs": [f"{k} of {n}" for k, n in zip(t.kept, t.runs)], "residual, epoch 1": t["first"].map(res)}
     if t.epochs.max() > 1:
         columns[f"residual, epoch {int(t.epochs.max())}"] = t["last"].map(res)
-    return pd.DataFrame(columns).set_index(["data set", "scheme"])
+    return pd.DataFrame(columns).set_index(["data set", "nudge"])
+
+
+HTS_OFTEN = ("heterogeneous runs broke more often", "scalar runs broke more often")
 
 
 def relaxation_table(result):
     """`measure.relaxation`'s end numbers per state and distribution, mean over seeds."""
+    from .wording import STATE_LABELS
     ends = result["ends"]
     names = {"free": "free, last step", "nudged": "nudged, last step", "continued": "continued, last step",
+             "to_fixed_point": "free end to fixed point (max |Δh|)",
              "relative_to_fixed_point": "free end to fixed point (relative)", "nudge_moved": "nudge moved h (max)"}
     t = ends.groupby(["state", "distribution"], sort=False)[list(names)].mean().rename(columns=names)
-    return t.rename(index=wording.LABELS, level=1)
+    t = t.rename(index=STATE_LABELS, level=0).rename(index=wording.LABELS, level=1)
+    return t.rename_axis(["weights", "time steps"])
 
 
 def same_table(result):
@@ -426,12 +444,13 @@ def same_table(result):
              "state": "h0: relative difference", "signal": "hβ − h0: relative difference"}
     s = result["same"]
     t = s[s.distribution != "scalar"].groupby("distribution", sort=False)[list(names)].mean().rename(columns=names)
-    return t.rename(index=wording.LABELS)
+    return t.rename(index=wording.LABELS).rename_axis("time steps")
 
 
 def alignment_table(result, swept, beta, t_free):
     """Cosines at the configured beta and free-phase length (mean ± std over batches) per network at
     spread `swept` and the scalar one, both states, schemes and layers, beside its test accuracy."""
+    from .wording import LAYER_LABELS, SCHEME_LABELS, STATE_LABELS
     rows, acc = result["rows"], result["accuracy"]
     cells = measure.batch_cells(measure.select(rows, {"loss": "bce", "beta": beta, "t_free": t_free}))
     cells = cells[(cells.distribution == "scalar") | (cells.sigma_eps == swept)]
@@ -440,16 +459,23 @@ def alignment_table(result, swept, beta, t_free):
     t = t.reindex([d for d in measure.CONDITIONS if d in t.index])
     a = acc[(acc.distribution == "scalar") | (acc.sigma_eps == swept)].groupby("distribution").accuracy.mean()
     t[("", "", "test accuracy (%)")] = [f"{a[d]:.1f}" for d in t.index]
-    return t.rename(index=wording.LABELS)
+    t.columns = pd.MultiIndex.from_tuples([(STATE_LABELS.get(s, s), SCHEME_LABELS.get(n, n), LAYER_LABELS.get(p, p))
+                                           for s, n, p in t.columns], names=["weights", "nudge", "layer"])
+    return t.rename(index=wording.LABELS).rename_axis("time steps")
 
 
 def losses_table(result, swept, beta, t_free):
     """Cosine and norm ratio per loss and layer, trained networks, branching nudge."""
+    from .wording import LAYER_LABELS, LOSS_LABELS
     rows = measure.select(result["rows"], {"state": "trained", "scheme": "branch", "beta": beta, "t_free": t_free})
     rows = rows[(rows.distribution == "scalar") | (rows.sigma_eps == swept)]
     t = rows.groupby(["distribution", "loss", "param"])[["cosine", "ratio"]].mean().unstack(["loss", "param"])
-    t = t.reorder_levels([1, 2, 0], axis=1).sort_index(axis=1)
-    return t.reindex([d for d in measure.CONDITIONS if d in t.index]).rename(index=wording.LABELS)
+    t = t.reorder_levels([1, 2, 0], axis=1)
+    t = t[sorted(t.columns, key=lambda c: (list(LOSS_LABELS).index(c[0]), c[1], c[2]))]
+    t.columns = pd.MultiIndex.from_tuples([(LOSS_LABELS[loss], LAYER_LABELS[p], "norm ratio" if q == "ratio" else q)
+                                           for loss, p, q in t.columns], names=["loss", "layer", ""])
+    t = t.reindex([d for d in measure.CONDITIONS if d in t.index])
+    return t.rename(index=wording.LABELS).rename_axis("time steps")
 
 
 COLUMNS = {"runs": "runs", "diverged": "diverged", "divergence_rate": "broke (share)",

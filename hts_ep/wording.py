@@ -288,8 +288,8 @@ def factor_text(g):
     "12 times [3.1, 46]" (the geometric mean ratio and its 95% interval, two significant digits),
     without the interval where there is none."""
     def f(v):
-        v = float(f"{10 ** v:.2g}")
-        return f"{v:,.0f}" if v >= 100 else f"{v:g}"
+        v = 10 ** v
+        return f"{float(f'{v:.2g}'):,.0f}" if v >= 100 else two_digits(v)
     if g["gap"] != g["gap"]:
         return "no value"
     text = f"{f(g['gap'])} times"
@@ -321,19 +321,121 @@ def join(names):
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def plural(n, word, many=None):
+    """`n` and `word`, the word in the plural unless n is 1: "1 epoch", "3 seeds", "8,000 images";
+    `many`: an irregular plural."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
+SCHEME_LABELS = {"branch": "branching", "end": "from the free end"}     # the mechanism pages' tables (07, 08)
+STATE_LABELS = {"fresh": "freshly initialised", "trained": "trained"}
+LAYER_LABELS = {"layer1": "hidden layer", "layer2": "output layer"}
+LOSS_LABELS = {"bce": "binary cross-entropy", "mse": "squared error", "ce": "softmax cross-entropy"}
+
+
+def two_digits(v):
+    """`v` to two significant digits, trailing zeros kept: "0.0030", "1.0", "37", "9.5e-08"."""
+    return f"{v:#.2g}".rstrip(".").replace(".e", "e")
+
+
+def level_text(g, floor=False):
+    """A positive quantity over seeds (`measure.over` of its log10) as its geometric mean and 95%
+    interval, two significant digits: "0.29 [0.21, 0.39]"; `floor`: the value lies at the float32
+    rounding floor, where no size can be told, and says so instead of an interval."""
+    if g["gap"] != g["gap"]:
+        return "no value"
+    text = two_digits(10 ** g["gap"])
+    if floor:
+        return f"{text} (at the float32 rounding floor)"
+    return text if g["low"] != g["low"] else f"{text} [{two_digits(10 ** g['low'])}, {two_digits(10 ** g['high'])}]"
+
+
+def settle_text(free, nudged, ratio):
+    """One network's last residuals of the free and the nudged phase (`level_text`'s dicts with a
+    "floor" flag) and, where the free phase's lies above the rounding floor, their ratio over seeds
+    (`measure.over` of log10(nudged / free), else None) with the direction its interval supports.
+    No ratio is formed with a denominator at the floor."""
+    if ratio is None:
+        return (f"free phase {two_digits(10 ** free['gap'])} (at the float32 rounding floor: no ratio is formed "
+                "with it), "
+                f"nudged phase {level_text(nudged, nudged['floor'])}")
+    text = f"free phase {level_text(free, free['floor'])}, nudged phase {level_text(nudged, nudged['floor'])}"
+    return (f"{text}; nudged ÷ free {factor_text(ratio)}, "
+            + direction(ratio["low"], ratio["high"], "the nudged phase ends further from rest",
+                        "the nudged phase ends closer to rest", ratio=True))
+
+
+def floor_verdict(at_floor, above, unsure=()):
+    """Which networks' free phases end at their fixed point to within rounding (`at_floor`: every
+    seed's distance at the floor), which short of it (`above`: the 95% interval of the distance
+    wholly above the floor) and which cannot be told (`unsure`): lists of distributions, one
+    sentence."""
+    def whose(ds):
+        names = join([LABELS[d].lower() for d in ds])
+        return f"the {names} network's" if len(ds) == 1 else f"the {names} networks'"
+    parts = []
+    if at_floor:
+        parts.append(f"{whose(at_floor)} free phase{'s' if len(at_floor) > 1 else ''} "
+                     f"end{'' if len(at_floor) > 1 else 's'} at the fixed point to within float32 rounding")
+    if above:
+        parts.append(f"{whose(above)} free phase{'s' if len(above) > 1 else ''} "
+                     f"end{'' if len(above) > 1 else 's'} short of the fixed point (the 95% interval of "
+                     f"{'each' if len(above) > 1 else 'the'} distance lies above the rounding floor)")
+    if unsure:
+        parts.append(f"for {whose(unsure).removesuffix(chr(39) + 's').removesuffix(chr(39))} the distance cannot "
+                     "be told from the rounding floor")
+    if not parts:
+        return "No network was measured."
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
 def timing_notes(result):
     """The timing page's notes: its overrides, and why a data set has no runs."""
     return [overrides_note(result["overrides"]),
             *(gap_note(DATASET_LABELS[ds], why) for ds, why in result["missing"].items())]
 
 
-def scheme_text(row, label):
+def fisher_text(a, n, b, m, sides, alpha=0.05, noun="", often=None):
+    """Break counts a of n and b of m (the two sides named by `sides`, the first count followed by
+    `noun`) with Fisher's exact test of equal rates: "6 of 9 from the end, 0 of 9 when branching
+    (Fisher's exact test, p = 0.009: more often from the end)", the side that broke more often
+    named (by `often`, else "more often" and its side) only where p < `alpha`; "(none broke)"
+    where none did."""
+    text = f"{a} of {n} {noun}{sides[0]}, {b} of {m} {sides[1]}"
+    if a + b == 0:
+        return text + " (none broke)"
+    p = fisher(a, n, b, m)
+    if p < alpha:
+        i = 0 if a / n > b / m else 1
+        return text + f" (Fisher's exact test, p = {p:.2g}: {often[i] if often else 'more often ' + sides[i]})"
+    return text + f" (Fisher's exact test, p = {p:.2g}: cannot tell the rates apart)"
+
+
+def comparison_text(g, broke, above, below, sides, digits=2, often=None):
+    """A comparison of two groups of runs in a table cell: where none broke, their paired accuracy
+    difference (`g`: gap, low, high) with its 95% interval and the direction it supports; where any
+    did, the break counts and Fisher's exact test instead (`broke`: (a, n, b, m) for the two sides
+    named by `sides`; `often`: as `fisher_text`'s), since an interval over a few seeds of which
+    some broke says nothing."""
+    a, n, b, m = broke
+    if a + b:
+        return "broke: " + fisher_text(a, n, b, m, sides, often=often)
+    if g is None or g["gap"] != g["gap"]:
+        return "no pair of runs"
+    return interval(g["gap"], g["low"], g["high"], digits, "") + ", " + direction(g["low"], g["high"], above, below)
+
+
+def scheme_text(row, label, broke=None):
     """End minus branch for one data set at the page's spread (a row of `measure.scheme_gap`, or
-    None)."""
+    None): the accuracy difference with its interval where no run broke; where any did (`broke`:
+    heterogeneous runs that broke from the end and their number, then when branching), the break
+    counts and Fisher's exact test instead."""
+    if broke is not None and broke[0] + broke[2]:
+        return f"{label}: " + fisher_text(*broke, ("from the end", "when branching"), noun="heterogeneous runs broke ")
     if row is None or row["n"] == 0:
         return f"{label}: no pair of runs to compare"
-    return (f"{label}: {interval(row['gap'], row['low'], row['high'])} over {int(row['n'])} seed"
-            + ("s" if row["n"] != 1 else "") + ", "
+    return (f"{label}: {interval(row['gap'], row['low'], row['high'])} over {plural(int(row['n']), 'seed')}, "
             + direction(row["low"], row["high"], "higher from the end", "lower from the end"))
 
 
@@ -352,35 +454,32 @@ def broke_verdict(runs, label, alpha=0.05):
         return f"{label}: not run"
     n = {s: hts[hts.nudge_from == s] for s in ("branch", "end")}
     k = {s: int((~healthy_rows(g)).sum()) for s, g in n.items()}
-    text = (f"{label}: {k['branch']} of {len(n['branch'])} heterogeneous runs broke when branching, "
-            f"{k['end']} of {len(n['end'])} from the end")
-    if k["branch"] + k["end"] == 0:
-        return text + " (none broke)"
-    p = fisher(k["end"], len(n["end"]), k["branch"], len(n["branch"]))
-    if p < alpha:
-        side = "from the end" if k["end"] / len(n["end"]) > k["branch"] / len(n["branch"]) else "when branching"
-        return text + f" (Fisher's exact test, p = {p:.2g}: more often {side})"
-    return text + f" (Fisher's exact test, p = {p:.2g}: cannot tell the rates apart)"
+    return f"{label}: " + fisher_text(k["branch"], len(n["branch"]), k["end"], len(n["end"]),
+                                      ("when branching", "from the end"), alpha, "heterogeneous runs broke ")
 
 
-def change_text(g, what):
-    """A paired change of the cosine (`measure.paired` over batches) with its interval and direction."""
-    return difference_text(g, f"the {what} raises it", f"the {what} lowers it", "batches")
+def change_text(g, what, negligible=None):
+    """A paired change of the cosine (`measure.paired` over batches) with its interval and direction;
+    practically zero where the whole interval lies within ±`negligible`."""
+    return difference_text(g, f"the {what} raises it", f"the {what} lowers it", "batches", negligible=negligible)
 
 
-def difference_text(g, above, below, unit="seeds", digits=3, ratio=False, suffix=""):
+def difference_text(g, above, below, unit="seeds", digits=3, ratio=False, suffix="", negligible=None):
     """A paired difference (`measure.paired` / `measure.over`) as "-0.019 [-0.020, -0.018], `below`":
     its mean and 95% interval, with more decimals (up to 6) where `digits` would show the mean with
     fewer than two significant digits or the interval as one number, then the direction it
-    supports (`direction`)."""
+    supports (`direction`); "practically zero" instead where `negligible` is given and the whole
+    interval lies within ±`negligible`, however sure its sign."""
     if g["gap"] != g["gap"]:
         return "no value"
     bounds = [v for v in (g["low"], g["high"]) if v == v]
     while digits < 6 and (0 < abs(g["gap"]) * 10 ** digits < 10 or (
             len(bounds) == 2 and bounds[0] != bounds[1] and round(bounds[0], digits) == round(bounds[1], digits))):
         digits += 1
-    return (interval(g["gap"], g["low"], g["high"], digits, suffix) + ", "
-            + direction(g["low"], g["high"], above, below, unit=unit, ratio=ratio))
+    text = interval(g["gap"], g["low"], g["high"], digits, suffix) + ", "
+    if negligible is not None and len(bounds) == 2 and -negligible < bounds[0] and bounds[1] < negligible:
+        return text + f"practically zero (the whole 95% interval lies within ±{negligible:g})"
+    return text + direction(g["low"], g["high"], above, below, unit=unit, ratio=ratio)
 
 
 def rank_text(cosine, accuracy, alpha=0.05):
@@ -400,11 +499,11 @@ def scale_note(scale, seeds, n_train, epochs, unit="seeds"):
     """What a page at profile `scale` can and cannot show: its networks, trained on `n_train`
     images for `epochs` epochs, compared over `seeds` units (seeds or batches)."""
     if scale == "smoke":
-        return (f"At the smoke profile these networks saw {n_train:,} images for {epochs} epoch"
-                f"{'s' if epochs != 1 else ''}: the numbers check that the page runs, not the model.")
+        return (f"At the smoke profile these networks saw {n_train:,} images for {plural(epochs, 'epoch')}: "
+                "the numbers check that the page runs, not the model.")
     if scale == "paper":
         return ""
-    return (f"At the {scale} profile the trained networks have seen {n_train:,} images for {epochs} epoch"
-            f"{'s' if epochs != 1 else ''}, far from the paper's 50 epochs on 60,000: this page shows what the "
-            f"dynamics do to networks early in training, with intervals over {seeds} {unit}. "
+    return (f"At the {scale} profile the trained networks have seen {n_train:,} images for {plural(epochs, 'epoch')}, "
+            "far from the paper's 50 epochs on 60,000: this page shows what the dynamics do to networks early in "
+            f"training, with intervals over {plural(seeds, unit.removesuffix('s'))}. "
             "It cannot say what the fully trained networks of Table 1 do.")

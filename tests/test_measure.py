@@ -178,10 +178,14 @@ def test_timing_reduces_the_records_and_is_cached(tiny_specs, monkeypatch):
     assert numbers["scheme_mnist"].startswith("MNIST: ") and numbers["scheme_fashionmnist"] == "Fashion-MNIST: not run"
     table = tables.timing_table(result)
     assert len(table) == 4 and not table.isna().any().any()
-    assert [i[1:] for i in table.index] == [("branch", "0.05"), ("branch", "0.2"), ("end", "0.05"), ("end", "0.2")]
-    dead = {**result, "hts_gap": result["hts_gap"].assign(gap=math.nan, ci_low=math.nan, ci_high=math.nan)}
+    assert list(table.index.names) == ["data set", "nudge", "σ_ε"]
+    assert [i[1:] for i in table.index] == [("branching", "0.05"), ("branching", "0.2"), ("from the free end", "0.05"),
+                                            ("from the free end", "0.2")]
+    assert set(table["heterogeneous runs that broke"].str.split(" of ").str[1]) == {"2"}    # one distribution, 2 seeds
+    dead = {**result, "runs": runs.assign(diverged=False, collapsed=False),
+            "hts_gap": result["hts_gap"].assign(gap=math.nan, ci_low=math.nan, ci_high=math.nan)}
     row = tables.timing_table(dead).iloc[0]
-    assert row["HTS − scalar (points)"] == "no pair of runs" and row["verdict"] == "—"
+    assert row["HTS − scalar (points)"] == "no pair of runs"
 
 
 def test_scheme_runs_without_a_data_set_is_not_stored(tiny_specs, monkeypatch):
@@ -312,21 +316,71 @@ def test_batch_cells():
     assert c.cosine == pytest.approx(0.8) and c.cosine_std == pytest.approx(math.sqrt(0.02)) and c.ratio_std == 0
 
 
-def test_relaxation_numbers_read_directions_from_intervals():
-    ends = pd.DataFrame([{"state": st, "distribution": d, "sigma_eps": 0.1, "seed": s, "free": 1e-6 * (s + 1),
-                          "nudged": 1e-3 * (s + 2), "continued": 1e-8, "to_fixed_point": 1e-3,
-                          "relative_to_fixed_point": (1e-2 if d != "scalar" else 1e-7) * (s + 1), "nudge_moved": 0.01}
-                         for st in measure.STATES for d in measure.CONDITIONS for s in range(3)])
+def relaxation_result():
+    """Hand-made ends: the scalar network at the float32 rounding floor (its largest |h| 4), the
+    heterogeneous ones above it; the normal network's nudged residual equal to its free one."""
+    rows = []
+    for st in measure.STATES:
+        for d in measure.CONDITIONS:
+            for s in range(3):
+                scalar = d == "scalar"
+                free = 1e-7 if scalar else 1e-4 * (s + 1)
+                apart = 4e-7 * (s + 1) if scalar else 0.1 * (s + 1)
+                nudged = free * (1.0, 1.05, 0.97)[s] if d == "normal" else 1e-3 * (s + 2)
+                rows.append({"state": st, "distribution": d, "sigma_eps": 0.1, "seed": s, "free": free,
+                             "nudged": nudged, "continued": 1e-8, "to_fixed_point": apart,
+                             "relative_to_fixed_point": apart / 4, "nudge_moved": 0.01})
     same = pd.DataFrame([{"distribution": d, "sigma_eps": 0.1, "seed": s, "state_max": 0.1, "fixed_point_max": 1e-5,
                           "state": 0.01 * (d != "scalar"), "signal": (0.2 + 0.01 * s) * (d != "scalar")}
                          for d in measure.CONDITIONS for s in range(3)])
-    result = {"ends": ends, "same": same, "n_train": 100, "steps": {"t_free": 125, "t_nudge": 12, "t_long": 500,
-                                                                   "branch": 113}}
+    return {"ends": pd.DataFrame(rows), "same": same, "n_train": 100,
+            "steps": {"t_free": 125, "t_nudge": 12, "t_long": 500, "branch": 113}}
+
+
+def test_relaxation_numbers_form_no_ratio_at_the_rounding_floor():
+    result = relaxation_result()
+    assert list(measure.floors(result["ends"]).round(12).unique()) == [round(4 * measure.ROUNDING, 12)]
     n = measure.relaxation_numbers(result)
-    assert n["settle_verdict"] == "the nudged phase ends further from rest than the free phase"
-    assert n["fixed_verdict"] == "further from it than the scalar network's"
+    assert not {"settle_text", "settle_verdict", "fixed_text", "settle_factor"} & set(n)   # no pooled ratios
+    # the scalar network sits at the floor: its values are said to be there, and nothing is divided by them
+    assert n["fixed_scalar"] == "7.3e-07 (at the float32 rounding floor)"          # 4e-7 × 6^(1/3)
+    assert n["settle_scalar"].startswith("free phase 1.0e-07 (at the float32 rounding floor: no ratio is formed")
+    assert "÷" not in n["settle_scalar"] and "times" not in n["settle_scalar"]
+    # per network, with its interval over seeds: equal residuals cannot be told apart, larger ones can
+    assert n["settle_normal"].endswith("nudged ÷ free 1.0 times [0.91, 1.1], cannot tell apart (the 95% interval "
+                                       "holds a factor of 1)")
+    assert n["settle_gamma"].endswith(", the nudged phase ends further from rest")
+    assert n["fixed_normal"].startswith("0.18 [")
+    assert n["fixed_verdict"] == ("The scalar network's free phase ends at the fixed point to within float32 "
+                                  "rounding; the normal, log-normal and gamma networks' free phases end short of the "
+                                  "fixed point (the 95% interval of each distance lies above the rounding floor).")
     assert n["same_verdict"].startswith("Relative to their size, the learning signals differ more")
-    assert n["seeds"] == 3 and n["trained_scalar_free"] == pytest.approx(2e-6)
+    assert n["seeds"] == 3 and n["trained_scalar_free"] == pytest.approx(1e-7) and n["rounding_steps"] == 8
+
+
+def test_levels_and_floor_verdict():
+    ends = relaxation_result()["ends"]
+    ends = ends[ends.state == "trained"]
+    lv = measure.levels(ends, "to_fixed_point")
+    assert lv["scalar"]["floor"] and not lv["scalar"]["above"]
+    assert lv["gamma"]["above"] and not lv["gamma"]["floor"]
+    assert 10 ** lv["gamma"]["gap"] == pytest.approx(0.1 * 6 ** (1 / 3))       # the geometric mean over seeds
+    mixed = ends.assign(to_fixed_point=np.where(ends.seed == 0, 1e-7, ends.to_fixed_point))
+    assert not measure.levels(mixed, "to_fixed_point")["gamma"]["floor"]        # one seed at the floor, not all
+    assert wording.floor_verdict([], ["normal"], ["gamma", "scalar"]) == (
+        "The normal network's free phase ends short of the fixed point (the 95% interval of the distance lies above "
+        "the rounding floor); for the gamma and scalar networks the distance cannot be told from the rounding floor.")
+    assert wording.floor_verdict([], []) == "No network was measured."
+
+
+def test_level_and_two_digit_texts():
+    assert [wording.two_digits(v) for v in (0.003, 0.00096, 1.0, 37.2, 9.5e-8, 0.29)] == \
+        ["0.0030", "0.00096", "1.0", "37", "9.5e-08", "0.29"]
+    lg = {"gap": math.log10(0.29), "low": math.log10(0.2), "high": math.log10(0.41)}
+    assert wording.level_text(lg) == "0.29 [0.20, 0.41]"
+    assert wording.level_text(lg, floor=True) == "0.29 (at the float32 rounding floor)"
+    assert wording.level_text({**lg, "low": math.nan, "high": math.nan}) == "0.29"
+    assert wording.level_text({"gap": math.nan, "low": math.nan, "high": math.nan}) == "no value"
 
 
 # -- words -------------------------------------------------------------------------------------
@@ -357,7 +411,8 @@ def test_short_direction():
 def test_factor_text():
     assert wording.factor_text(g(math.log10(12), math.log10(3.14), math.log10(46))) == "12 times [3.1, 46]"
     assert wording.factor_text(g(math.log10(41234), 3.68, 5.5)) == "41,000 times [4,800, 320,000]"
-    assert wording.factor_text(g(-1)) == "0.1 times"
+    assert wording.factor_text(g(-1)) == "0.10 times"
+    assert wording.factor_text(g(0.0, -0.01, 0.01)) == "1.0 times [0.98, 1.0]"
     assert wording.factor_text(g(math.nan)) == "no value"
 
 
@@ -369,6 +424,28 @@ def test_difference_text_shows_enough_digits():
     assert wording.difference_text(g(0.5), "up", "down", "batches").endswith("fewer than two batches)")
     assert wording.difference_text(g(math.nan), "up", "down") == "no value"
     assert wording.change_text(g(0.2, 0.1, 0.3), "longer free phase").endswith("the longer free phase raises it")
+
+
+def test_difference_text_calls_a_tiny_sure_change_practically_zero():
+    tiny = g(-0.0064, -0.0076, -0.0052)
+    assert wording.change_text(tiny, "longer free phase") == (
+        "-0.0064 [-0.0076, -0.0052], the longer free phase lowers it")
+    assert wording.change_text(tiny, "longer free phase", 0.01) == (
+        "-0.0064 [-0.0076, -0.0052], practically zero (the whole 95% interval lies within ±0.01)")
+    assert wording.difference_text(g(-0.015, -0.016, -0.013), "closer", "further", negligible=0.01).endswith(
+        ", further")
+    assert wording.difference_text(g(-0.008, -0.012, -0.004), "closer", "further", negligible=0.01).endswith(
+        ", further")                                            # the interval reaches past the threshold
+    assert wording.difference_text(g(0.001), "up", "down", "batches", negligible=0.01).endswith(
+        "fewer than two batches)")                               # no interval: nothing to call zero
+
+
+def test_plural():
+    assert wording.plural(1, "epoch") == "1 epoch" and wording.plural(3, "seed") == "3 seeds"
+    assert wording.plural(0, "run") == "0 runs" and wording.plural(8000, "image") == "8,000 images"
+    assert wording.plural(2, "batch", "batches") == "2 batches"
+    assert "for 2 epochs," in wording.scale_note("quick", 3, 8000, 2) and "over 1 seed." in wording.scale_note(
+        "quick", 1, 8000, 1)
 
 
 def test_signal_verdict_names_each_side():
@@ -390,6 +467,11 @@ def test_scheme_and_broke_texts():
     assert wording.scheme_text({**row, "low": -3.0, "high": 1.0}, "MNIST").endswith(", cannot tell apart (the 95% "
                                                                                  "interval holds zero)")
     assert wording.scheme_text(None, "KMNIST") == "KMNIST: no pair of runs to compare"
+    # where runs broke, their counts and Fisher's test, never an accuracy interval
+    broke = wording.scheme_text({**row, "low": -117.5, "high": 49.6}, "MNIST", (6, 9, 0, 9))
+    assert broke == ("MNIST: 6 of 9 heterogeneous runs broke from the end, 0 of 9 when branching (Fisher's exact "
+                     f"test, p = {stats.fisher(6, 9, 0, 9):.2g}: more often from the end)")
+    assert wording.scheme_text(row, "MNIST", (0, 9, 0, 9)).startswith("MNIST: -2.00 points [-3.00, -1.00]")
     runs = pd.DataFrame({"diverged": [True, False, False], "collapsed": [False, True, False]})
     assert wording.broke_text(runs) == "2 of 3" and wording.broke_text(runs.iloc[:0]) == "not run"
 
@@ -405,6 +487,48 @@ def test_broke_verdict_tests_the_rates():
     assert wording.broke_verdict(runs(1, 2), "MNIST").endswith(": cannot tell the rates apart)")
     assert wording.broke_verdict(runs(0, 0), "MNIST").endswith("from the end (none broke)")
     assert wording.broke_verdict(runs(0, 0).iloc[:0], "KMNIST") == "KMNIST: not run"
+
+
+def test_comparison_text_gives_counts_where_runs_broke():
+    g3 = {"gap": -4.55, "low": -7.45, "high": -1.65}
+    sides = ("heterogeneous", "scalar")
+    assert wording.comparison_text(g3, (0, 9, 0, 3), "HTS higher", "HTS lower", sides) == (
+        "-4.55 [-7.45, -1.65], HTS lower")
+    assert wording.comparison_text({**g3, "low": -9.0, "high": 1.0}, (0, 9, 0, 3), "up", "down", sides).endswith(
+        "cannot tell apart (the 95% interval holds zero)")                  # the default wording, as every page
+    text = wording.comparison_text(g3, (1, 9, 0, 3), "HTS higher", "HTS lower", sides)
+    assert text == ("broke: 1 of 9 heterogeneous, 0 of 3 scalar (Fisher's exact test, p = 1: cannot tell the rates "
+                    "apart)")
+    often = wording.comparison_text(g3, (9, 9, 0, 3), "up", "down", sides, often=tables.HTS_OFTEN)
+    assert often.endswith(": heterogeneous runs broke more often)") and "-4.55" not in often
+    assert wording.comparison_text(None, (0, 9, 0, 3), "up", "down", sides) == "no pair of runs"
+
+
+def test_timing_table_counts_heterogeneous_runs_per_spread():
+    rows = []
+    for scheme in ("branch", "end"):
+        for seed in range(3):
+            rows.append({"dataset": "mnist", "nudge_from": scheme, "distribution": "scalar", "sigma_eps": 0.1,
+                         "seed": seed, "final_acc": 90.0, "diverged": False, "collapsed": False})
+            for d in stats.HTS:
+                for s in (0.05, 0.2):
+                    dies = scheme == "end" and s == 0.2 and (seed, d) != (0, "gamma")
+                    rows.append({"dataset": "mnist", "nudge_from": scheme, "distribution": d, "sigma_eps": s,
+                                 "seed": seed, "final_acc": math.nan if dies else 89.0 + seed, "diverged": dies,
+                                 "collapsed": False})
+    runs = pd.DataFrame(rows)
+    gap = pd.DataFrame([{"dataset": "mnist", "nudge_from": sc, "sigma_eps": s, "gap": 0.5, "ci_low": -1.0,
+                         "ci_high": 2.0, "seeds": 3} for sc in ("branch", "end") for s in (0.05, 0.2)])
+    cells = pd.DataFrame([{"dataset": "mnist", "nudge_from": sc, "distribution": "scalar", "sigma_eps": 0.1,
+                           "final_acc": 90.0, "seed_std": 0.0} for sc in ("branch", "end")])
+    t = tables.timing_table({"hts_gap": gap, "runs": runs, "cells": cells})
+    assert t["heterogeneous runs that broke"].tolist() == ["0 of 9", "0 of 9", "0 of 9", "8 of 9"]   # not of 12
+    end = t.loc[("MNIST", "from the free end", "0.2")]
+    assert end["HTS − scalar (points)"].startswith("broke: 8 of 9 heterogeneous, 0 of 3 scalar (Fisher's exact test")
+    assert end["end − branch, heterogeneous (points)"].startswith("broke: 8 of 9 from the end, 0 of 9 branching")
+    assert t.loc[("MNIST", "branching", "0.05"), "HTS − scalar (points)"] == (
+        "+0.50 [-1.00, +2.00], cannot tell apart (the 95% interval holds zero)")
+    assert t.loc[("MNIST", "branching", "0.05"), "end − branch, heterogeneous (points)"] == "—"
 
 
 def test_rank_text():
@@ -494,8 +618,96 @@ def test_spans_table_and_drift_cells():
     curves = pd.DataFrame({"dataset": "mnist", "nudge_from": "end", "distribution": "normal", "sigma_eps": 0.1,
                            "seed": 0, "epoch": [1], "residual_free": [2e-3]})
     t = tables.spans_table({"runs": runs, "curves": curves}, 0.1)
-    assert t.loc[("MNIST", "end")].tolist() == ["1 of 2", "2.0e-03"]          # one epoch: one column
+    assert t.loc[("MNIST", "from the free end")].tolist() == ["1 of 2", "2.0e-03"]     # one epoch: one column
+    assert list(t.index.names) == ["data set", "nudge"]
     shares = pd.DataFrame({"state": "fresh", "layer": "W1", "distribution": "normal", "sigma_eps": 0.1,
                            "seed": [0, 1], "share": [0.1, 0.3]})
     c = measure.drift_cells({"shares": shares}).iloc[0]
     assert c.share == pytest.approx(20) and c.share_std == pytest.approx(100 * math.sqrt(0.02))
+
+
+def test_accuracy_against_spread_keeps_each_distribution_in_view():
+    import matplotlib
+    matplotlib.use("Agg")
+    # two distributions with equal accuracies and both dead at 0.2: without dodge they would hide each other
+    cells = pd.DataFrame([{"dataset": "mnist", "nudge_from": sc, "distribution": d, "sigma_eps": s,
+                           "final_acc": math.nan if s == 0.2 and sc == "end" else 5.0 if sc == "end" else 97.0,
+                           "seed_std": 30.0} for sc in ("branch", "end") for d in ("scalar", "normal", "gamma")
+                          for s in ((0.0,) if d == "scalar" else (0.1, 0.2))])
+    fig = figures.against_spread(cells, "final_acc", "accuracy", schemes=("branch", "end"), dodge=0.01,
+                                 limits=(0, 100))
+    ax = fig.axes[0]
+    crosses = [line for line in ax.lines if line.get_marker() == "x" and len(line.get_xdata())]
+    xs = sorted(float(line.get_xdata()[0]) for line in crosses)
+    assert len(xs) == 2 and xs[1] - xs[0] == pytest.approx(0.02)           # normal and gamma apart, both seen
+    marks = [line for line in ax.lines if line.get_marker() in ("o", "s") and len(line.get_xdata())]
+    points = [round(float(x), 6) for line in marks for x in line.get_xdata()]
+    assert len(points) == 10 and len(set(points)) == 10                   # no two points on one x
+    ends = np.concatenate([seg[:, 1] for c in ax.collections for seg in c.get_segments() if len(seg)])
+    assert ends.min() >= 0 and ends.max() <= 100                           # bars clipped to [0, 100]
+    plain = figures.against_spread(cells, "final_acc", "accuracy", schemes=("branch", "end"))
+    ends = np.concatenate([seg[:, 1] for c in plain.axes[0].collections
+                           for seg in c.get_segments() if len(seg)])
+    assert ends.min() < 0                                                  # the default leaves them (page 04)
+
+
+def alignment_result():
+    rows = []
+    for state in measure.STATES:
+        for scheme in ("branch", "end"):
+            for d, s in (("scalar", 0.0), ("normal", 0.1), ("gamma", 0.1), ("gamma", 0.2)):
+                for layer in measure.LAYERS:
+                    for k in range(2):
+                        base = (0.985 if layer == "layer2" else 0.9999) if state == "fresh" else 0.999
+                        drop = 0.3 if (scheme, layer) == ("end", "layer1") and d != "scalar" else 0.01
+                        cos = base - drop * s - 0.0001 * k
+                        rows += [{"state": state, "distribution": d, "sigma_eps": s, "batch": k, "t_free": t,
+                                  "loss": loss, "scheme": scheme, "beta": b, "param": layer, "cosine": cos - 0.001 * i,
+                                  "ratio": 0.7} for i, (t, b) in enumerate(((125, 0.2), (25, 0.2), (125, 0.01)))
+                                 for loss in (("bce", "mse", "ce") if (t, b) == (125, 0.2) else ("bce",))]
+    acc = pd.DataFrame([{"distribution": d, "sigma_eps": s, "seed": 0, "accuracy": 80.0}
+                        for d, s in (("scalar", 0.0), ("normal", 0.1), ("gamma", 0.1), ("gamma", 0.2))])
+    return {"rows": pd.DataFrame(rows), "accuracy": acc, "n_train": 100, "n_test": 100}
+
+
+def test_cosine_figures_read_one_minus_cosine_per_panel():
+    import matplotlib
+    matplotlib.use("Agg")
+    cells = measure.batch_cells(alignment_result()["rows"])
+    fig = figures.cosine_against_spread(cells, 0.2, 125)
+    lows = []
+    for ax in fig.axes:
+        assert ax.get_yscale() == "log" and ax.yaxis_inverted()
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert labels and all(0 <= float(v) <= 1 for v in labels), labels          # labelled in cosine
+        lows.append(tuple(round(v, 8) for v in ax.get_ylim()))
+    assert lows[0] != lows[1] and lows[2] != lows[3]        # each panel its own range, not the row's
+    hidden, output = fig.axes[0], fig.axes[2]
+    assert min(float(t.get_text()) for t in output.get_yticklabels()) >= 0.97     # its own range, not squeezed
+    assert len(hidden.get_yticklabels()) >= 2
+    sweeps = figures.cosine_sweeps(cells, 0.1, 0.2, 125)
+    ax = sweeps.axes[0]
+    assert ax.get_yscale() == "log" and ax.yaxis_inverted() and ax.get_ylim() != sweeps.axes[1].get_ylim()
+    xs = {round(float(x), 6) for line in ax.lines if line.get_marker() in ("o", "s") for x in line.get_xdata()}
+    assert len(xs) == 3 * 2 * 2                             # 3 networks × 2 schemes × 2 lengths, none on another
+
+
+def test_mechanism_tables_show_readers_labels():
+    raw = {"state", "distribution", "scheme", "param", "fresh", "branch", "end", "layer1", "layer2", "bce",
+           "mse", "ce", "ratio", "sigma_eps", "t_free", "cos_std", "cosine_std", "nudge_from", "fashion-mnist",
+           "scalar", "normal", "gamma", "lognormal"}
+
+    def words(t):
+        out = set(t.index.names) | set(t.columns.names or [])
+        for labels in (t.index, t.columns):
+            for v in labels:
+                out |= set(v) if isinstance(v, tuple) else {v}
+        return {str(w) for w in out if w is not None}
+    result = alignment_result()
+    shown = [tables.alignment_table(result, 0.1, 0.2, 125), tables.losses_table(result, 0.1, 0.2, 125),
+             tables.relaxation_table(relaxation_result()), tables.same_table(relaxation_result())]
+    for t in shown:
+        assert not words(t) & raw, words(t) & raw
+    assert list(shown[1].columns[0]) == ["binary cross-entropy", "hidden layer", "cosine"]
+    assert list(shown[2].index.names) == ["weights", "time steps"] and shown[3].index.name == "time steps"
+    assert ("trained", "from the free end", "hidden layer") in shown[0].columns
