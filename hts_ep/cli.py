@@ -76,6 +76,12 @@ def bound(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not 'none' or a number") from None
 
 
+def add_set_option(p):
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="replace a Config field in every model of the grid (repeatable; values as YAML, "
+                        "e.g. --set h_bound=1.2 --set inputs=standardised); such models are stored apart")
+
+
 def add_run_options(p):
     p.add_argument("--data-root", default=None,
                    help="folder holding <Name>/raw/ (else $HTS_EP_DATA, else the user cache)")
@@ -156,11 +162,12 @@ def cmd_sweep(args):
     from .train import check_kernel
     check_kernel()
     lock_wait = experiments.lock_wait_seconds(args.lock_wait)
+    overrides = parse_sets(args.set)
     if args.dry_run:
         from .train import check_device
         check_device(args.device)
         p = experiments.plan(args.spec, args.profile, data_root=args.data_root, max_group=args.max_group,
-                             device=args.device)
+                             device=args.device, overrides=overrides)
         print(experiments.describe(p, args.device, args.threads))
         return
     if not (args.workers or args.scheduler):
@@ -168,7 +175,8 @@ def cmd_sweep(args):
     start = time.perf_counter()
     p = experiments.sweep(args.spec, args.profile, data_root=args.data_root, device=args.device,
                           threads=args.threads, max_group=args.max_group, workers=args.workers,
-                          scheduler=args.scheduler, progress=not args.no_progress, lock_wait=lock_wait)
+                          scheduler=args.scheduler, progress=not args.no_progress, lock_wait=lock_wait,
+                          overrides=overrides)
     if p.skipped and not p.missing and not p.cached:
         # Nothing could run at all: a success status would hide that from scripts and schedulers.
         reasons = "; ".join(f"{ds}: {reason}" for ds, reason in p.skipped.items())
@@ -183,6 +191,24 @@ def cmd_sweep(args):
           + (f"; {others} were trained meanwhile by another sweep" if others else ""))
 
 
+def parse_sets(sets):
+    """--set FIELD=VALUE options as a checked overrides dict (values read as YAML: 1.2, null, unit)."""
+    import yaml
+
+    from .experiments import check_overrides
+    out = {}
+    for item in sets or []:
+        field, eq, text = item.partition("=")
+        if not eq or not field.strip():
+            raise UserError(f"--set {item!r}: not FIELD=VALUE; e.g. --set h_bound=1.2 --set inputs=standardised")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        out[field.strip().replace("-", "_")] = value
+    return check_overrides(out)
+
+
 def describe_run(config, axes):
     """One missing run in words: its grid values and seed."""
     return " ".join(f"{a}={getattr(config, a)}" for a in axes) + f" seed {config.seed}"
@@ -192,7 +218,7 @@ def cmd_table(args):
     from . import data, experiments, sources, stats, tables, wording
     experiments.check_store(args.profile)
     spec = experiments.load_spec(args.spec)
-    configs = experiments.grid_configs(spec, args.profile)
+    configs = experiments.grid_configs(spec, args.profile, overrides=parse_sets(args.set))
     store = experiments.Store(args.profile)
     recs = [r for c in configs if (r := store.get(c)) is not None]
     bad = store.problems
@@ -266,6 +292,7 @@ def parser():
     s.add_argument("--lock-wait", default=None, metavar="SECONDS",
                    help="how long to wait for models another process is training, then fail "
                         "(default: $HTS_EP_LOCK_WAIT, else a day)")
+    add_set_option(s)
     add_run_options(s)
     s.set_defaults(func=cmd_sweep)
 
@@ -279,6 +306,7 @@ def parser():
                          "as the first author's code reports it) or the mean of its last 5 epochs (table1 only)")
     tb.add_argument("--data-root", default=None, help="folder holding <Name>/raw/: only to say why a data set "
                     "without records cannot be trained here")
+    add_set_option(tb)
     tb.set_defaults(func=cmd_table)
     return p
 

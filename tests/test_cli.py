@@ -79,3 +79,50 @@ def test_table_prints_the_statistic_asked_for(stat, capsys):
     assert f"mnist,0.15,{cell}," in printed
     others = {tables.table1(records, datasets=["mnist"], stat=s).iloc[0, 0] for s in stats.STATS} - {cell}
     assert others and not any(f"mnist,0.15,{o}," in printed for o in others)
+
+
+def test_set_reads_values_as_yaml_and_checks_them():
+    from hts_ep import cli
+    from hts_ep.experiments import SpecError
+    assert cli.parse_sets(["h_bound=1.2", "inputs=standardised", "nudge-from=end"]) == \
+        {"h_bound": 1.2, "inputs": "standardised", "nudge_from": "end"}
+    assert cli.parse_sets(["h_bound=null"]) == {"h_bound": None}
+    assert cli.parse_sets([]) == {}
+    with pytest.raises(cli.UserError, match="not FIELD=VALUE"):
+        cli.parse_sets(["h_bound"])
+    with pytest.raises(SpecError, match="unknown Config field 'hbound'; allowed: .*h_bound"):
+        cli.parse_sets(["hbound=1.2"])
+    with pytest.raises(SpecError, match="unknown inputs 'weird'; allowed: unit, standardised"):
+        cli.parse_sets(["inputs=weird"])
+
+
+def test_set_reaches_the_sweep(monkeypatch):
+    from types import SimpleNamespace
+
+    from hts_ep import cli, experiments
+    seen = {}
+
+    def fake_sweep(*args, **kwargs):
+        seen.update(kwargs)
+        return SimpleNamespace(skipped={}, missing=[], cached=[1], trained=[])
+    monkeypatch.setattr(experiments, "sweep", fake_sweep)
+    assert cli.main(["sweep", "stability", "--profile", "smoke", "--threads", "1", "--no-progress",
+                     "--set", "beta=0.3", "--set", "h_bound=1.2"]) == 0
+    assert seen["overrides"] == {"beta": 0.3, "h_bound": 1.2}
+
+
+def test_table_with_set_reads_the_records_at_those_fields(capsys):
+    from hts_ep import cli, experiments, tables
+    overrides = {"h_bound": 1.2, "inputs": "standardised"}
+    records = experiments.records("table1", "paper", datasets=["mnist"], overrides=overrides)
+    if not records:
+        pytest.skip("no archived Table 1 records at the ablation's set-up")
+    cli.main(["table", "table1", "--profile", "paper", "--format", "csv", "--stat", "best",
+              "--set", "h_bound=1.2", "--set", "inputs=standardised"])
+    printed = capsys.readouterr().out
+    cell = tables.table1(records, datasets=["mnist"], stat="best").loc[("mnist", 0.25), "Scalar"]
+    default = tables.table1(experiments.records("table1", "paper", datasets=["mnist"]), datasets=["mnist"],
+                            stat="best").loc[("mnist", 0.25), "Scalar"]
+    assert cell != default
+    row = next(line for line in printed.splitlines() if line.startswith("mnist,0.25,"))
+    assert row.endswith("," + cell)
