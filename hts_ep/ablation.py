@@ -18,6 +18,7 @@ import math
 import pandas as pd
 
 from .stats import HTS, finals, paper_table1
+from .wording import plural
 
 FACTORS = ("h_bound", "inputs", "nudge_from", "eta1")
 TODAY = (None, "unit", "branch", 1.0)      # the defaults the archive of 2026-12 was made with
@@ -139,7 +140,7 @@ def decide(table, margin=MARGIN):
         return best.variant, True, "today's set-up was not run"
     t = today.iloc[0]
     if t.failed > 0:
-        return best.variant, True, f"today's set-up had {int(t.failed)} failed runs of {int(t.runs)}"
+        return best.variant, True, f"today's set-up had {plural(int(t.failed), 'failed run')} of {int(t.runs)}"
     if best.score >= t.score + margin:
         return best.variant, True, f"it scored {best.score - t.score:.2f} points above today's set-up"
     return TODAY, False, (f"the best variant scored only {best.score - t.score:.2f} points above today's "
@@ -284,11 +285,36 @@ def factor_effects(records, level=0.95):
     return pd.DataFrame(rows)
 
 
+def paper_size(spec="ablation_paper", datasets=None):
+    """How many runs a spec holds at the paper's protocol (stage 2's by default), for some data sets."""
+    from .experiments import grid_configs, load_spec
+    return len(grid_configs(load_spec(spec), "paper", datasets=datasets))
+
+
+def stage2_text(table, done, total, margin=MARGIN):
+    """Stage 2's outcome in one sentence: `decide`'s choice once all `total` runs are archived, else
+    how far it has got (a partial stage 2 is not judged: a variant's score sums over both data sets)."""
+    if done < total:
+        return (f"Stage 2 is under way: {done} of {total} runs are archived, and the rule decides when "
+                "all are; until then the package's defaults stand.")
+    return decision_text(*decide(table, margin))
+
+
+def same_runs(before, after):
+    """The records of `before` whose run (data set, distribution, eps_out, seed) `after` also holds:
+    a partial re-run is compared with the same runs of the archive it replaces, not all of them."""
+    def run(r):
+        c = r["config"]
+        return c["dataset"], c["distribution"], float(c["eps_out"]), c["seed"]
+    keep = {run(r) for r in after}
+    return [r for r in before if run(r) in keep]
+
+
 def decision_text(chosen, adopted, reason):
     """`decide`'s outcome in one sentence for the fidelity page."""
     if adopted:
-        return (f"The rule adopts {name(chosen)}: {reason}. It becomes the package's default set-up, and Table 1 "
-                "is trained again at it.")
+        return (f"The rule adopts {name(chosen)}: {reason}. It becomes the package's default set-up once "
+                "Table 1 has been trained again at it.")
     return f"The defaults stay ({name(TODAY)}): {reason}."
 
 
@@ -298,8 +324,18 @@ def overrides(v):
     return {k: x for k, x in zip(FACTORS, v) if getattr(Config(), k) != x}
 
 
-def rerun_text(chosen, adopted, done, total, switched):
-    """Where Table 1's paper-scale archive stands against the ablation's choice, in one sentence."""
+def set_options(v):
+    """The CLI options that set up variant `v` (`--set` for each field that differs from the defaults)."""
+    def text(x):
+        return "null" if x is None else f"{x:g}" if isinstance(x, float) else str(x)
+    return " ".join(f"--set {k}={text(x)}" for k, x in overrides(v).items())
+
+
+def rerun_text(chosen, adopted, done, total, switched, decided=True):
+    """Where Table 1's paper-scale archive stands against the ablation's choice, in one sentence (two
+    where the choice is not yet the default: how to run it meanwhile)."""
+    if not decided:
+        return "Table 1's archive stays at the package's defaults until stage 2 has decided."
     if not adopted:
         return "The defaults did not change, so Table 1's archive stands as it was trained."
     if switched:
@@ -307,4 +343,5 @@ def rerun_text(chosen, adopted, done, total, switched):
                 f"({done} of {total} runs archived). The table below sets it beside the archive made before.")
     return (f"{done} of {total} runs of Table 1 (MNIST and Fashion-MNIST, the paper's protocol) are archived at "
             f"{name(chosen)} so far; the package's defaults switch to it when all {total} are, and until then "
-            "every other page shows the archive made before the ablation.")
+            "every other page shows the archive made before the ablation. Meanwhile hts-ep sweep and hts-ep table "
+            f"run the chosen set-up with the options {set_options(chosen)} (Python: overrides=).")

@@ -321,6 +321,41 @@ def variants(table, columns):
     return shown.rename_axis("variant").round(2)
 
 
+def stage2(table):
+    """ablation.judge as the fidelity page prints it: per variant its runs, failed runs and score, and per
+    data set the gaps to the paper, the seed spread and the HTS error (columns: data set, quantity);
+    a data set without runs yet shows dashes."""
+    from .wording import DATASET_LABELS
+    t = table.set_index("name").rename_axis("variant")
+    columns = {("", "runs"): t.runs, ("", "failed"): t.failed}
+    for ds in DATASET_LABELS:
+        for q in ("gap best", "gap final", "spread", "HTS error"):
+            if f"{ds} {q}" in t:
+                columns[(DATASET_LABELS[ds], q)] = t[f"{ds} {q}"]
+    columns[("", "score")] = t.score
+    out = pd.DataFrame(columns)
+    return out.round(2).astype(object).where(out.notna(), "—")
+
+
+def before_after(frame):
+    """ablation.before_after as the fidelity page prints it: per data set and statistic, mean accuracy and
+    seed std before and after the ablation's choice, and the runs that never started of those compared."""
+    from .wording import DATASET_LABELS, STAT_LABELS
+    t = frame.pivot_table(index=["dataset", "stat"], columns="set-up", sort=False,
+                          values=["accuracy", "seed_std", "never_started", "runs"])
+    out = pd.DataFrame({
+        "accuracy before (%)": t["accuracy"]["before"], "accuracy after (%)": t["accuracy"]["after"],
+        "seed std before": t["seed_std"]["before"], "seed std after": t["seed_std"]["after"],
+        "never started before": [f"{int(a)} of {int(n)}" for a, n in zip(t["never_started"]["before"],
+                                                                         t["runs"]["before"])],
+        "never started after": [f"{int(a)} of {int(n)}" for a, n in zip(t["never_started"]["after"],
+                                                                        t["runs"]["after"])]},
+        index=t.index).round(2)
+    out.index = out.index.set_levels([[DATASET_LABELS.get(d, d) for d in out.index.levels[0]],
+                                      [STAT_LABELS.get(x, x) for x in out.index.levels[1]]])
+    return out.rename_axis(["data set", "statistic"])
+
+
 def effects(table):
     """ablation.effects as the fidelity page prints it."""
     t = table.copy()

@@ -80,7 +80,7 @@ def test_decide_adopts_only_a_clear_failure_free_winner():
     stuck = paper_runs(ablation.TODAY, 97.4, 88.6)
     stuck[-1] = record(ablation.TODAY, [10, 60, 80], seed=2, distribution="lognormal", eps_out=0.25, start=12.0)
     variant, adopted, reason = ablation.decide(ablation.judge(good + stuck))
-    assert (variant, adopted) == (BOUNDED, True) and "1 failed runs" in reason
+    assert (variant, adopted) == (BOUNDED, True) and "1 failed run of 12" in reason
     all_stuck = [dict(r) for r in good]
     all_stuck[0] = record(BOUNDED, [10, 60, 80], dataset="mnist", eps_out=0.25, start=12.0)
     assert ablation.decide(ablation.judge(all_stuck + stuck))[:2] == (ablation.TODAY, False)
@@ -143,3 +143,26 @@ def test_overrides_and_the_rerun_status():
     text = ablation.rerun_text(STANDARD, True, 37, 200, False)
     assert text.startswith("37 of 200 runs") and "switch" in text
     assert "trained again" in ablation.rerun_text(STANDARD, True, 200, 200, True)
+    assert "the options --set inputs=standardised --set nudge_from=end (" in text
+    assert ablation.set_options(BOUNDED) == "--set h_bound=1.2"
+    assert ablation.rerun_text(STANDARD, True, 37, 200, False, decided=False).endswith("until stage 2 has decided.")
+
+
+def test_stage2_is_judged_only_when_complete():
+    good = paper_runs(BOUNDED, 97.4, 88.6)
+    stuck = paper_runs(ablation.TODAY, 97.4, 88.6)
+    stuck[-1] = record(ablation.TODAY, [10, 60, 80], seed=2, distribution="lognormal", eps_out=0.25, start=12.0)
+    table = ablation.judge(good + stuck)
+    partial = ablation.stage2_text(table, len(good + stuck) - 1, len(good + stuck))
+    assert partial.startswith(f"Stage 2 is under way: {len(good + stuck) - 1} of {len(good + stuck)} runs")
+    whole = ablation.stage2_text(table, len(good + stuck), len(good + stuck))
+    assert whole.startswith("The rule adopts bound 1.2, unit, branch") and "1 failed run of 12" in whole
+    assert ablation.paper_size() == 60        # 3 variants x 2 data sets x 2 distributions x 5 seeds
+
+
+def test_a_partial_rerun_is_compared_with_the_same_runs():
+    before = paper_runs(ablation.TODAY, 97.4, 88.6)
+    after = runs(BOUNDED, 97.5, dataset="mnist", eps_out=0.25)[:2]       # scalar, seeds 0 and 1
+    kept = ablation.same_runs(before, after)
+    assert [(r["config"]["dataset"], r["config"]["distribution"], r["config"]["seed"]) for r in kept] == \
+        [("mnist", "scalar", 0), ("mnist", "scalar", 1)]
