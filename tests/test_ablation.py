@@ -166,3 +166,16 @@ def test_a_partial_rerun_is_compared_with_the_same_runs():
     kept = ablation.same_runs(before, after)
     assert [(r["config"]["dataset"], r["config"]["distribution"], r["config"]["seed"]) for r in kept] == \
         [("mnist", "scalar", 0), ("mnist", "scalar", 1)]
+
+
+def test_before_after_table_compares_the_same_runs():
+    from hts_ep import tables
+    before = paper_runs(ablation.TODAY, 97.4, 88.6)
+    before[-1] = record(ablation.TODAY, [10, 60, 80], seed=2, distribution="lognormal", dataset="fashion-mnist",
+                        eps_out=0.25, start=12.0)
+    after = paper_runs(BOUNDED, 97.6, 89.0)
+    t = tables.before_after(ablation.before_after(ablation.same_runs(before, after), after))
+    row = t.loc[("Fashion-MNIST", "final epoch")]
+    assert row["never started before"] == "1 of 6" and row["never started after"] == "0 of 6"
+    assert row["accuracy after (%)"] == pytest.approx(89.0)
+    assert t.loc[("MNIST", "final epoch"), "accuracy before (%)"] == pytest.approx(97.4)
