@@ -149,8 +149,12 @@ def curves(cur, band="std"):
             if i == len(shown) - 1:
                 ax.set_xlabel("epoch")
         # from the lowest mean a condition reaches after its first epochs: every mean line stays in view
-        means = cur[(cur.dataset == ds) & (cur.epoch > 2)].groupby(["eps_out", "distribution", "epoch"]).test_acc.mean()
-        axes[i, 0].set_ylim(max(means.min() - 1, 0), min(means.max() + 1, 100))
+        # (all epochs where a run is shorter than that, as the smoke profile's are)
+        part = cur[cur.dataset == ds]
+        late = part[part.epoch > 2] if (part.epoch > 2).any() else part
+        means = late.groupby(["eps_out", "distribution", "epoch"]).test_acc.mean().dropna()
+        if len(means):
+            axes[i, 0].set_ylim(max(means.min() - 1, 0), min(means.max() + 1, 100))
     if shown:
         axes[0, 0].legend(fontsize=6.5, loc="lower right")
     return fig

@@ -711,3 +711,17 @@ def test_mechanism_tables_show_readers_labels():
     assert list(shown[1].columns[0]) == ["binary cross-entropy", "hidden layer", "cosine"]
     assert list(shown[2].index.names) == ["weights", "time steps"] and shown[3].index.name == "time steps"
     assert ("trained", "from the free end", "hidden layer") in shown[0].columns
+
+
+def test_learning_curves_keep_late_means_in_view_and_accept_short_runs():
+    import matplotlib
+    matplotlib.use("Agg")
+    def frame(epochs, late):
+        return pd.DataFrame([{"dataset": "mnist", "eps_out": 0.25, "distribution": d, "seed": s, "epoch": e,
+                              "test_acc": (20.0 if e == 1 else late[d]) if d != "gamma" or s else math.nan}
+                             for d in ("scalar", "normal", "gamma") for s in (0, 1) for e in range(1, epochs + 1)])
+    low, high = figures.curves(frame(5, {"scalar": 97.0, "normal": 90.0, "gamma": 95.0})).axes[0].get_ylim()
+    assert (low, high) == (89.0, 98.0)              # from the late means, not epoch 1's 20%
+    low, high = figures.curves(frame(2, {"scalar": 60.0, "normal": 50.0, "gamma": 55.0})).axes[0].get_ylim()
+    assert (low, high) == (19.0, 61.0)              # two epochs (the smoke profile): all of them
+    assert np.isfinite(figures.curves(frame(1, {}).assign(test_acc=math.nan)).axes[0].get_ylim()).all()
