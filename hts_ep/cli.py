@@ -167,7 +167,7 @@ def cmd_sweep(args):
         from .train import check_device
         check_device(args.device)
         p = experiments.plan(args.spec, args.profile, data_root=args.data_root, max_group=args.max_group,
-                             device=args.device, overrides=overrides)
+                             device=args.device, overrides=overrides, datasets=args.dataset)
         print(experiments.describe(p, args.device, args.threads))
         return
     if not (args.workers or args.scheduler):
@@ -176,7 +176,7 @@ def cmd_sweep(args):
     p = experiments.sweep(args.spec, args.profile, data_root=args.data_root, device=args.device,
                           threads=args.threads, max_group=args.max_group, workers=args.workers,
                           scheduler=args.scheduler, progress=not args.no_progress, lock_wait=lock_wait,
-                          overrides=overrides)
+                          overrides=overrides, datasets=args.dataset)
     if p.skipped and not p.missing and not p.cached:
         # Nothing could run at all: a success status would hide that from scripts and schedulers.
         reasons = "; ".join(f"{ds}: {reason}" for ds, reason in p.skipped.items())
@@ -292,6 +292,8 @@ def parser():
     s.add_argument("--lock-wait", default=None, metavar="SECONDS",
                    help="how long to wait for models another process is training, then fail "
                         "(default: $HTS_EP_LOCK_WAIT, else a day)")
+    s.add_argument("--dataset", action="append", choices=DATASETS, default=None,
+                   help="train only this data set's part of the grid (repeatable; default: all of the spec's)")
     add_set_option(s)
     add_run_options(s)
     s.set_defaults(func=cmd_sweep)

@@ -107,8 +107,8 @@ def test_set_reaches_the_sweep(monkeypatch):
         return SimpleNamespace(skipped={}, missing=[], cached=[1], trained=[])
     monkeypatch.setattr(experiments, "sweep", fake_sweep)
     assert cli.main(["sweep", "stability", "--profile", "smoke", "--threads", "1", "--no-progress",
-                     "--set", "beta=0.3", "--set", "h_bound=1.2"]) == 0
-    assert seen["overrides"] == {"beta": 0.3, "h_bound": 1.2}
+                     "--set", "beta=0.3", "--set", "h_bound=1.2", "--dataset", "fashion-mnist"]) == 0
+    assert seen["overrides"] == {"beta": 0.3, "h_bound": 1.2} and seen["datasets"] == ["fashion-mnist"]
 
 
 def test_table_with_set_reads_the_records_at_those_fields(capsys):
