@@ -295,8 +295,7 @@ def stage2_text(table, done, total, margin=MARGIN):
     """Stage 2's outcome in one sentence: `decide`'s choice once all `total` runs are archived, else
     how far it has got (a partial stage 2 is not judged: a variant's score sums over both data sets)."""
     if done < total:
-        return (f"Stage 2 is under way: {done} of {total} runs are archived, and the rule decides when "
-                "all are; until then the package's defaults stand.")
+        return f"Stage 2 is under way: {done} of {total} runs are archived, and the rule decides when all are."
     return decision_text(*decide(table, margin))
 
 
