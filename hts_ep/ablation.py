@@ -325,8 +325,8 @@ def overrides(v):
 
 def set_options(v):
     """The CLI options that set up variant `v` (`--set` for each field that differs from the defaults)."""
-    def text(x):
-        return "null" if x is None else f"{x:g}" if isinstance(x, float) else str(x)
+    def text(x):        # floats written as floats: 2 would be another key than 2.0
+        return "none" if x is None else repr(float(x)) if isinstance(x, float) else str(x)
     return " ".join(f"--set {k}={text(x)}" for k, x in overrides(v).items())
 
 

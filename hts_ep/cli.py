@@ -163,6 +163,12 @@ def cmd_sweep(args):
     check_kernel()
     lock_wait = experiments.lock_wait_seconds(args.lock_wait)
     overrides = parse_sets(args.set)
+    if args.dataset:
+        spec_datasets = {c.dataset for c in experiments.grid_configs(experiments.load_spec(args.spec), args.profile)}
+        outside = [d for d in args.dataset if d not in spec_datasets]
+        if outside:
+            raise UserError(f"--dataset {', '.join(outside)}: not in {args.spec}'s grid; allowed: "
+                            f"{', '.join(d for d in DATASETS if d in spec_datasets)}")
     if args.dry_run:
         from .train import check_device
         check_device(args.device)
@@ -201,10 +207,14 @@ def parse_sets(sets):
         field, eq, text = item.partition("=")
         if not eq or not field.strip():
             raise UserError(f"--set {item!r}: not FIELD=VALUE; e.g. --set h_bound=1.2 --set inputs=standardised")
+        if not text.strip():
+            raise UserError(f"--set {item!r}: no value; e.g. --set h_bound=1.2 (--set h_bound=none: unbounded)")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
+        if isinstance(value, str) and value.lower() == "none":       # as --h-bound none
+            value = None
         out[field.strip().replace("-", "_")] = value
     return check_overrides(out)
 

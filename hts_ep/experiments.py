@@ -589,6 +589,24 @@ class Plan:
 NOT_OVERRIDABLE = {"seed": "seeds", "dataset": "datasets"}
 
 
+FLOAT_FIELDS = {f.name for f in dataclasses.fields(Config) if isinstance(f.default, float)} | {"h_bound"}
+
+
+def as_field_type(name, value):
+    """An override's value as its field stores it: a whole number of a float field as a float (1 and 1.0
+    are different keys in the store, and the defaults' records hold 1.0), a number YAML left as text
+    ('1e-3') as that number; anything else as given, for Config to check."""
+    if name in FLOAT_FIELDS and not isinstance(value, bool):
+        if isinstance(value, int):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value
+
+
 def check_overrides(overrides):
     """`overrides` (Config fields to values; a YAML or Python mapping as text is read as one)
     as a checked dict, or SpecError naming the parameter, the field and what it allows."""
@@ -612,6 +630,7 @@ def check_overrides(overrides):
         if name not in CONFIG_FIELDS:
             raise SpecError(f"overrides: unknown Config field {name!r}; allowed: "
                             f"{', '.join(sorted(CONFIG_FIELDS - set(NOT_OVERRIDABLE)))}")
+    overrides = {name: as_field_type(name, value) for name, value in overrides.items()}
     try:
         data.check_config(Config(**overrides))      # the types and ranges Config checks, sizes the data's
     except ValueError as error:

@@ -87,7 +87,8 @@ def finals(records):
         rows.append({**axes(c), "seed": c["seed"], "device": device_of(r), "final_acc": final, "best_acc": best,
                      "best_epoch": best_epoch,
                      "last5_acc": last5, "start_acc": start,
-                     "never_started": start is None or start < START_ACC,
+                     # a run that diverged in its first epoch has no start: it counts as diverged only
+                     "never_started": start is not None and start < START_ACC,
                      "diverged": diverged, "diverged_epoch": r["diverged_epoch"],
                      "collapsed": (not diverged) and final is not None and final <= CHANCE,
                      "late_std": pd.Series(late).std(ddof=0) if len(late) > 1 else float("nan"),

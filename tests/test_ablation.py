@@ -145,6 +145,7 @@ def test_overrides_and_the_rerun_status():
     assert "trained again" in ablation.rerun_text(STANDARD, True, 200, 200, True)
     assert "the options --set inputs=standardised --set nudge_from=end (" in text
     assert ablation.set_options(BOUNDED) == "--set h_bound=1.2"
+    assert ablation.set_options((2.0, "unit", "branch", 1.0)) == "--set h_bound=2.0"
     assert ablation.rerun_text(STANDARD, True, 37, 200, False, decided=False).endswith("until stage 2 has decided.")
 
 

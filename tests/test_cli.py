@@ -86,7 +86,13 @@ def test_set_reads_values_as_yaml_and_checks_them():
     from hts_ep.experiments import SpecError
     assert cli.parse_sets(["h_bound=1.2", "inputs=standardised", "nudge-from=end"]) == \
         {"h_bound": 1.2, "inputs": "standardised", "nudge_from": "end"}
-    assert cli.parse_sets(["h_bound=null"]) == {"h_bound": None}
+    assert cli.parse_sets(["h_bound=null"]) == cli.parse_sets(["h_bound=none"]) == {"h_bound": None}
+    # whole numbers of float fields as floats (another type is another key), '1e-3' as a number
+    assert cli.parse_sets(["eta1=1", "h_bound=2", "beta=1e-3", "epochs=3"]) == \
+        {"eta1": 1.0, "h_bound": 2.0, "beta": 0.001, "epochs": 3}
+    assert type(cli.parse_sets(["eta1=1"])["eta1"]) is float
+    with pytest.raises(cli.UserError, match="no value"):
+        cli.parse_sets(["h_bound="])
     assert cli.parse_sets([]) == {}
     with pytest.raises(cli.UserError, match="not FIELD=VALUE"):
         cli.parse_sets(["h_bound"])
@@ -107,8 +113,10 @@ def test_set_reaches_the_sweep(monkeypatch):
         return SimpleNamespace(skipped={}, missing=[], cached=[1], trained=[])
     monkeypatch.setattr(experiments, "sweep", fake_sweep)
     assert cli.main(["sweep", "stability", "--profile", "smoke", "--threads", "1", "--no-progress",
-                     "--set", "beta=0.3", "--set", "h_bound=1.2", "--dataset", "fashion-mnist"]) == 0
-    assert seen["overrides"] == {"beta": 0.3, "h_bound": 1.2} and seen["datasets"] == ["fashion-mnist"]
+                     "--set", "beta=0.3", "--set", "h_bound=1.2", "--dataset", "mnist"]) == 0
+    assert seen["overrides"] == {"beta": 0.3, "h_bound": 1.2} and seen["datasets"] == ["mnist"]
+    # a data set the spec does not train is refused, not "trained 0 models"
+    assert cli.main(["sweep", "ablation_paper", "--profile", "paper", "--dataset", "kmnist"]) == 2
 
 
 def test_table_with_set_reads_the_records_at_those_fields(capsys):

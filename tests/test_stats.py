@@ -212,3 +212,13 @@ def test_stability_table_says_diverged_instead_of_nan():
     with pytest.raises(ValueError):
         tables.readable(pd.DataFrame({"x": [1.0]}), [])
     assert len(tables.stability_table([], by=("beta",))) == 0
+
+
+def test_a_run_that_diverged_in_its_first_epoch_counts_as_diverged_not_as_never_started():
+    first = record([50.0], diverged=1)
+    first["epochs"][0].update(test_acc=None, train_acc=None)
+    slow = record([20.0, 60.0], seed=1)
+    slow["epochs"][0]["train_acc"] = 0.2
+    f = stats.finals([first, slow])
+    assert f.diverged.tolist() == [True, False]
+    assert f.never_started.tolist() == [False, True]
