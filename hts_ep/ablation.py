@@ -35,9 +35,9 @@ def variant(row):
 
 
 def name(v):
-    """A variant in words, e.g. 'bound 1.2, standardised, end, eta1 0.35'."""
+    """A variant in words, e.g. 'bound 1.2, standardised, end, η1 = 0.35'."""
     h, inputs, nudge, eta1 = v
-    return f"{'unbounded' if h is None else f'bound {h:g}'}, {inputs}, {nudge}, eta1 {eta1:g}"
+    return f"{'unbounded' if h is None else f'bound {h:g}'}, {inputs}, {nudge}, η1 = {float(eta1)}"
 
 
 def failed(f):
@@ -89,13 +89,14 @@ def paper_cells(dataset, eps_out):
     return {d: float(row[f"{d}_mean"]) for d in (*HTS, "scalar")}
 
 
-def judge(records):
+def judge(records, runs_each=None):
     """Stage 2: one row per variant with its runs, failed runs and, per data set, the gap of
     the best-epoch and of the final accuracy to the paper (ours - paper, mean over the
     distributions), the seed spread of the final accuracy, and how far HTS minus scalar (best
     epoch) lies from the paper's. score = -(sum over data sets of |gap best| + |gap final| +
     spread + |HTS error|): 0 would be the paper exactly. Sorted best first, failure-free
-    variants before the others."""
+    variants before the others. With `runs_each` (the runs a variant has when its stage is complete), a
+    variant with fewer has no score (NaN): a missing data set or seed would otherwise add nothing."""
     f = _frame(records)
     rows = []
     for v, g in f.groupby("variant", sort=False):
@@ -118,7 +119,7 @@ def judge(records):
             row.update({f"{ds} gap best": gap_best, f"{ds} gap final": gap_final,
                         f"{ds} spread": spread, f"{ds} HTS error": hts_error})
             penalty += abs(gap_best) + abs(gap_final) + spread + (0 if hts_error != hts_error else hts_error)
-        row["score"] = -penalty
+        row["score"] = -penalty if runs_each is None or len(g) >= runs_each else float("nan")
         rows.append(row)
     t = pd.DataFrame(rows)
     return t.sort_values(["failed", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
@@ -291,12 +292,18 @@ def paper_size(spec="ablation_paper", datasets=None):
     return len(grid_configs(load_spec(spec), "paper", datasets=datasets))
 
 
-def stage2_text(table, done, total, margin=MARGIN):
+def stage2_text(table, done, total, runs_each, margin=MARGIN):
     """Stage 2's outcome in one sentence: `decide`'s choice once all `total` runs are archived, else
-    how far it has got (a partial stage 2 is not judged: a variant's score sums over both data sets)."""
-    if done < total:
-        return f"Stage 2 is under way: {done} of {total} runs are archived, and the rule decides when all are."
-    return decision_text(*decide(table, margin))
+    how far it has got (a partial stage 2 is not judged: a variant's score sums over both data sets),
+    and, where today's runs are complete and some failed, what that already settles."""
+    if done >= total:
+        return decision_text(*decide(table, margin))
+    text = f"Stage 2 is under way: {done} of {total} runs are archived, and the rule decides when all are."
+    today = table[table.variant == TODAY]
+    if len(today) and today.runs.iloc[0] >= runs_each and today.failed.iloc[0] > 0:
+        text += (f" The package's defaults already had {plural(int(today.failed.iloc[0]), 'failed run')} of "
+                 f"{int(today.runs.iloc[0])}: by the rule they stay only if every other variant has a failed run too.")
+    return text
 
 
 def same_runs(before, after):
@@ -338,8 +345,9 @@ def rerun_text(chosen, adopted, done, total, switched, decided=True):
     if not adopted:
         return "The defaults did not change, so Table 1's archive stands as it was trained."
     if switched:
-        return (f"The package's defaults are now {name(chosen)}, and Table 1 was trained again at them "
-                f"({done} of {total} runs archived). The table below sets it beside the archive made before.")
+        how = "was trained again at them" if done >= total else "is being trained again at them"
+        return (f"The package's defaults are now {name(chosen)}, and Table 1 {how} ({done} of {total} runs "
+                "archived). The table below sets it beside the archive made before.")
     return (f"{done} of {total} runs of Table 1 (MNIST and Fashion-MNIST, the paper's protocol) are archived at "
             f"{name(chosen)} so far; the package's defaults switch to it when all {total} are, and until then "
             "every other page shows the archive made before the ablation. Meanwhile hts-ep sweep and hts-ep table "

@@ -321,18 +321,23 @@ def variants(table, columns):
     return shown.rename_axis("variant").round(2)
 
 
-def stage2(table):
-    """ablation.judge as the fidelity page prints it: per variant its runs, failed runs and score, and per
-    data set the gaps to the paper, the seed spread and the HTS error (columns: data set, quantity);
-    a data set without runs yet shows dashes."""
+def stage2(table, variants):
+    """ablation.judge as the fidelity page prints it, one row per variant of `variants` (those without
+    runs yet too): its runs, failed runs and score (points), and per data set the gaps to the paper,
+    the seed spread and the HTS error (columns: data set, quantity); dashes where there is no value
+    yet (no score before a variant's runs are complete). The package's defaults are marked."""
+    from .ablation import TODAY, name
     from .wording import DATASET_LABELS
-    t = table.set_index("name").rename_axis("variant")
+    t = table.set_index("variant").reindex(variants)
+    t["runs"], t["failed"] = t.runs.fillna(0).astype(int), t.failed.fillna(0).astype(int)
+    t.index = [name(v) + (" (the package's default)" if v == TODAY else "") for v in variants]
+    t = t.rename_axis("variant")
     columns = {("", "runs"): t.runs, ("", "failed"): t.failed}
     for ds in DATASET_LABELS:
         for q in ("gap best", "gap final", "spread", "HTS error"):
             if f"{ds} {q}" in t:
-                columns[(DATASET_LABELS[ds], q)] = t[f"{ds} {q}"]
-    columns[("", "score")] = t.score
+                columns[(DATASET_LABELS[ds], q + " (points)")] = t[f"{ds} {q}"]
+    columns[("", "score (points)")] = t.score
     out = pd.DataFrame(columns)
     return out.round(2).astype(object).where(out.notna(), "—")
 
@@ -341,6 +346,10 @@ def before_after(frame):
     """ablation.before_after as the fidelity page prints it: per data set and statistic, mean accuracy and
     seed std before and after the ablation's choice, and the runs that never started of those compared."""
     from .wording import DATASET_LABELS, STAT_LABELS
+    if not len(frame) or set(frame["set-up"]) != {"before", "after"}:
+        return "No runs of Table 1 on both sides yet."
+    frame = frame[frame.dataset.isin(set(frame[frame["set-up"] == "before"].dataset)
+                                     & set(frame[frame["set-up"] == "after"].dataset))]
     t = frame.pivot_table(index=["dataset", "stat"], columns="set-up", sort=False,
                           values=["accuracy", "seed_std", "never_started", "runs"])
     out = pd.DataFrame({

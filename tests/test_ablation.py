@@ -142,7 +142,8 @@ def test_overrides_and_the_rerun_status():
     assert ablation.rerun_text(STANDARD, False, 0, 200, False).startswith("The defaults did not change")
     text = ablation.rerun_text(STANDARD, True, 37, 200, False)
     assert text.startswith("37 of 200 runs") and "switch" in text
-    assert "trained again" in ablation.rerun_text(STANDARD, True, 200, 200, True)
+    assert "was trained again" in ablation.rerun_text(STANDARD, True, 200, 200, True)
+    assert "is being trained again at them (37 of 200" in ablation.rerun_text(STANDARD, True, 37, 200, True)
     assert "the options --set inputs=standardised --set nudge_from=end (" in text
     assert ablation.set_options(BOUNDED) == "--set h_bound=1.2"
     assert ablation.set_options((2.0, "unit", "branch", 1.0)) == "--set h_bound=2.0"
@@ -154,11 +155,29 @@ def test_stage2_is_judged_only_when_complete():
     stuck = paper_runs(ablation.TODAY, 97.4, 88.6)
     stuck[-1] = record(ablation.TODAY, [10, 60, 80], seed=2, distribution="lognormal", eps_out=0.25, start=12.0)
     table = ablation.judge(good + stuck)
-    partial = ablation.stage2_text(table, len(good + stuck) - 1, len(good + stuck))
+    partial = ablation.stage2_text(table, len(good + stuck) - 1, len(good + stuck), 12)
     assert partial.startswith(f"Stage 2 is under way: {len(good + stuck) - 1} of {len(good + stuck)} runs")
-    whole = ablation.stage2_text(table, len(good + stuck), len(good + stuck))
+    whole = ablation.stage2_text(table, len(good + stuck), len(good + stuck), 12)
     assert whole.startswith("The rule adopts bound 1.2, unit, branch") and "1 failed run of 12" in whole
     assert ablation.paper_size() == 60        # 3 variants x 2 data sets x 2 distributions x 5 seeds
+    # today's runs complete with a failed one: the partial sentence says what that settles already
+    assert "already had 1 failed run of 12" in partial
+    assert "already had" not in ablation.stage2_text(ablation.judge(good), 12, 24, 12)
+
+
+def test_a_variant_without_all_its_runs_has_no_score():
+    good = paper_runs(BOUNDED, 97.4, 88.6)
+    mnist_only = [r for r in paper_runs(STANDARD, 98.4, 89.6) if r["config"]["dataset"] == "mnist"]
+    table = ablation.judge(good + mnist_only, runs_each=12)
+    scores = table.set_index("variant").score
+    assert scores[BOUNDED] < 0 and scores[STANDARD] != scores[STANDARD]            # NaN, not a better score
+    assert table.variant.tolist() == [BOUNDED, STANDARD]
+    from hts_ep import tables
+    shown = tables.stage2(table, [BOUNDED, STANDARD, ablation.TODAY])
+    assert shown[("", "runs")].tolist() == [12, 6, 0]
+    assert shown.index[2].endswith("(the package's default)")
+    assert shown.loc[shown.index[1], ("", "score (points)")] == "—"
+    assert shown.loc[shown.index[1], ("Fashion-MNIST", "gap best (points)")] == "—"
 
 
 def test_a_partial_rerun_is_compared_with_the_same_runs():
@@ -180,3 +199,6 @@ def test_before_after_table_compares_the_same_runs():
     assert row["never started before"] == "1 of 6" and row["never started after"] == "0 of 6"
     assert row["accuracy after (%)"] == pytest.approx(89.0)
     assert t.loc[("MNIST", "final epoch"), "accuracy before (%)"] == pytest.approx(97.4)
+    assert tables.before_after(ablation.before_after([], after)) == "No runs of Table 1 on both sides yet."
+    mnist_before = [r for r in before if r["config"]["dataset"] == "mnist"]     # one data set on one side only
+    assert list(tables.before_after(ablation.before_after(mnist_before, after)).index.levels[0]) == ["MNIST"]
