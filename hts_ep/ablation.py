@@ -100,7 +100,8 @@ def judge(records, runs_each=None):
     f = _frame(records)
     rows = []
     for v, g in f.groupby("variant", sort=False):
-        row = {"variant": v, "name": name(v), "runs": len(g), "failed": int(failed(g).sum())}
+        row = {"variant": v, "name": name(v), "runs": len(g), "failed": int(failed(g).sum()),
+               "devices": "; ".join(f"{d}: {n}" for d, n in g.device.value_counts().sort_index().items())}
         penalty = 0.0
         for ds, d in g.groupby("dataset", sort=False):
             eps_out = float(d.eps_out.iloc[0])

@@ -548,13 +548,15 @@ def variants(table, score="score", label="score (points)"):
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.28 * len(t)))
     y = np.arange(len(t))
     ok = ~t.failed.astype(bool).to_numpy()
-    ax.plot(t[score][ok], y[ok], "o", color="tab:blue", label="every run usable")
+    ax.plot(t[score][ok], y[ok], "o", color="tab:blue", label="no run never started, diverged or collapsed")
     ax.plot(t[score][~ok], y[~ok], "o", mfc="none", color="0.5", label="a run never started, diverged or collapsed")
     today = (t.variant == TODAY).to_numpy()
     ax.plot(t[score][today], y[today], "o", ms=12, mfc="none", color="crimson", label="the package's default")
     ax.set_yticks(y, t.name, fontsize=7)
     ax.set_xlabel(label)
-    ax.legend(fontsize=7, loc="lower left")
+    # below the axes: inside, it hid a variant's dot
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.6 / (0.6 + 0.28 * len(t)) - 0.12), ncol=2,
+              frameon=False)
     return fig
 
 

@@ -338,6 +338,7 @@ def stage2(table, variants):
             if f"{ds} {q}" in t:
                 columns[(DATASET_LABELS[ds], q + " (points)")] = t[f"{ds} {q}"]
     columns[("", "score (points)")] = t.score
+    columns[("", "trained on: runs")] = t.devices
     out = pd.DataFrame(columns)
     return out.round(2).astype(object).where(out.notna(), "—")
 
@@ -384,7 +385,7 @@ def factor_effects(table, levels=None):
     the runs that never started at each level, and (from ablation.effects, `levels`) HTS minus
     scalar at each level, so that a change in the gap can be read against the gap itself."""
     from .ablation import AUTHOR, FACTORS, TODAY
-    from .wording import direction, interval
+    from .wording import direction, interval, plural
     rows = []
     for factor, g in table.groupby("factor", sort=False):
         t = g.set_index("quantity")
@@ -396,7 +397,8 @@ def factor_effects(table, levels=None):
                 row[label] = "—"
             else:
                 way = direction(r.ci_low, r.ci_high, up, down, short=True)
-                row[label] = f"{interval(r['diff'], r.ci_low, r.ci_high, unit='')}, {way}"
+                pairs = plural(int(r.pairs), "pair")
+                row[label] = f"{interval(r['diff'], r.ci_low, r.ci_high, unit='')}, {way} ({pairs})"
         ns = t.loc["never_started"]
         row["never started, the package's default"] = f"{int(ns.former)} of {int(ns.pairs)}"
         row["never started, the author's"] = f"{int(ns.author)} of {int(ns.pairs)}"

@@ -164,6 +164,21 @@ def spread_with_without(with_them, without):
     return "; ".join(parts) if parts else "no data set here has such runs"
 
 
+def stuck_text(runs):
+    """Where the runs that never started ended (rows of stats.finals), against the runs that started, and
+    the output step with the most of them: they do not all end far behind, so a range, not 'never'."""
+    stuck, started = runs[runs.never_started], runs[~runs.never_started & ~runs.diverged]
+    if not len(stuck):
+        return "every run started"
+    by_step = stuck.groupby("eps_out").size()
+    step = by_step.idxmax()
+
+    def span(f):
+        return f"{f.final_acc.min():.1f} to {f.final_acc.max():.1f}%"
+    return (f"they ended at {span(stuck)} final test accuracy, the runs that started at {span(started)}; "
+            f"{by_step.max()} of the {len(stuck)} ran at ε_out = {step:g}, the step with the most")
+
+
 def bound_effect(row):
     """What the hidden bound did to runs that never started in the ablation's first stage (the
     h_bound row of ablation.factor_effects with quantity never_started)."""

@@ -178,6 +178,7 @@ def test_a_variant_without_all_its_runs_has_no_score():
     assert shown.index[2].endswith("(the package's default)")
     assert shown.loc[shown.index[1], ("", "score (points)")] == "—"
     assert shown.loc[shown.index[1], ("Fashion-MNIST", "gap best (points)")] == "—"
+    assert shown.loc[shown.index[0], ("", "trained on: runs")] == "unknown device: 12"     # made-up records name none
 
 
 def test_a_partial_rerun_is_compared_with_the_same_runs():

@@ -725,3 +725,11 @@ def test_learning_curves_keep_late_means_in_view_and_accept_short_runs():
     low, high = figures.curves(frame(2, {"scalar": 60.0, "normal": 50.0, "gamma": 55.0})).axes[0].get_ylim()
     assert (low, high) == (19.0, 61.0)              # two epochs (the smoke profile): all of them
     assert np.isfinite(figures.curves(frame(1, {}).assign(test_acc=math.nan)).axes[0].get_ylim()).all()
+
+
+def test_stuck_text_gives_where_runs_that_never_started_ended():
+    runs = pd.DataFrame({"eps_out": [0.25, 0.35, 0.35, 0.25, 0.35], "final_acc": [70.0, 86.5, 80.0, 89.0, 75.3],
+                         "never_started": [True, True, True, False, False], "diverged": [False] * 5})
+    assert wording.stuck_text(runs) == ("they ended at 70.0 to 86.5% final test accuracy, the runs that started "
+                                        "at 75.3 to 89.0%; 2 of the 3 ran at ε_out = 0.35, the step with the most")
+    assert wording.stuck_text(runs.assign(never_started=False)) == "every run started"
