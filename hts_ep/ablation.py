@@ -225,6 +225,28 @@ fixed: {{}}
 """
 
 
+def rerun_yaml(chosen, spec="table1"):
+    """The spec of Table 1 again at stage 2's choice (experiments/table1_rerun.yaml): `spec`'s grid with the
+    chosen variant's fields fixed, so that its records are points of a spec like every archived one."""
+    from .experiments import load_spec
+
+    def value(v):       # floats as floats: 1 and 1.0 are different keys in the store
+        return "null" if v is None else repr(float(v)) if isinstance(v, float) else v
+    grid = load_spec(spec).grid
+    axes = "\n".join(f"  {k}: [{', '.join(value(x) for x in v)}]" for k, v in grid.items())
+    fixed = ", ".join(f"{k}: {value(v)}" for k, v in overrides(chosen).items())
+    return f"""name: {spec}_rerun
+description: >
+  Table 1 again at the set-up the fidelity ablation chose ({name(chosen)}; the
+  rule is hts_ep/ablation.py): the grid of {spec}, with the package's defaults but
+  for the fields below. Written by ablation.rerun_yaml from stage 2's decision; the
+  package's defaults switch to this set-up when its paper-profile archive is whole.
+grid:
+{axes}
+fixed: {{{fixed}}}
+"""
+
+
 def previous():
     """Config fields whose default the ablation changed, at their former value ({} if none did):
     the overrides that read the archive made before it (results/paper/ keeps those records)."""

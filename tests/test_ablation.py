@@ -203,3 +203,30 @@ def test_before_after_table_compares_the_same_runs():
     assert tables.before_after(ablation.before_after([], after)) == "No runs of Table 1 on both sides yet."
     mnist_before = [r for r in before if r["config"]["dataset"] == "mnist"]     # one data set on one side only
     assert list(tables.before_after(ablation.before_after(mnist_before, after)).index.levels[0]) == ["MNIST"]
+
+
+def test_rerun_spec_is_table1_at_the_choice_with_the_overrides_keys(tmp_path, monkeypatch):
+    from hts_ep import experiments
+    (tmp_path / "table1_rerun.yaml").write_text(ablation.rerun_yaml(STANDARD))
+    for name in ("profiles", "table1"):
+        (tmp_path / f"{name}.yaml").write_text((experiments.SPEC_DIR / f"{name}.yaml").read_text())
+    monkeypatch.setattr(experiments, "SPEC_DIR", tmp_path)
+    rerun = [experiments.key(c) for c in experiments.grid_configs(experiments.load_spec("table1_rerun"), "paper")]
+    over = [experiments.key(c) for c in experiments.grid_configs(experiments.load_spec("table1"), "paper",
+                                                                 overrides=ablation.overrides(STANDARD))]
+    assert rerun == over and len(rerun) == 300
+    bounded = experiments.grid_configs(experiments.load_spec("table1"), "paper", overrides=ablation.overrides(BOUNDED))
+    (tmp_path / "table1_rerun.yaml").write_text(ablation.rerun_yaml(BOUNDED))
+    assert [experiments.key(c) for c in experiments.grid_configs(experiments.load_spec("table1_rerun"), "paper")] == \
+        [experiments.key(c) for c in bounded]
+
+
+def test_a_committed_rerun_spec_is_stage2s_decision():
+    from hts_ep import experiments, sources
+    if not (experiments.SPEC_DIR / "table1_rerun.yaml").exists():
+        pytest.skip("stage 2 has not decided a new set-up (no experiments/table1_rerun.yaml)")
+    finalists = ablation.paper_variants()
+    runs = sources.archived("ablation_paper", "paper")
+    assert len(runs) == ablation.paper_size()
+    chosen, adopted, _ = ablation.decide(ablation.judge(runs, runs_each=ablation.paper_size() // len(finalists)))
+    assert adopted and (experiments.SPEC_DIR / "table1_rerun.yaml").read_text() == ablation.rerun_yaml(chosen)
