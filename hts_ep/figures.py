@@ -582,7 +582,11 @@ def stage2(records, variants, names):
         paper = paper_cells(ds, float(part.eps_out.iloc[0]))
         for dist in ("scalar", "lognormal"):
             ax.axhline(paper[dist], color=COLORS[dist], ls="--", lw=1)
-        ax.set_xticks(range(len(variants)), [names[v] for v in variants], fontsize=6.5, rotation=12)
+        # one line per two factors, every variant's slot kept (those without runs yet too)
+        parts = [names[v].split(", ") for v in variants]
+        two_lines = [", ".join(p[:2]) + ",\n" + ", ".join(p[2:]) for p in parts]
+        ax.set_xticks(range(len(variants)), two_lines, fontsize=7)
+        ax.set_xlim(-0.5, len(variants) - 0.5)
         ax.set_title(DATASET_LABELS[ds])
     axes[0, 0].set_ylabel("test accuracy (%), mean ± seed std")
     axes[0, 0].legend(fontsize=6.5, loc="lower left")
