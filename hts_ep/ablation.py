@@ -373,5 +373,6 @@ def rerun_text(chosen, adopted, done, total, switched, decided=True):
                 "archived). The table below sets it beside the archive made before.")
     return (f"{done} of {total} runs of Table 1 (MNIST and Fashion-MNIST, the paper's protocol) are archived at "
             f"{name(chosen)} so far; the package's defaults switch to it when all {total} are, and until then "
-            "every other page shows the archive made before the ablation. Meanwhile hts-ep sweep and hts-ep table "
-            f"run the chosen set-up with the options {set_options(chosen)} (Python: overrides=).")
+            "every other page shows the archive made before the ablation. Its spec is table1_rerun (hts-ep sweep "
+            "table1_rerun --profile paper trains what is missing); any other spec runs the chosen set-up with the "
+            f"options {set_options(chosen)} of hts-ep sweep and hts-ep table (Python: overrides=).")

@@ -144,7 +144,8 @@ def test_overrides_and_the_rerun_status():
     assert text.startswith("37 of 200 runs") and "switch" in text
     assert "was trained again" in ablation.rerun_text(STANDARD, True, 200, 200, True)
     assert "is being trained again at them (37 of 200" in ablation.rerun_text(STANDARD, True, 37, 200, True)
-    assert "the options --set inputs=standardised --set nudge_from=end (" in text
+    assert "the options --set inputs=standardised --set nudge_from=end of hts-ep sweep" in text
+    assert "hts-ep sweep table1_rerun --profile paper" in text
     assert ablation.set_options(BOUNDED) == "--set h_bound=1.2"
     assert ablation.set_options((2.0, "unit", "branch", 1.0)) == "--set h_bound=2.0"
     assert ablation.rerun_text(STANDARD, True, 37, 200, False, decided=False).endswith("until stage 2 has decided.")
