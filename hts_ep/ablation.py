@@ -137,16 +137,16 @@ def decide(table, margin=MARGIN):
         return TODAY, False, "every variant had runs that failed"
     best = clean.iloc[0]
     if best.variant == TODAY:
-        return TODAY, False, "today's set-up scored highest"
+        return TODAY, False, "the package's defaults scored highest"
     if not len(today):
-        return best.variant, True, "today's set-up was not run"
+        return best.variant, True, "the package's defaults were not run"
     t = today.iloc[0]
     if t.failed > 0:
-        return best.variant, True, f"today's set-up had {plural(int(t.failed), 'failed run')} of {int(t.runs)}"
+        return best.variant, True, f"the package's defaults had {plural(int(t.failed), 'failed run')} of {int(t.runs)}"
     if best.score >= t.score + margin:
-        return best.variant, True, f"it scored {best.score - t.score:.2f} points above today's set-up"
-    return TODAY, False, (f"the best variant scored only {best.score - t.score:.2f} points above today's "
-                          f"set-up (at least {margin} needed)")
+        return best.variant, True, f"it scored {best.score - t.score:.2f} points above the package's defaults"
+    return TODAY, False, (f"the best variant scored only {best.score - t.score:.2f} points above the package's "
+                          f"defaults (at least {margin} needed)")
 
 
 def effects(records):
@@ -360,7 +360,7 @@ def set_options(v):
     return " ".join(f"--set {k}={text(x)}" for k, x in overrides(v).items())
 
 
-def rerun_text(chosen, adopted, done, total, switched, decided=True):
+def rerun_text(chosen, adopted, done, total, switched, decided=True, short=False):
     """Where Table 1's paper-scale archive stands against the ablation's choice, in one sentence (two
     where the choice is not yet the default: how to run it meanwhile)."""
     if not decided:
@@ -371,6 +371,9 @@ def rerun_text(chosen, adopted, done, total, switched, decided=True):
         how = "was trained again at them" if done >= total else "is being trained again at them"
         return (f"The package's defaults are now {name(chosen)}, and Table 1 {how} ({done} of {total} runs "
                 "archived). The table below sets it beside the archive made before.")
+    if short:       # the intro's: progress only
+        return (f"{done} of {total} runs of Table 1 are archived at it so far; until all are, this book shows the "
+                "archive made before.")
     return (f"{done} of {total} runs of Table 1 (MNIST and Fashion-MNIST, the paper's protocol) are archived at "
             f"{name(chosen)} so far; the package's defaults switch to it when all {total} are, and until then "
             "every other page shows the archive made before the ablation. Its spec is table1_rerun (hts-ep sweep "

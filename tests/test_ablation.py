@@ -231,3 +231,10 @@ def test_a_committed_rerun_spec_is_stage2s_decision():
     assert len(runs) == ablation.paper_size()
     chosen, adopted, _ = ablation.decide(ablation.judge(runs, runs_each=ablation.paper_size() // len(finalists)))
     assert adopted and (experiments.SPEC_DIR / "table1_rerun.yaml").read_text() == ablation.rerun_yaml(chosen)
+
+
+def test_the_intro_gets_the_rerun_progress_only():
+    short = ablation.rerun_text(STANDARD, True, 20, 200, False, short=True)
+    assert short == ("20 of 200 runs of Table 1 are archived at it so far; until all are, this book shows the "
+                     "archive made before.")
+    assert ablation.rerun_text(STANDARD, False, 0, 200, False, short=True).startswith("The defaults did not change")
