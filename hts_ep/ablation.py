@@ -203,12 +203,15 @@ def paper_variants(spec="ablation_paper"):
     return [tuple(v) for v in load_spec(spec).grid[",".join(FACTORS)]]
 
 
+def _yaml(v):
+    """A factor's value as the specs write it: floats as floats (1 and 1.0 are different keys in the store)."""
+    return "null" if v is None else repr(float(v)) if isinstance(v, float) else v
+
+
 def stage2_yaml(finalists):
     """Stage 2's spec for `finalists` (stage 1's choice, today's last): the text of
     experiments/ablation_paper.yaml."""
-    def value(v):       # floats as floats: 1 and 1.0 are different keys in the store
-        return "null" if v is None else repr(float(v)) if isinstance(v, float) else v
-    rows = ", ".join("[" + ", ".join(value(x) for x in v) + "]" for v in finalists)
+    rows = ", ".join("[" + ", ".join(_yaml(x) for x in v) + "]" for v in finalists)
     return f"""name: ablation_paper
 description: >
   Stage 2 of the fidelity ablation (hts_ep/ablation.py holds its rule): the
@@ -230,11 +233,9 @@ def rerun_yaml(chosen, spec="table1"):
     chosen variant's fields fixed, so that its records are points of a spec like every archived one."""
     from .experiments import load_spec
 
-    def value(v):       # floats as floats: 1 and 1.0 are different keys in the store
-        return "null" if v is None else repr(float(v)) if isinstance(v, float) else v
     grid = load_spec(spec).grid
-    axes = "\n".join(f"  {k}: [{', '.join(value(x) for x in v)}]" for k, v in grid.items())
-    fixed = ", ".join(f"{k}: {value(v)}" for k, v in overrides(chosen).items())
+    axes = "\n".join(f"  {k}: [{', '.join(_yaml(x) for x in v)}]" for k, v in grid.items())
+    fixed = ", ".join(f"{k}: {_yaml(v)}" for k, v in overrides(chosen).items())
     return f"""name: {spec}_rerun
 description: >
   Table 1 again at the set-up the fidelity ablation chose ({name(chosen)}; the
