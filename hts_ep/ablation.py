@@ -363,7 +363,8 @@ def set_options(v):
 
 def rerun_text(chosen, adopted, done, total, switched, decided=True, short=False):
     """Where Table 1's paper-scale archive stands against the ablation's choice, in one sentence (two
-    where the choice is not yet the default: how to run it meanwhile)."""
+    where the choice is not yet the default). Prose only: `rerun_commands` gives the commands, shown as
+    code, where typography cannot turn `--set` into a dash."""
     if not decided:
         return "Table 1's archive stays at the package's defaults until stage 2 has decided."
     if not adopted:
@@ -377,6 +378,18 @@ def rerun_text(chosen, adopted, done, total, switched, decided=True, short=False
                 "archive made before.")
     return (f"{done} of {total} runs of Table 1 (MNIST and Fashion-MNIST, the paper's protocol) are archived at "
             f"{name(chosen)} so far; the package's defaults switch to it when all {total} are, and until then "
-            "every other page shows the archive made before the ablation. Its spec is table1_rerun (hts-ep sweep "
-            "table1_rerun --profile paper trains what is missing); any other spec runs the chosen set-up with the "
-            f"options {set_options(chosen)} of hts-ep sweep and hts-ep table (Python: overrides=).")
+            "every other page shows the archive made before the ablation. The commands below train what is "
+            "missing and run any other spec at the chosen set-up.")
+
+
+def rerun_commands(chosen, adopted, switched):
+    """The shell commands that run the chosen set-up while it is not yet the default ("" otherwise):
+    the re-run's own spec, and the options that put any other spec on it."""
+    if not adopted or switched:
+        return ""
+    options = set_options(chosen)
+    return ("# train what Table 1's re-run still misses (resumable; --dry-run says what is left)\n"
+            "hts-ep sweep table1_rerun --profile paper\n"
+            "# any other spec at the chosen set-up (Python: overrides=ablation.overrides(chosen))\n"
+            f"hts-ep sweep SPEC {options}\n"
+            f"hts-ep table SPEC {options}\n")

@@ -81,6 +81,8 @@ class Config:
                                        and math.isfinite(value) and value > 0)
                 if not ok:
                     raise ValueError(f"h_bound={value!r} must be None (unbounded) or a finite number > 0")
+                if value is not None:
+                    object.__setattr__(self, f.name, float(value))
                 continue
             if isinstance(f.default, str):
                 ok = isinstance(value, str)
@@ -92,6 +94,10 @@ class Config:
             if not ok:
                 kind = {str: "a string", int: "an integer"}.get(type(f.default), "a finite number")
                 raise ValueError(f"{f.name}={value!r} must be {kind}")
+            if isinstance(f.default, float):
+                # a float field holds a float: eta1=1 and eta1=1.0 are one model and must be one
+                # record key (no archived record holds an int in a float field, so no key moves)
+                object.__setattr__(self, f.name, float(value))
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
         check_parameters(self.distribution, 1, self.mu, self.sigma_eps, self.eps_min, self.eps_max,

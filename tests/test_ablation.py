@@ -144,8 +144,12 @@ def test_overrides_and_the_rerun_status():
     assert text.startswith("37 of 200 runs") and "switch" in text
     assert "was trained again" in ablation.rerun_text(STANDARD, True, 200, 200, True)
     assert "is being trained again at them (37 of 200" in ablation.rerun_text(STANDARD, True, 37, 200, True)
-    assert "the options --set inputs=standardised --set nudge_from=end of hts-ep sweep" in text
-    assert "hts-ep sweep table1_rerun --profile paper" in text
+    assert "--set" not in text and "hts-ep" not in text      # prose: the commands are shown as code
+    commands = ablation.rerun_commands(STANDARD, True, False)
+    assert "\nhts-ep sweep table1_rerun --profile paper\n" in commands
+    assert "hts-ep sweep SPEC --set inputs=standardised --set nudge_from=end\n" in commands
+    assert "hts-ep table SPEC --set inputs=standardised --set nudge_from=end\n" in commands
+    assert ablation.rerun_commands(STANDARD, True, True) == ablation.rerun_commands(STANDARD, False, False) == ""
     assert ablation.set_options(BOUNDED) == "--set h_bound=1.2"
     assert ablation.set_options((2.0, "unit", "branch", 1.0)) == "--set h_bound=2.0"
     assert ablation.rerun_text(STANDARD, True, 37, 200, False, decided=False).endswith("until stage 2 has decided.")

@@ -80,6 +80,14 @@ def test_key_changes_with_every_parameter(monkeypatch):
     assert key(base) not in keys                               # and so does the numerics version
 
 
+def test_a_whole_number_in_a_float_field_is_the_same_model_and_key():
+    # eta1=1 from a script or a spec and eta1=1.0 from the defaults are one model: one record.
+    assert Config(eta1=1, beta=1, h_bound=2) == Config(eta1=1.0, beta=1.0, h_bound=2.0)
+    assert key(Config(eta1=1, h_bound=2)) == key(Config(eta1=1.0, h_bound=2.0))
+    assert type(Config(eps_out=1).eps_out) is float and type(Config(h_bound=2).h_bound) is float
+    assert type(Config(epochs=3).epochs) is int                  # integer fields stay integers
+
+
 def test_fields_added_later_keep_the_keys_of_earlier_records():
     # A record archived before h_bound and inputs existed (results/paper/), its config as written
     # then, key as its file is named: the same configuration made today has that key.
