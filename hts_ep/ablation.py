@@ -204,7 +204,7 @@ def paper_variants(spec="ablation_paper"):
 
 
 def _yaml(v):
-    """A factor's value as the specs write it: floats as floats (1 and 1.0 are different keys in the store)."""
+    """A factor's value as the specs write it: floats as floats, so that a spec reads as the records' configs do."""
     return "null" if v is None else repr(float(v)) if isinstance(v, float) else v
 
 
@@ -356,7 +356,7 @@ def overrides(v):
 
 def set_options(v):
     """The CLI options that set up variant `v` (`--set` for each field that differs from the defaults)."""
-    def text(x):        # floats written as floats: 2 would be another key than 2.0
+    def text(x):        # floats written as floats, as the records' configs show them
         return "none" if x is None else repr(float(x)) if isinstance(x, float) else str(x)
     return " ".join(f"--set {k}={text(x)}" for k, x in overrides(v).items())
 

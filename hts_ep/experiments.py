@@ -593,9 +593,9 @@ FLOAT_FIELDS = {f.name for f in dataclasses.fields(Config) if isinstance(f.defau
 
 
 def as_field_type(name, value):
-    """An override's value as its field stores it: a whole number of a float field as a float (1 and 1.0
-    are different keys in the store, and the defaults' records hold 1.0), a number YAML left as text
-    ('1e-3') as that number; anything else as given, for Config to check."""
+    """An override's value as its field stores it: a whole number of a float field as a float (Config does
+    the same; here the parsed overrides already show it), a number YAML left as text ('1e-3') as that
+    number; anything else as given, for Config to check."""
     if name in FLOAT_FIELDS and not isinstance(value, bool):
         if isinstance(value, int):
             return float(value)
