@@ -126,6 +126,13 @@ class Config:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_dict(cls, saved):
+        """The Config a record's (or checkpoint's) `config` was made with: a field it lacks is a
+        LATER_FIELDS one at the value every record made before that field held, not today's
+        default (were the defaults to move on, Config(**saved) would read an old record as a new model)."""
+        return cls(**{**LATER_FIELDS, **saved})
+
     def to_dict(self):
         """Every field, but the LATER_FIELDS at the value records were made with before they existed."""
         return {k: v for k, v in dataclasses.asdict(self).items()

@@ -10,6 +10,7 @@ from .wording import DATASET_LABELS, LABELS
 
 COLORS = {"scalar": "0.25", "normal": "tab:blue", "lognormal": "tab:orange", "gamma": "tab:green"}
 SCHEMES = {"branch": ("-", "o", None), "end": ("--", "s", "none")}     # line, marker, face
+ONE_SCHEME = SCHEMES["branch"]          # the style of a figure whose cells have no scheme
 ORDER = ["scalar", *CONDITIONS[:3]]     # the scalar baseline first, then the paper's order
 STATE_TITLES = {"fresh": "freshly initialised", "trained": "after training"}
 LAYER_TITLES = {"layer1": "hidden layer (W1, b1)", "layer2": "output layer (W2, b2)"}
@@ -237,12 +238,13 @@ def breakdown(cells, alive, rows, cols, row_label, col_label, title):
     return fig
 
 
-def against_spread(cells, column, ylabel, schemes=("branch",), log=False, panels=None, err=None, ncols=None,
+def against_spread(cells, column, ylabel, schemes="present", log=False, panels=None, err=None, ncols=None,
                    sharey=False, legend=True, dodge=0.0, limits=None):
     """`column` of `cells` against the spread of the hidden time steps: the three distributions, the
     scalar baseline at spread 0, each scheme of `schemes` (cells' nudge_from; None: `cells` has no
-    scheme column) in its line style, error bars from column `err` (default: the seed std where
-    `column` is final_acc), a cross on the axis where every run of a point diverged (no value).
+    scheme column; default "present": the schemes `cells` holds) in its line style, error bars
+    from column `err` (default: the seed std where `column` is final_acc), a cross on the axis where
+    every run of a point diverged (no value).
 
     One panel per (title, where) of `panels` (`where`: column -> value(s) selecting its rows),
     `ncols` to a row (default: all in one row); default panels: one per data set (`cells`:
@@ -259,11 +261,13 @@ def against_spread(cells, column, ylabel, schemes=("branch",), log=False, panels
     ncols = min(ncols or len(panels), len(panels)) or 1
     fig, axes = _grid(math.ceil(len(panels) / ncols), ncols, 4.6, 3.3, sharex=True, sharey=sharey)
     spreads = sorted(cells[cells.distribution != "scalar"].sigma_eps.unique()) if len(cells) else []
+    if isinstance(schemes, str):        # "present"
+        schemes = tuple(s for s in SCHEMES if len(cells) and s in set(cells.nudge_from)) or None
     shown = schemes or (None,)
     for ax, (title, where) in zip(axes.flat, panels):
         part = _where(cells, where)
         for i, scheme in enumerate(shown):
-            ls, mk, face = SCHEMES[scheme or "branch"]
+            ls, mk, face = SCHEMES.get(scheme, ONE_SCHEME)
             sub = part if scheme is None else part[part.nudge_from == scheme]
             suffix = f" ({scheme})" if schemes and len(schemes) > 1 else ""
             for cond in _order(sub.distribution):
@@ -307,8 +311,11 @@ def relaxation_traces(traces, steps):
                 mid = g.median()
                 ax.plot(mid.index, mid.values, ls, color=COLORS[d], lw=1.2, label=LABELS[d] if phase == "free" else "_")
                 ax.fill_between(mid.index, g.min(), g.max(), color=COLORS[d], alpha=0.15, lw=0)
-        ax.axvspan(steps["branch"] + 0.5, steps["t_free"] + 0.5, color="0.9", lw=0, zorder=0)
-        for x, text in ((steps["branch"] / 2, "free phase"), ((steps["branch"] + steps["t_free"]) / 2, "nudged")):
+        # steps["branch"]: the free step the nudged phase starts from (t_free - t_nudge when it
+        # branches off the free run, t_free when it starts from the free end)
+        start, stop = steps["branch"], steps["branch"] + steps["t_nudge"]
+        ax.axvspan(start + 0.5, stop + 0.5, color="0.9", lw=0, zorder=0)
+        for x, text in ((start / 2, "free phase"), ((start + stop) / 2, "nudged")):
             ax.text(x, 0.97, text, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8)
         ax.set_yscale("log")
         ax.set_xlabel("Euler step t")
@@ -540,18 +547,19 @@ def accuracy_per_epoch(cur, by, target=None, ylabel="test accuracy (%)"):
 
 def variants(table, score="score", label="score (points)"):
     """One dot per variant of an ablation table (ablation.screen or judge) at its score: open and grey
-    where a run of the variant failed, a red ring around the package's default set-up."""
+    where a run of the variant failed, a red ring around the set-up before the ablation."""
     import matplotlib.pyplot as plt
 
-    from .ablation import TODAY
+    from .ablation import FORMER
     t = table.iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.28 * len(t)))
     y = np.arange(len(t))
     ok = ~t.failed.astype(bool).to_numpy()
     ax.plot(t[score][ok], y[ok], "o", color="tab:blue", label="no run never started, diverged or collapsed")
     ax.plot(t[score][~ok], y[~ok], "o", mfc="none", color="0.5", label="a run never started, diverged or collapsed")
-    today = (t.variant == TODAY).to_numpy()
-    ax.plot(t[score][today], y[today], "o", ms=12, mfc="none", color="crimson", label="the package's default")
+    former = (t.variant == FORMER).to_numpy()
+    ax.plot(t[score][former], y[former], "o", ms=12, mfc="none", color="crimson",
+            label="the defaults before the ablation")
     ax.set_yticks(y, t.name, fontsize=7)
     ax.set_xlabel(label)
     # below the axes: inside, it hid a variant's dot
@@ -616,4 +624,22 @@ def start_accuracy(runs, threshold):
         ax.set_xlabel("training accuracy after epoch 1 (%)")
     axes[0, 0].set_ylabel("runs")
     axes[0, 0].legend(fontsize=6.5, loc="upper left")
+    return fig
+
+
+def change(table):
+    """`ablation.paired_change`: after minus before, paired by run, one panel per quantity, one row per
+    data set, the mean difference with its 95% interval over the pairs; zero dashed."""
+    from .ablation import CHANGE
+    datasets = [d for d in DATASET_LABELS if d in set(table.dataset)]
+    fig, axes = _panels(len(CHANGE), 3.0, 0.9 + 0.45 * max(1, len(datasets)), sharey=True)
+    for ax, (q, what) in zip(axes[0], CHANGE.items()):
+        t = table[table.quantity == q].set_index("dataset").reindex(datasets)
+        y = np.arange(len(t))
+        ax.errorbar(t["diff"], y, xerr=[(t["diff"] - t.ci_low).fillna(0), (t.ci_high - t["diff"]).fillna(0)],
+                    fmt="o", capsize=3, color="0.2")
+        ax.axvline(0, color="0.5", lw=1, ls="--")
+        ax.set_xlabel(f"{what}, after − before (points)", fontsize=8)
+        ax.set_yticks(y, [DATASET_LABELS[d] for d in t.index])
+        ax.set_ylim(-0.6, len(t) - 0.4)
     return fig

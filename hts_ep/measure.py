@@ -163,7 +163,8 @@ def trace_frame(p, configs, state, phase):
 
 def traces(result):
     """`relaxation`'s residuals as one long table: state, distribution, sigma_eps, seed, phase, step
-    (the free phase's steps count from 1, the nudged phase's from where it branches off), residual."""
+    (the free phase's steps count from 1, the nudged phase's from the free step it starts from: t_free -
+    t_nudge when it branches off the free run, t_free from the free end), residual."""
     out = []
     for phase, start in (("free", 0), ("nudged", result["steps"]["branch"])):
         wide = result[phase]
@@ -259,8 +260,8 @@ def scheme_grid(spec):
 def drift(configs, n_probe, train_epochs, data_root=None, device=None, root=None):
     """How much of the "end" scheme's update is free drift (stats.drift_share), per network and
     layer, on the first `n_probe` training images, freshly initialised and after `train_epochs`
-    epochs of (branching) training. Result: "shares" (state, distribution, sigma_eps, seed, layer,
-    share) and "n_train"."""
+    epochs of training (each network's own scheme; the timing page trains them branching).
+    Result: "shares" (state, distribution, sigma_eps, seed, layer, share) and "n_train"."""
     inputs = inputs_of("drift", configs, device, n_probe=n_probe, train_epochs=train_epochs)
     return memo.cached("drift", inputs, lambda: _drift(configs, n_probe, train_epochs, data_root, device), root)
 
@@ -286,7 +287,8 @@ def alignment(configs, batch, n_batches, train_epochs, t_frees, betas, n_test, s
               device=None, root=None):
     """The rule's update against the BPTT gradient (gradients.compare), per network, on `n_batches`
     training batches of `batch` images, freshly initialised and after `train_epochs` epochs of
-    (branching) training: both schemes, each layer, the binary cross-entropy, the squared error and
+    training (each network's own nudging scheme): both schemes, each layer, the binary cross-entropy, the
+    squared error and
     the softmax cross-entropy, each network at the configured beta and free-phase length; the scalar
     network and those at spread `swept` also at every beta of `betas` (binary cross-entropy) and every
     free-phase length of `t_frees` (at the smallest and the configured beta). Result: "rows" (state,
@@ -456,7 +458,8 @@ def relaxation_numbers(result):
     to a value at the rounding floor (`floors`); then the same-weights test."""
     ends, same = result["ends"], result["same"]
     out = {**result["steps"], "n_train": result["n_train"], "seeds": int(ends.seed.nunique()),
-           "rounding": ROUNDING, "rounding_steps": ROUNDING_STEPS}
+           "rounding": ROUNDING, "rounding_steps": ROUNDING_STEPS,
+           "nudge_window": wording.nudge_window(result["steps"])}
     for state in STATES:
         for d in CONDITIONS:
             part = select(ends, {"state": state, "distribution": d})
@@ -524,47 +527,49 @@ def drift_numbers(result, spreads):
     return out
 
 
-def alignment_numbers(result, swept, beta, t_free):
+def alignment_numbers(result, swept, beta, t_free, scheme=None):
     """The gradient page's glued values: the headline cosines (trained, binary cross-entropy, the
     configured beta and free-phase length) and, with their intervals over batches, HTS minus scalar,
-    the effect of the free-phase length and of beta, and cosine against accuracy."""
+    the effect of the free-phase length and of beta, and, under `scheme` (the one the networks were
+    trained with; default: the package's), cosine against accuracy and the other losses."""
+    scheme = scheme or Config().nudge_from
     rows, acc = result["rows"], result["accuracy"]
     base = {"loss": "bce", "beta": beta, "t_free": t_free}
     out = {"n_train": result["n_train"], "n_test": result["n_test"], "batches": int(rows.batch.nunique()),
            "swept": swept, "negligible": NEGLIGIBLE}
     for state in STATES:
-        for scheme in ("branch", "end"):
+        for s in ("branch", "end"):     # both schemes' numbers, whichever the networks trained with
             for layer in LAYERS:
-                where = {**base, "state": state, "scheme": scheme, "param": layer}
+                where = {**base, "state": state, "scheme": s, "param": layer}
                 for d in CONDITIONS:
                     sel = {"distribution": d} if d == "scalar" else {"distribution": d, "sigma_eps": swept}
-                    out[f"cos_{state}_{scheme}_{layer}_{d}"] = float(select(rows, {**where, **sel}).cosine.mean())
+                    out[f"cos_{state}_{s}_{layer}_{d}"] = float(select(rows, {**where, **sel}).cosine.mean())
                 g = paired(rows, "cosine", "batch", {**where, "distribution": list(HTS)},
                            {**where, "distribution": "scalar"})
-                out[f"gap_{state}_{scheme}_{layer}"] = wording.difference_text(
+                out[f"gap_{state}_{s}_{layer}"] = wording.difference_text(
                     g, "HTS closer to the gradient", "HTS further from it", "batches", negligible=NEGLIGIBLE)
-    for scheme in ("branch", "end"):
-        sweep = {**base, "state": "trained", "scheme": scheme, "param": "layer1",
+    for s in ("branch", "end"):
+        sweep = {**base, "state": "trained", "scheme": s, "param": "layer1",
                  "distribution": list(HTS), "sigma_eps": swept}
         lo, hi = min(rows.t_free), max(rows.t_free)
         g = paired(rows, "cosine", "batch", {**sweep, "t_free": hi}, {**sweep, "t_free": lo})
-        out[f"tfree_{scheme}"] = wording.change_text(g, "longer free phase", NEGLIGIBLE)
+        out[f"tfree_{s}"] = wording.change_text(g, "longer free phase", NEGLIGIBLE)
         small = min(rows.beta)
         g = paired(rows, "cosine", "batch", {**sweep, "beta": small}, {**sweep, "beta": beta})
-        out[f"beta_{scheme}"] = wording.change_text(g, "smaller nudge", NEGLIGIBLE)
+        out[f"beta_{s}"] = wording.change_text(g, "smaller nudge", NEGLIGIBLE)
         for group, at in (("scalar", {**sweep, "distribution": "scalar", "sigma_eps": 0.0}), ("hts", sweep)):
             for name, where in (("tlo", {"t_free": lo}), ("thi", {"t_free": hi}), ("betasmall", {"beta": small})):
-                out[f"{name}_{scheme}_{group}"] = float(select(rows, {**at, **where}).cosine.mean())
-        widest = select(rows, {**base, "state": "trained", "scheme": scheme, "param": "layer1",
+                out[f"{name}_{s}_{group}"] = float(select(rows, {**at, **where}).cosine.mean())
+        widest = select(rows, {**base, "state": "trained", "scheme": s, "param": "layer1",
                                "distribution": list(HTS), "sigma_eps": max(rows.sigma_eps)})
-        out[f"widest_{scheme}"] = float(widest.groupby("distribution").cosine.mean().min())
+        out[f"widest_{s}"] = float(widest.groupby("distribution").cosine.mean().min())
     out.update(t_lo=int(min(rows.t_free)), t_hi=int(max(rows.t_free)), beta_small=float(min(rows.beta)),
                widest=float(max(rows.sigma_eps)))
-    cos = select(rows, {**base, "state": "trained", "scheme": "branch", "param": "layer1"}).groupby(
+    cos = select(rows, {**base, "state": "trained", "scheme": scheme, "param": "layer1"}).groupby(
         ["distribution", "sigma_eps"]).cosine.mean().rename("cosine").reset_index().merge(acc)
     out["rank_text"] = wording.rank_text(cos.cosine, cos.accuracy)
     for loss in ("bce", "mse", "ce"):
-        where = {"state": "trained", "scheme": "branch", "beta": beta, "t_free": t_free, "loss": loss}
+        where = {"state": "trained", "scheme": scheme, "beta": beta, "t_free": t_free, "loss": loss}
         for layer in LAYERS:
             for group, dists in (("scalar", "scalar"), ("hts", list(HTS))):
                 sel = select(rows, {**where, "param": layer, "distribution": dists})

@@ -6,7 +6,7 @@ it comes from a short measurement: a few training batches and one evaluation
 batch of a small ensemble, on the device and with the threads the sweep would
 use. The result is cached in the user cache (`speed.json`), keyed by
 everything that changes it (CPU, device, threads, torch, kernel, network
-shape), so only the first dry run on a machine pays the few seconds it takes.
+shape, nudging scheme and bound), so only the first dry run on a machine pays the few seconds it takes.
 """
 import json
 import logging
@@ -37,9 +37,11 @@ def machine_key(config, device, threads):
     device = torch.device(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else machine.cpu_name()
     shape = (config.n_in, config.n_hidden, config.n_out, config.t_free, config.t_nudge, config.batch_size)
+    # the nudging scheme and the bound pick other kernel paths (one pass or two; a clamp per step)
+    path = f"nudge={config.nudge_from}|bounded={config.h_bound is not None}"
     kernel = (f"fused={fused.source_tag()}:{fused.available()}" if device.type == "cpu"
               else f"triton={gpu.available()}:{gpu.settings_tag()}")
-    return f"{device.type}|{where}|threads={threads}|torch={torch.__version__}|{kernel}|shape={shape}"
+    return f"{device.type}|{where}|threads={threads}|torch={torch.__version__}|{kernel}|shape={shape}|{path}"
 
 
 def measure(config, device=None, models=MODELS):

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-# Eight batches of 32: one batch of 256 leaves every model at chance.
-SMALL = ["--n-hidden", "32", "--t-free", "20", "--t-nudge", "4", "--train-subset", "256", "--batch-size", "32",
+# Sixteen batches of 32 and 40 free steps: one batch of 256 leaves every model at chance, and after
+# 20 free steps a nudge from the free end starts from a state still drifting.
+SMALL = ["--n-hidden", "32", "--t-free", "40", "--t-nudge", "4", "--train-subset", "512", "--batch-size", "32",
          "--epochs", "1", "--threads", "1", "--no-progress"]
 
 

@@ -119,11 +119,14 @@ def test_bad_record_is_named_and_left_out(tmp_path, bad, reason):
 
 def test_good_records_pass_with_or_without_later_fields(tmp_path):
     store = experiments.Store("p", tmp_path)
-    for c in (small(epochs=2), small(epochs=2, h_bound=1.2, inputs="standardised")):
+    # the set-up records had before h_bound and inputs existed (their configs lack both), and the
+    # defaults' since the fidelity ablation: each is filed under its own key, whatever the defaults
+    for c in (small(epochs=2, h_bound=None, inputs="unit"), small(epochs=2, h_bound=1.2, inputs="standardised")):
         record = good_record(c)
         if c.inputs != "unit":
             record["environment"]["input_stats"] = {"mean": 0.1, "std": 0.3, "eta1_gain": 0.15}
         store.put(record)
+        assert (tmp_path / "p" / f"{experiments.key(c)}.json").is_file()
         assert store.get(c) is not None, store.problems
     diverged = good_record(small(epochs=3, seed=7))
     diverged["diverged_epoch"] = 2
@@ -140,7 +143,7 @@ def test_archived_and_calibration_records_validate():
     assert len(paper) >= 200
     for path in paper:
         record = train.read_json(path)
-        train.check_record(record, Config(**record["config"]))
+        train.check_record(record, Config.from_dict(record["config"]))
         assert record["key"] == path.stem
     calibration = sorted((REPO / "results" / "calibration").rglob("*.json"))
     assert calibration
@@ -415,7 +418,7 @@ def test_sweep_that_waits_too_long_fails_in_one_line(tmp_path):
         {"seeds": [0], "epochs": 1, "train_subset": 256, "test_subset": 500})[0]
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time, json; from hts_ep import Config, experiments; "
-         f"held = experiments.Store('two', {str(results)!r}).lock([Config(**json.loads(sys.argv[1]))]); "
+         f"held = experiments.Store('two', {str(results)!r}).lock([Config.from_dict(json.loads(sys.argv[1]))]); "
          "print('held', flush=True); time.sleep(300)", json.dumps(config.to_dict())],
         stdout=subprocess.PIPE, text=True)
     try:
