@@ -1,6 +1,6 @@
 """The fidelity ablation's rule: which of the first author's stabilisers this project adopts.
 
-Four factors, each at today's value and the author's (docs/model.md, issue 24):
+Four factors, each at the value the package had before the ablation and the author's (docs/model.md, issue 24):
 
     h_bound     None (unbounded leaky ReLU)  or 1.2 (phi clamped to [-1.2, 1.2])
     inputs      unit ([0, 1] pixels)         or standardised (data.INPUT_STATS)
@@ -9,7 +9,7 @@ Four factors, each at today's value and the author's (docs/model.md, issue 24):
                 given for unit inputs, scaled by data.InputStats.eta1_gain when standardised
 
 Stage 1 (spec ablation_screen, profile screen) screens the 16 variants on Fashion-MNIST;
-stage 2 (spec ablation_paper, profile paper) runs the two best and today's at the paper's
+stage 2 (spec ablation_paper, profile paper) runs the two best and the former defaults at the paper's
 protocol on MNIST and Fashion-MNIST. This module is the rule both stages are judged by,
 written and tested before either ran (tests/test_ablation.py); every number in it is chosen.
 """
@@ -21,9 +21,9 @@ from .stats import HTS, finals, paper_table1
 from .wording import plural
 
 FACTORS = ("h_bound", "inputs", "nudge_from", "eta1")
-TODAY = (None, "unit", "branch", 1.0)      # the defaults the archive of 2026-12 was made with
+FORMER = (None, "unit", "branch", 1.0)      # the defaults before the ablation (Table 1's first archive, 2026-12)
 AUTHOR = (1.2, "standardised", "end", 0.35)  # each factor's other level: the first author's choice
-# Stage 2 may adopt a variant over today's only if its score is higher by at least this much
+# Stage 2 may adopt a variant over the former defaults only if its score is higher by at least this much
 # (points; chosen: about the seed-to-seed noise of one term of the score)
 MARGIN = 0.5
 
@@ -75,12 +75,12 @@ def screen(records):
 
 
 def finalists(table, n=2):
-    """Stage 1's choice: the `n` highest-scoring variants other than today's among those with
-    the fewest failed runs (none, where any variant has none), then today's."""
-    others = table[table.variant != TODAY]
+    """Stage 1's choice: the `n` highest-scoring variants other than the former defaults among
+    those with the fewest failed runs (none, where any variant has none), then the former defaults."""
+    others = table[table.variant != FORMER]
     fewest = others.failed.min()
     picked = others[others.failed == fewest].head(n).variant.tolist()
-    return [*picked, TODAY]
+    return [*picked, FORMER]
 
 
 def paper_cells(dataset, eps_out):
@@ -128,24 +128,24 @@ def judge(records, runs_each=None):
 
 def decide(table, margin=MARGIN):
     """Stage 2's choice from `judge`'s table: (variant, adopted, reason). The failure-free
-    variant with the highest score wins; it replaces today's defaults if today's set-up had
+    variant with the highest score wins; it replaces the former defaults if that set-up had
     failed runs, or if it scores at least `margin` points higher. Where no variant is free of
-    failed runs, or today's wins, the defaults stay (adopted False)."""
+    failed runs, or the former defaults win, they stay (adopted False)."""
     clean = table[table.failed == 0]
-    today = table[table.variant == TODAY]
+    today = table[table.variant == FORMER]
     if not len(clean):
-        return TODAY, False, "every variant had runs that failed"
+        return FORMER, False, "every variant had runs that failed"
     best = clean.iloc[0]
-    if best.variant == TODAY:
-        return TODAY, False, "the package's defaults scored highest"
+    if best.variant == FORMER:
+        return FORMER, False, "the defaults before the ablation scored highest"
     if not len(today):
-        return best.variant, True, "the package's defaults were not run"
+        return best.variant, True, "the defaults before the ablation were not run"
     t = today.iloc[0]
     if t.failed > 0:
-        return best.variant, True, f"the package's defaults had {plural(int(t.failed), 'failed run')} of {int(t.runs)}"
+        return best.variant, True, f"the defaults before the ablation had {plural(int(t.failed), 'failed run')} of {int(t.runs)}"
     if best.score >= t.score + margin:
-        return best.variant, True, f"it scored {best.score - t.score:.2f} points above the package's defaults"
-    return TODAY, False, (f"the best variant scored only {best.score - t.score:.2f} points above the package's "
+        return best.variant, True, f"it scored {best.score - t.score:.2f} points above the defaults before the ablation"
+    return FORMER, False, (f"the best variant scored only {best.score - t.score:.2f} points above the package's "
                           f"defaults (at least {margin} needed)")
 
 
@@ -209,7 +209,7 @@ def _yaml(v):
 
 
 def stage2_yaml(finalists):
-    """Stage 2's spec for `finalists` (stage 1's choice, today's last): the text of
+    """Stage 2's spec for `finalists` (stage 1's choice, the former defaults last): the text of
     experiments/ablation_paper.yaml."""
     rows = ", ".join("[" + ", ".join(_yaml(x) for x in v) + "]" for v in finalists)
     return f"""name: ablation_paper
@@ -235,13 +235,38 @@ def rerun_yaml(chosen, spec="table1"):
 
     grid = load_spec(spec).grid
     axes = "\n".join(f"  {k}: [{', '.join(_yaml(x) for x in v)}]" for k, v in grid.items())
-    fixed = ", ".join(f"{k}: {_yaml(v)}" for k, v in overrides(chosen).items())
+    # where the variant differs from the set-up before the ablation or from today's defaults: either way
+    # the spec's runs are the variant's, whether or not the defaults have moved to it
+    fixed = ", ".join(f"{k}: {_yaml(x)}" for k, x in zip(FACTORS, chosen) if k in changed(chosen) or k in overrides(chosen))
     return f"""name: {spec}_rerun
 description: >
   Table 1 again at the set-up the fidelity ablation chose ({name(chosen)}; the
-  rule is hts_ep/ablation.py): the grid of {spec}, with the package's defaults but
-  for the fields below. Written by ablation.rerun_yaml from stage 2's decision; the
-  package's defaults switch to this set-up when its paper-profile archive is whole.
+  rule is hts_ep/ablation.py): the grid of {spec} with the fields below fixed where the
+  chosen set-up differs from the defaults before the ablation. Written by
+  ablation.rerun_yaml from stage 2's decision. Once its paper-profile archive was whole
+  these became the package's defaults, so {spec} at the defaults reads the same records.
+grid:
+{axes}
+fixed: {{{fixed}}}
+"""
+
+
+def before_yaml(chosen, spec="table1"):
+    """The spec of Table 1 as first archived (experiments/table1_before.yaml): `spec`'s grid with the
+    fields fixed where the set-up before the ablation differs from the chosen one, so that the archive
+    made before keeps a spec of its own (and its keys) once the chosen set-up is the default."""
+    from .experiments import load_spec
+
+    grid = load_spec(spec).grid
+    axes = "\n".join(f"  {k}: [{', '.join(_yaml(x) for x in v)}]" for k, v in grid.items())
+    fixed = ", ".join(f"{k}: {_yaml(old)}" for k, old, x in zip(FACTORS, FORMER, chosen)
+                      if x != old or k in overrides(FORMER))
+    return f"""name: {spec}_before
+description: >
+  Table 1 as first archived (2026-12), at the set-up the package had before the fidelity
+  ablation: the grid of {spec} with the fields below fixed where that set-up differs from
+  the one the ablation chose ({name(chosen)}). Its paper-profile records are
+  the archive chapter 09 sets the re-run beside. Written by ablation.before_yaml.
 grid:
 {axes}
 fixed: {{{fixed}}}
@@ -252,7 +277,7 @@ def previous():
     """Config fields whose default the ablation changed, at their former value ({} if none did):
     the overrides that read the archive made before it (results/paper/ keeps those records)."""
     from .config import Config
-    return {k: v for k, v in zip(FACTORS, TODAY) if getattr(Config(), k) != v}
+    return {k: v for k, v in zip(FACTORS, FORMER) if getattr(Config(), k) != v}
 
 
 def before_after(before, after):
@@ -275,6 +300,28 @@ def before_after(before, after):
     return pd.DataFrame(rows)
 
 
+CHANGE = {"best_acc": "best-epoch accuracy", "final_acc": "final accuracy", "late_std": "late std"}
+
+
+def paired_change(before, after, level=0.95):
+    """After minus before, paired by run (data set, distribution, eps_out and seed on both sides), per
+    data set and quantity of CHANGE: the mean difference in points with its `level` t interval over the
+    pairs (a pair with a run that diverged has no accuracy and is left out), and the pairs."""
+    from .stats import finals, t_interval
+    keys = ["dataset", "distribution", "eps_out", "seed"]
+    if not before or not after:
+        return pd.DataFrame(columns=["dataset", "quantity", "pairs", "diff", "ci_low", "ci_high"])
+    both = finals(after).set_index(keys).join(finals(before).set_index(keys), lsuffix="_after",
+                                              rsuffix="_before", how="inner")
+    rows = []
+    for ds, g in both.groupby(level="dataset", sort=False):
+        for q in CHANGE:
+            d = (g[f"{q}_after"] - g[f"{q}_before"]).dropna().tolist()
+            rows.append({"dataset": ds, "quantity": q, "pairs": len(d),
+                         **dict(zip(("diff", "ci_low", "ci_high"), t_interval(d, level)))})
+    return pd.DataFrame(rows)
+
+
 def factor_effects(records, level=0.95):
     """What switching each factor from its former default to the author's choice does, paired: every
     run at the author's level against the run with the same other factors, distribution and seed at
@@ -285,7 +332,7 @@ def factor_effects(records, level=0.95):
     f = _frame(records)
     rows = []
     for i, factor in enumerate(FACTORS):
-        old = TODAY[i]
+        old = FORMER[i]
 
         def rest(v, i=i):
             return v[:i] + v[i + 1:]
@@ -319,13 +366,13 @@ def paper_size(spec="ablation_paper", datasets=None):
 def stage2_text(table, done, total, runs_each, margin=MARGIN):
     """Stage 2's outcome in one sentence: `decide`'s choice once all `total` runs are archived, else
     how far it has got (a partial stage 2 is not judged: a variant's score sums over both data sets),
-    and, where today's runs are complete and some failed, what that already settles."""
+    and, where the former defaults' runs are complete and some failed, what that already settles."""
     if done >= total:
         return decision_text(*decide(table, margin))
     text = f"Stage 2 is under way: {done} of {total} runs are archived, and the rule decides when all are."
-    today = table[table.variant == TODAY]
+    today = table[table.variant == FORMER]
     if len(today) and today.runs.iloc[0] >= runs_each and today.failed.iloc[0] > 0:
-        text += (f" The package's defaults already had {plural(int(today.failed.iloc[0]), 'failed run')} of "
+        text += (f" The defaults before the ablation already had {plural(int(today.failed.iloc[0]), 'failed run')} of "
                  f"{int(today.runs.iloc[0])}: by the rule they stay only if every other variant has a failed run too.")
     return text
 
@@ -342,10 +389,19 @@ def same_runs(before, after):
 
 def decision_text(chosen, adopted, reason):
     """`decide`'s outcome in one sentence for the fidelity page."""
+    if adopted and not overrides(chosen):
+        return (f"The rule adopted {name(chosen)}: {reason}. It became the package's default set-up once "
+                "Table 1 had been trained again at it.")
     if adopted:
         return (f"The rule adopts {name(chosen)}: {reason}. It becomes the package's default set-up once "
                 "Table 1 has been trained again at it.")
-    return f"The defaults stay ({name(TODAY)}): {reason}."
+    return f"The defaults stay ({name(FORMER)}): {reason}."
+
+
+def changed(v):
+    """The Config fields where variant `v` differs from the defaults before the ablation (FORMER):
+    what sets `v` up whatever the package's defaults are now (the re-run's spec is written with it)."""
+    return {k: x for k, x, old in zip(FACTORS, v, FORMER) if x != old}
 
 
 def overrides(v):
@@ -371,8 +427,8 @@ def rerun_text(chosen, adopted, done, total, switched, decided=True, short=False
         return "The defaults did not change, so Table 1's archive stands as it was trained."
     if switched:
         how = "was trained again at them" if done >= total else "is being trained again at them"
-        return (f"The package's defaults are now {name(chosen)}, and Table 1 {how} ({done} of {total} runs "
-                "archived). The table below sets it beside the archive made before.")
+        text = f"The package's defaults are now {name(chosen)}, and Table 1 {how} ({done} of {total} runs archived)."
+        return text if short else text + " The table below sets it beside the archive made before."
     if short:       # the intro's: progress only
         return (f"{done} of {total} runs of Table 1 are archived at it so far; until all are, this book shows the "
                 "archive made before.")

@@ -361,7 +361,7 @@ class Store:
     def put(self, record):
         # `finished`: when the record was written (UTC); records written before this field
         # existed lack it, and the book shows their date as unknown.
-        record = dict(record, profile=self.profile, key=key(Config(**record["config"])))
+        record = dict(record, profile=self.profile, key=key(Config.from_dict(record["config"])))
         record.setdefault("finished", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         write_json(self.dir / f"{record['key']}.json", record)
 
@@ -491,7 +491,7 @@ class Store:
         for ckpt in sorted((self.dir / "checkpoints").glob("*.ckpt")):
             try:
                 # mmap: the tensors are not read, only the plain data beside them.
-                configs = [Config(**c) for c in torch.load(ckpt, weights_only=True, mmap=True)["configs"]]
+                configs = [Config.from_dict(c) for c in torch.load(ckpt, weights_only=True, mmap=True)["configs"]]
             except Exception:       # not ours, or unreadable: training reports it if it meets it
                 continue
             if not all(self.get(c) is not None for c in configs):

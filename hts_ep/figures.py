@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from .config import Config
 from .stats import CONDITIONS
 from .wording import DATASET_LABELS, LABELS
 
@@ -237,7 +238,7 @@ def breakdown(cells, alive, rows, cols, row_label, col_label, title):
     return fig
 
 
-def against_spread(cells, column, ylabel, schemes=("branch",), log=False, panels=None, err=None, ncols=None,
+def against_spread(cells, column, ylabel, schemes=(Config().nudge_from,), log=False, panels=None, err=None, ncols=None,
                    sharey=False, legend=True, dodge=0.0, limits=None):
     """`column` of `cells` against the spread of the hidden time steps: the three distributions, the
     scalar baseline at spread 0, each scheme of `schemes` (cells' nudge_from; None: `cells` has no
@@ -263,7 +264,7 @@ def against_spread(cells, column, ylabel, schemes=("branch",), log=False, panels
     for ax, (title, where) in zip(axes.flat, panels):
         part = _where(cells, where)
         for i, scheme in enumerate(shown):
-            ls, mk, face = SCHEMES[scheme or "branch"]
+            ls, mk, face = SCHEMES[scheme or Config().nudge_from]
             sub = part if scheme is None else part[part.nudge_from == scheme]
             suffix = f" ({scheme})" if schemes and len(schemes) > 1 else ""
             for cond in _order(sub.distribution):
@@ -307,8 +308,11 @@ def relaxation_traces(traces, steps):
                 mid = g.median()
                 ax.plot(mid.index, mid.values, ls, color=COLORS[d], lw=1.2, label=LABELS[d] if phase == "free" else "_")
                 ax.fill_between(mid.index, g.min(), g.max(), color=COLORS[d], alpha=0.15, lw=0)
-        ax.axvspan(steps["branch"] + 0.5, steps["t_free"] + 0.5, color="0.9", lw=0, zorder=0)
-        for x, text in ((steps["branch"] / 2, "free phase"), ((steps["branch"] + steps["t_free"]) / 2, "nudged")):
+        # steps["branch"]: the free step the nudged phase starts from (t_free - t_nudge when it
+        # branches off the free run, t_free when it starts from the free end)
+        start, stop = steps["branch"], steps["branch"] + steps["t_nudge"]
+        ax.axvspan(start + 0.5, stop + 0.5, color="0.9", lw=0, zorder=0)
+        for x, text in ((start / 2, "free phase"), ((start + stop) / 2, "nudged")):
             ax.text(x, 0.97, text, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8)
         ax.set_yscale("log")
         ax.set_xlabel("Euler step t")
@@ -540,18 +544,18 @@ def accuracy_per_epoch(cur, by, target=None, ylabel="test accuracy (%)"):
 
 def variants(table, score="score", label="score (points)"):
     """One dot per variant of an ablation table (ablation.screen or judge) at its score: open and grey
-    where a run of the variant failed, a red ring around the package's default set-up."""
+    where a run of the variant failed, a red ring around the set-up before the ablation."""
     import matplotlib.pyplot as plt
 
-    from .ablation import TODAY
+    from .ablation import FORMER
     t = table.iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.28 * len(t)))
     y = np.arange(len(t))
     ok = ~t.failed.astype(bool).to_numpy()
     ax.plot(t[score][ok], y[ok], "o", color="tab:blue", label="no run never started, diverged or collapsed")
     ax.plot(t[score][~ok], y[~ok], "o", mfc="none", color="0.5", label="a run never started, diverged or collapsed")
-    today = (t.variant == TODAY).to_numpy()
-    ax.plot(t[score][today], y[today], "o", ms=12, mfc="none", color="crimson", label="the package's default")
+    former = (t.variant == FORMER).to_numpy()
+    ax.plot(t[score][former], y[former], "o", ms=12, mfc="none", color="crimson", label="the defaults before the ablation")
     ax.set_yticks(y, t.name, fontsize=7)
     ax.set_xlabel(label)
     # below the axes: inside, it hid a variant's dot

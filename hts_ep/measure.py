@@ -163,7 +163,8 @@ def trace_frame(p, configs, state, phase):
 
 def traces(result):
     """`relaxation`'s residuals as one long table: state, distribution, sigma_eps, seed, phase, step
-    (the free phase's steps count from 1, the nudged phase's from where it branches off), residual."""
+    (the free phase's steps count from 1, the nudged phase's from the free step it starts from: t_free -
+    t_nudge when it branches off the free run, t_free from the free end), residual."""
     out = []
     for phase, start in (("free", 0), ("nudged", result["steps"]["branch"])):
         wide = result[phase]
@@ -286,7 +287,7 @@ def alignment(configs, batch, n_batches, train_epochs, t_frees, betas, n_test, s
               device=None, root=None):
     """The rule's update against the BPTT gradient (gradients.compare), per network, on `n_batches`
     training batches of `batch` images, freshly initialised and after `train_epochs` epochs of
-    (branching) training: both schemes, each layer, the binary cross-entropy, the squared error and
+    training (each network's own nudging scheme): both schemes, each layer, the binary cross-entropy, the squared error and
     the softmax cross-entropy, each network at the configured beta and free-phase length; the scalar
     network and those at spread `swept` also at every beta of `betas` (binary cross-entropy) and every
     free-phase length of `t_frees` (at the smallest and the configured beta). Result: "rows" (state,
@@ -456,7 +457,7 @@ def relaxation_numbers(result):
     to a value at the rounding floor (`floors`); then the same-weights test."""
     ends, same = result["ends"], result["same"]
     out = {**result["steps"], "n_train": result["n_train"], "seeds": int(ends.seed.nunique()),
-           "rounding": ROUNDING, "rounding_steps": ROUNDING_STEPS}
+           "rounding": ROUNDING, "rounding_steps": ROUNDING_STEPS, "nudge_window": wording.nudge_window(result["steps"])}
     for state in STATES:
         for d in CONDITIONS:
             part = select(ends, {"state": state, "distribution": d})
@@ -524,10 +525,12 @@ def drift_numbers(result, spreads):
     return out
 
 
-def alignment_numbers(result, swept, beta, t_free):
+def alignment_numbers(result, swept, beta, t_free, scheme=None):
     """The gradient page's glued values: the headline cosines (trained, binary cross-entropy, the
     configured beta and free-phase length) and, with their intervals over batches, HTS minus scalar,
-    the effect of the free-phase length and of beta, and cosine against accuracy."""
+    the effect of the free-phase length and of beta, and, under `scheme` (the one the networks were
+    trained with; default: the package's), cosine against accuracy and the other losses."""
+    scheme = scheme or Config().nudge_from
     rows, acc = result["rows"], result["accuracy"]
     base = {"loss": "bce", "beta": beta, "t_free": t_free}
     out = {"n_train": result["n_train"], "n_test": result["n_test"], "batches": int(rows.batch.nunique()),
@@ -560,11 +563,11 @@ def alignment_numbers(result, swept, beta, t_free):
         out[f"widest_{scheme}"] = float(widest.groupby("distribution").cosine.mean().min())
     out.update(t_lo=int(min(rows.t_free)), t_hi=int(max(rows.t_free)), beta_small=float(min(rows.beta)),
                widest=float(max(rows.sigma_eps)))
-    cos = select(rows, {**base, "state": "trained", "scheme": "branch", "param": "layer1"}).groupby(
+    cos = select(rows, {**base, "state": "trained", "scheme": scheme, "param": "layer1"}).groupby(
         ["distribution", "sigma_eps"]).cosine.mean().rename("cosine").reset_index().merge(acc)
     out["rank_text"] = wording.rank_text(cos.cosine, cos.accuracy)
     for loss in ("bce", "mse", "ce"):
-        where = {"state": "trained", "scheme": "branch", "beta": beta, "t_free": t_free, "loss": loss}
+        where = {"state": "trained", "scheme": scheme, "beta": beta, "t_free": t_free, "loss": loss}
         for layer in LAYERS:
             for group, dists in (("scalar", "scalar"), ("hts", list(HTS))):
                 sel = select(rows, {**where, "param": layer, "distribution": dists})

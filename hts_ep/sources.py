@@ -20,7 +20,7 @@ def load(spec, profile, results_root=None, data_root=None, datasets=None, seeds=
     machine's data."""
     recs = experiments.records(spec, profile, results_root, datasets, seeds, overrides)
     configs = experiments.grid_configs(experiments.load_spec(spec), profile, datasets, seeds, overrides)
-    have = {experiments.key(experiments.Config(**r["config"])) for r in recs}
+    have = {experiments.key(experiments.Config.from_dict(r["config"])) for r in recs}
     short = {c.dataset for c in configs if experiments.key(c) not in have}
     gaps = {ds: reason for ds in spec_datasets(spec, datasets) if ds in short
             and (reason := data.unavailable(ds, data_root))}

@@ -37,9 +37,11 @@ def machine_key(config, device, threads):
     device = torch.device(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else machine.cpu_name()
     shape = (config.n_in, config.n_hidden, config.n_out, config.t_free, config.t_nudge, config.batch_size)
+    # the nudging scheme and the bound pick other kernel paths (one pass or two; a clamp per step)
+    path = f"nudge={config.nudge_from}|bounded={config.h_bound is not None}"
     kernel = (f"fused={fused.source_tag()}:{fused.available()}" if device.type == "cpu"
               else f"triton={gpu.available()}:{gpu.settings_tag()}")
-    return f"{device.type}|{where}|threads={threads}|torch={torch.__version__}|{kernel}|shape={shape}"
+    return f"{device.type}|{where}|threads={threads}|torch={torch.__version__}|{kernel}|shape={shape}|{path}"
 
 
 def measure(config, device=None, models=MODELS):

@@ -325,12 +325,12 @@ def stage2(table, variants):
     """ablation.judge as the fidelity page prints it, one row per variant of `variants` (those without
     runs yet too): its runs, failed runs and score (points), and per data set the gaps to the paper,
     the seed spread and the HTS error (columns: data set, quantity); dashes where there is no value
-    yet (no score before a variant's runs are complete). The package's defaults are marked."""
-    from .ablation import TODAY, name
+    yet (no score before a variant's runs are complete). The defaults before the ablation are marked."""
+    from .ablation import FORMER, name
     from .wording import DATASET_LABELS
     t = table.set_index("variant").reindex(variants)
     t["runs"], t["failed"] = t.runs.fillna(0).astype(int), t.failed.fillna(0).astype(int)
-    t.index = [name(v) + (" (the package's default)" if v == TODAY else "") for v in variants]
+    t.index = [name(v) + (" (the defaults before)" if v == FORMER else "") for v in variants]
     t = t.rename_axis("variant")
     columns = {("", "runs"): t.runs, ("", "failed"): t.failed}
     for ds in DATASET_LABELS:
@@ -381,15 +381,15 @@ QUANTITIES = {"final_acc": ("final accuracy", "higher", "lower"),
 
 def factor_effects(table, levels=None):
     """ablation.factor_effects as the fidelity page prints it: per factor, each paired difference
-    (author's level minus the package's default) with its interval and the direction it supports,
+    (the author's level minus the level before the ablation) with its interval and the direction it supports,
     the runs that never started at each level, and (from ablation.effects, `levels`) HTS minus
     scalar at each level, so that a change in the gap can be read against the gap itself."""
-    from .ablation import AUTHOR, FACTORS, TODAY
+    from .ablation import AUTHOR, FACTORS, FORMER
     from .wording import direction, interval, plural
     rows = []
     for factor, g in table.groupby("factor", sort=False):
         t = g.set_index("quantity")
-        old, new = (dict(zip(FACTORS, v))[factor] for v in (TODAY, AUTHOR))
+        old, new = (dict(zip(FACTORS, v))[factor] for v in (FORMER, AUTHOR))
         row = {"factor": f"{factor}: {'none' if old is None else old} → {new}"}
         for q, (label, up, down) in QUANTITIES.items():
             r = t.loc[q] if q in t.index else None
@@ -400,7 +400,7 @@ def factor_effects(table, levels=None):
                 pairs = plural(int(r.pairs), "pair")
                 row[label] = f"{interval(r['diff'], r.ci_low, r.ci_high, unit='')}, {way} ({pairs})"
         ns = t.loc["never_started"]
-        row["never started, the package's default"] = f"{int(ns.former)} of {int(ns.pairs)}"
+        row["never started, the former level"] = f"{int(ns.former)} of {int(ns.pairs)}"
         row["never started, the author's"] = f"{int(ns.author)} of {int(ns.pairs)}"
         if levels is not None:
             lv = levels[levels.factor == factor].set_index("level").hts_minus_scalar
@@ -510,10 +510,13 @@ def alignment_table(result, swept, beta, t_free):
     return t.rename(index=wording.LABELS).rename_axis("time steps")
 
 
-def losses_table(result, swept, beta, t_free):
-    """Cosine and norm ratio per loss and layer, trained networks, branching nudge."""
+def losses_table(result, swept, beta, t_free, scheme=None):
+    """Cosine and norm ratio per loss and layer, trained networks, under nudging scheme `scheme` (the
+    one they were trained with; default: the package's)."""
+    from .config import Config
     from .wording import LAYER_LABELS, LOSS_LABELS
-    rows = measure.select(result["rows"], {"state": "trained", "scheme": "branch", "beta": beta, "t_free": t_free})
+    scheme = scheme or Config().nudge_from
+    rows = measure.select(result["rows"], {"state": "trained", "scheme": scheme, "beta": beta, "t_free": t_free})
     rows = rows[(rows.distribution == "scalar") | (rows.sigma_eps == swept)]
     t = rows.groupby(["distribution", "loss", "param"])[["cosine", "ratio"]].mean().unstack(["loss", "param"])
     t = t.reorder_levels([1, 2, 0], axis=1)

@@ -404,7 +404,7 @@ def check_record(record, config=None, complete=True):
         raise ValueError("written for another configuration")
     if config is None:
         try:
-            config = Config(**saved)
+            config = Config.from_dict(saved)
         except (TypeError, ValueError) as error:
             raise ValueError(f"config: {' '.join(str(error).split())[:200]}") from None
     env = record["environment"]

@@ -510,6 +510,48 @@ def rank_text(cosine, accuracy, alpha=0.05):
     return f"ρ = {rho:+.2f} over {len(cosine)} networks (p = {p:.2g}: {verdict})"
 
 
+# How each nudging scheme (Config.nudge_from) reads after "the nudge ..." / "nudging ..."
+SCHEME_WORDS = {"end": "from the free end", "branch": "branching off the free run"}
+
+
+def setup_text(config):
+    """The set-up the fidelity ablation chose between, as `config` has it, in words."""
+    bound = ("an unbounded hidden activation" if config.h_bound is None
+             else f"the hidden activation clamped to [−{config.h_bound:g}, {config.h_bound:g}]")
+    inputs = "standardised inputs" if config.inputs == "standardised" else "pixels in [0, 1]"
+    return f"the nudge {SCHEME_WORDS[config.nudge_from]}, {bound}, {inputs}"
+
+
+def change_verdict(change):
+    """`ablation.paired_change` in one sentence per data set: each quantity's mean change with its 95%
+    interval over the pairs of runs and the direction that interval supports."""
+    from .ablation import CHANGE
+    parts = []
+    for ds, g in change.groupby("dataset", sort=False):
+        g = g.set_index("quantity")
+        said = []
+        for q, what in CHANGE.items():
+            r = g.loc[q]
+            above, below = ("noisier", "quieter") if q == "late_std" else ("higher", "lower")
+            way = direction(r.ci_low, r.ci_high, above, below, unit="pairs", short=True)
+            said.append(f"{what} {interval(r['diff'], r.ci_low, r.ci_high)} ({way})")
+        parts.append(f"{DATASET_LABELS.get(ds, ds)}, {plural(int(g.pairs.max()), 'pair')} of runs: "
+                     + "; ".join(said))
+    if not parts:
+        return "No run of Table 1 is on both sides yet."
+    return ("After minus before, paired by run, with 95% intervals: " + ". ".join(parts) + ".")
+
+
+def nudge_window(steps):
+    """Where the nudged phase runs, from `measure.relaxation`'s steps (its "branch": the free step the
+    nudged phase starts from), as one sentence."""
+    start, stop = steps["branch"], steps["branch"] + steps["t_nudge"]
+    if start == steps["t_free"]:
+        return (f"The nudged phase starts from the free phase's end state at step {start} and runs to step {stop} "
+                "(the scheme of the first author's code, the default since the fidelity ablation).")
+    return f"The nudged phase branches off the free run at step {start} and ends beside it at step {stop}."
+
+
 def scale_note(scale, seeds, n_train, epochs, unit="seeds"):
     """What a page at profile `scale` can and cannot show: its networks, trained on `n_train`
     images for `epochs` epochs, compared over `seeds` units (seeds or batches)."""

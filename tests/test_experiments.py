@@ -63,13 +63,17 @@ def specs(tmp_path, monkeypatch):
 
 def test_key_changes_with_every_parameter(monkeypatch):
     import dataclasses
+    from hts_ep.config import INPUT_SCALINGS, NUDGE_SCHEMES
     base = Config()
-    other = {"dataset": "kmnist", "distribution": "gamma", "nudge_from": "end", "h_bound": 1.2,
-             "inputs": "standardised"}
+    # a value other than the default's, whatever the defaults are
+    other = {"dataset": "kmnist", "distribution": "gamma",
+             "nudge_from": next(s for s in NUDGE_SCHEMES if s != base.nudge_from),
+             "inputs": next(s for s in INPUT_SCALINGS if s != base.inputs),
+             "h_bound": 2.0 if base.h_bound is None else None}
     keys = {key(base)}
     for f in dataclasses.fields(Config):
-        value = other.get(f.name)
-        if value is None:                 # a nearby valid number of the field's type
+        value = other.get(f.name, "nearby")
+        if value == "nearby":             # a nearby valid number of the field's type
             v = getattr(base, f.name)
             value = v + 1 if isinstance(v, int) else round(v * 1.1, 6) if v else 0.1
         keys.add(key(base.replace(**{f.name: value})))
@@ -97,7 +101,7 @@ def test_fields_added_later_keep_the_keys_of_earlier_records():
     path = sorted((experiments.REPO / "results" / "paper").glob("*.json"))[0]
     record = json.loads(path.read_text())
     assert not set(LATER_FIELDS) & set(record["config"])
-    config = Config(**record["config"])
+    config = Config.from_dict(record["config"])
     assert key(config) == path.stem == record["key"]
     assert config.to_dict() == record["config"]
     assert key(config.replace(h_bound=1.2)) != path.stem and key(config.replace(inputs="standardised")) != path.stem

@@ -119,11 +119,14 @@ def test_bad_record_is_named_and_left_out(tmp_path, bad, reason):
 
 def test_good_records_pass_with_or_without_later_fields(tmp_path):
     store = experiments.Store("p", tmp_path)
-    for c in (small(epochs=2), small(epochs=2, h_bound=1.2, inputs="standardised")):
+    # the set-up records had before h_bound and inputs existed (their configs lack both), and the
+    # defaults' since the fidelity ablation: each is filed under its own key, whatever the defaults
+    for c in (small(epochs=2, h_bound=None, inputs="unit"), small(epochs=2, h_bound=1.2, inputs="standardised")):
         record = good_record(c)
         if c.inputs != "unit":
             record["environment"]["input_stats"] = {"mean": 0.1, "std": 0.3, "eta1_gain": 0.15}
         store.put(record)
+        assert (tmp_path / "p" / f"{experiments.key(c)}.json").is_file()
         assert store.get(c) is not None, store.problems
     diverged = good_record(small(epochs=3, seed=7))
     diverged["diverged_epoch"] = 2
@@ -140,7 +143,7 @@ def test_archived_and_calibration_records_validate():
     assert len(paper) >= 200
     for path in paper:
         record = train.read_json(path)
-        train.check_record(record, Config(**record["config"]))
+        train.check_record(record, Config.from_dict(record["config"]))
         assert record["key"] == path.stem
     calibration = sorted((REPO / "results" / "calibration").rglob("*.json"))
     assert calibration

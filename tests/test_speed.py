@@ -31,6 +31,11 @@ def test_measured_once_then_cached(cache, monkeypatch):
     # other threads, another torch or kernel build: other keys (not measured here: two threads
     # beside other work on a 2-core machine would take minutes)
     assert speed.machine_key(SMALL, "cpu", 2) != speed.machine_key(SMALL, "cpu", 1)
+    # another kernel path: the nudging scheme, a bound or none
+    other = SMALL.replace(nudge_from="branch" if SMALL.nudge_from == "end" else "end")
+    assert speed.machine_key(other, "cpu", 1) != speed.machine_key(SMALL, "cpu", 1)
+    assert speed.machine_key(SMALL.replace(h_bound=None), "cpu", 1) != \
+        speed.machine_key(SMALL.replace(h_bound=2.0), "cpu", 1)
     monkeypatch.setattr(speed.fused, "source_tag", lambda: "another build")
     assert speed.machine_key(SMALL, "cpu", 1) not in json.loads(cache.read_text())
 
