@@ -142,7 +142,8 @@ def decide(table, margin=MARGIN):
         return best.variant, True, "the defaults before the ablation were not run"
     t = today.iloc[0]
     if t.failed > 0:
-        return best.variant, True, f"the defaults before the ablation had {plural(int(t.failed), 'failed run')} of {int(t.runs)}"
+        return best.variant, True, (f"the defaults before the ablation had {plural(int(t.failed), 'failed run')} "
+                                    f"of {int(t.runs)}")
     if best.score >= t.score + margin:
         return best.variant, True, f"it scored {best.score - t.score:.2f} points above the defaults before the ablation"
     return FORMER, False, (f"the best variant scored only {best.score - t.score:.2f} points above the package's "
@@ -237,7 +238,8 @@ def rerun_yaml(chosen, spec="table1"):
     axes = "\n".join(f"  {k}: [{', '.join(_yaml(x) for x in v)}]" for k, v in grid.items())
     # where the variant differs from the set-up before the ablation or from today's defaults: either way
     # the spec's runs are the variant's, whether or not the defaults have moved to it
-    fixed = ", ".join(f"{k}: {_yaml(x)}" for k, x in zip(FACTORS, chosen) if k in changed(chosen) or k in overrides(chosen))
+    fixed = ", ".join(f"{k}: {_yaml(x)}" for k, x in zip(FACTORS, chosen)
+                      if k in changed(chosen) or k in overrides(chosen))
     return f"""name: {spec}_rerun
 description: >
   Table 1 again at the set-up the fidelity ablation chose ({name(chosen)}; the

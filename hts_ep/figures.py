@@ -11,6 +11,7 @@ from .wording import DATASET_LABELS, LABELS
 
 COLORS = {"scalar": "0.25", "normal": "tab:blue", "lognormal": "tab:orange", "gamma": "tab:green"}
 SCHEMES = {"branch": ("-", "o", None), "end": ("--", "s", "none")}     # line, marker, face
+PACKAGE_SCHEME = Config().nudge_from      # the scheme a figure of one scheme shows by default
 ORDER = ["scalar", *CONDITIONS[:3]]     # the scalar baseline first, then the paper's order
 STATE_TITLES = {"fresh": "freshly initialised", "trained": "after training"}
 LAYER_TITLES = {"layer1": "hidden layer (W1, b1)", "layer2": "output layer (W2, b2)"}
@@ -238,11 +239,11 @@ def breakdown(cells, alive, rows, cols, row_label, col_label, title):
     return fig
 
 
-def against_spread(cells, column, ylabel, schemes=(Config().nudge_from,), log=False, panels=None, err=None, ncols=None,
+def against_spread(cells, column, ylabel, schemes=(PACKAGE_SCHEME,), log=False, panels=None, err=None, ncols=None,
                    sharey=False, legend=True, dodge=0.0, limits=None):
     """`column` of `cells` against the spread of the hidden time steps: the three distributions, the
     scalar baseline at spread 0, each scheme of `schemes` (cells' nudge_from; None: `cells` has no
-    scheme column) in its line style, error bars from column `err` (default: the seed std where
+    scheme column; default: the package's) in its line style, error bars from column `err` (default: the seed std where
     `column` is final_acc), a cross on the axis where every run of a point diverged (no value).
 
     One panel per (title, where) of `panels` (`where`: column -> value(s) selecting its rows),
@@ -264,7 +265,7 @@ def against_spread(cells, column, ylabel, schemes=(Config().nudge_from,), log=Fa
     for ax, (title, where) in zip(axes.flat, panels):
         part = _where(cells, where)
         for i, scheme in enumerate(shown):
-            ls, mk, face = SCHEMES[scheme or Config().nudge_from]
+            ls, mk, face = SCHEMES[scheme or PACKAGE_SCHEME]
             sub = part if scheme is None else part[part.nudge_from == scheme]
             suffix = f" ({scheme})" if schemes and len(schemes) > 1 else ""
             for cond in _order(sub.distribution):
@@ -555,7 +556,8 @@ def variants(table, score="score", label="score (points)"):
     ax.plot(t[score][ok], y[ok], "o", color="tab:blue", label="no run never started, diverged or collapsed")
     ax.plot(t[score][~ok], y[~ok], "o", mfc="none", color="0.5", label="a run never started, diverged or collapsed")
     former = (t.variant == FORMER).to_numpy()
-    ax.plot(t[score][former], y[former], "o", ms=12, mfc="none", color="crimson", label="the defaults before the ablation")
+    ax.plot(t[score][former], y[former], "o", ms=12, mfc="none", color="crimson",
+            label="the defaults before the ablation")
     ax.set_yticks(y, t.name, fontsize=7)
     ax.set_xlabel(label)
     # below the axes: inside, it hid a variant's dot

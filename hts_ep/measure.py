@@ -287,7 +287,8 @@ def alignment(configs, batch, n_batches, train_epochs, t_frees, betas, n_test, s
               device=None, root=None):
     """The rule's update against the BPTT gradient (gradients.compare), per network, on `n_batches`
     training batches of `batch` images, freshly initialised and after `train_epochs` epochs of
-    training (each network's own nudging scheme): both schemes, each layer, the binary cross-entropy, the squared error and
+    training (each network's own nudging scheme): both schemes, each layer, the binary cross-entropy, the
+    squared error and
     the softmax cross-entropy, each network at the configured beta and free-phase length; the scalar
     network and those at spread `swept` also at every beta of `betas` (binary cross-entropy) and every
     free-phase length of `t_frees` (at the smallest and the configured beta). Result: "rows" (state,
@@ -457,7 +458,8 @@ def relaxation_numbers(result):
     to a value at the rounding floor (`floors`); then the same-weights test."""
     ends, same = result["ends"], result["same"]
     out = {**result["steps"], "n_train": result["n_train"], "seeds": int(ends.seed.nunique()),
-           "rounding": ROUNDING, "rounding_steps": ROUNDING_STEPS, "nudge_window": wording.nudge_window(result["steps"])}
+           "rounding": ROUNDING, "rounding_steps": ROUNDING_STEPS,
+           "nudge_window": wording.nudge_window(result["steps"])}
     for state in STATES:
         for d in CONDITIONS:
             part = select(ends, {"state": state, "distribution": d})

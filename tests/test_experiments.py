@@ -63,6 +63,7 @@ def specs(tmp_path, monkeypatch):
 
 def test_key_changes_with_every_parameter(monkeypatch):
     import dataclasses
+
     from hts_ep.config import INPUT_SCALINGS, NUDGE_SCHEMES
     base = Config()
     # a value other than the default's, whatever the defaults are

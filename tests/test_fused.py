@@ -167,7 +167,7 @@ def test_saturated_output_sigmoid_equals_pytorch_path():
 @pytest.mark.parametrize("n_hidden,batch", [(48, 5), (1024, 37)])
 def test_branch_in_one_pass_is_three_relaxations_bit_for_bit(n_hidden, batch):
     """fused.branch (what Ensemble.phases uses) against the three relax calls it replaces."""
-    ens = ensemble(n_hidden)
+    ens = ensemble(n_hidden, nudge_from="branch")
     x, y = inputs(ens, batch)
     d = ens.drive(x)
     h, o = ens.zero_state(batch)
@@ -215,12 +215,16 @@ def test_fma_peak_takes_at_most_torchs_threads():
 
 
 @needs_kernel
-def test_train_step_through_kernel_equals_pytorch_path(monkeypatch):
-    """The fused train_step (dh formed in the kernel) against the PyTorch path, same batches."""
-    fast, ref = ensemble(160), ensemble(160)
+@pytest.mark.parametrize("scheme", ["branch", "end"])
+def test_train_step_through_kernel_equals_pytorch_path(scheme, monkeypatch):
+    """The fused train_step (under "branch", dh formed in the kernel) against the PyTorch path, same
+    batches; the default bound on the activation included."""
+    fast, ref = ensemble(160, nudge_from=scheme), ensemble(160, nudge_from=scheme)
+    assert fast.h_bound is not None
     calls = []
-    branch = fused.branch
-    monkeypatch.setattr(fused, "branch", lambda *a, **k: calls.append(k.get("dh_scale")) or branch(*a, **k))
+    name = "branch" if scheme == "branch" else "relax"
+    kernel = getattr(fused, name)
+    monkeypatch.setattr(fused, name, lambda *a, **k: calls.append(k.get("dh_scale")) or kernel(*a, **k))
     for step in range(3):
         x, y = inputs(fast, 37, seed=step)
         out_fast = fast.train_step(x, y)
@@ -229,7 +233,10 @@ def test_train_step_through_kernel_equals_pytorch_path(monkeypatch):
             out_ref = ref.train_step(x, y)
         for u, v in zip(out_fast, out_ref):     # o0 and both residuals
             assert (u - v).abs().max() < 1e-5
-    assert len(calls) == 3 and all(c is not None for c in calls)    # one kernel call per batch, dh formed there
+    if scheme == "branch":      # one kernel call per batch, dh formed there
+        assert len(calls) == 3 and all(c is not None for c in calls)
+    else:                       # the free and the nudged phase, each through the kernel
+        assert len(calls) == 6
     for name in ("W1", "b1", "W2", "b2"):
         assert (getattr(fast, name) - getattr(ref, name)).abs().max() < 1e-6
 

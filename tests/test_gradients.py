@@ -68,7 +68,7 @@ def test_rule_matches_ensemble_increments(scheme, model, n_hidden):
     for name, t in zip(G.PARAMS, theirs):
         assert ours[name].shape == t[0].shape, name
         assert torch.allclose(ours[name], t[0].double(), rtol=1e-3, atol=1e-5), (name, scheme)
-        assert ours[name].abs().max() > 1e-3                 # far above the tolerance
+        assert ours[name].abs().max() > 1e-4                 # ten times the tolerance at least
 
 
 def test_comparison_sign_and_scale():

@@ -24,7 +24,8 @@ def nets(conditions, seeds=(0, 1), **changes):
 
 
 def probe_batch(configs, n, train=False):
-    split = data.load("mnist", train=train)
+    """The first n MNIST images as `configs` see them (their input scaling)."""
+    split = data.scaled(data.load("mnist", train=train), configs[0])
     return measure.batch_of(split, 0, n, len(configs))
 
 
@@ -47,13 +48,18 @@ def relaxed(tmp_path_factory):
 def test_relaxation_traces_the_phases_the_rule_reads(relaxed):
     result, env, _ = relaxed
     c = RELAX[0]
-    assert result["steps"] == {"t_free": c.t_free, "t_nudge": c.t_nudge, "t_long": 3 * c.t_free,
-                               "branch": c.t_free - c.t_nudge}
+    start = c.t_free - c.t_nudge if c.nudge_from == "branch" else c.t_free      # where the nudged phase starts
+    assert result["steps"] == {"t_free": c.t_free, "t_nudge": c.t_nudge, "t_long": 3 * c.t_free, "branch": start}
     tr = measure.traces(result)
     for (state, d, seed, phase), g in tr.groupby(["state", "distribution", "seed", "phase"]):
-        first = 1 if phase == "free" else c.t_free - c.t_nudge + 1
-        assert g.step.tolist() == list(range(first, c.t_free + 1)), (state, d, seed, phase)
+        first, last = (1, c.t_free) if phase == "free" else (start + 1, start + c.t_nudge)
+        assert g.step.tolist() == list(range(first, last + 1)), (state, d, seed, phase)
         assert (g.residual >= 0).all()
+    window = wording.nudge_window(result["steps"])
+    assert (f"starts from the free phase's end state at step {c.t_free} and runs to step {c.t_free + c.t_nudge}"
+            if c.nudge_from == "end" else f"branches off the free run at step {start}") in window
+    assert wording.nudge_window({**result["steps"], "branch": c.t_free - c.t_nudge}).endswith(
+        f"at step {c.t_free - c.t_nudge} and ends beside it at step {c.t_free}.")
     # the fresh end residuals are those of the package's own phases on the same images
     ens = Ensemble(RELAX, device="cpu")
     x, y = probe_batch(RELAX, 32)
@@ -575,12 +581,14 @@ def test_residual_figure_clips_diverging_runs_and_chooses_its_scale():
 def test_against_spread_panels_and_ticks():
     import matplotlib
     matplotlib.use("Agg")
-    cells = pd.DataFrame([{"panel": p, "nudge_from": "branch", "distribution": d, "sigma_eps": s, "v": 1.0}
+    scheme = figures.PACKAGE_SCHEME
+    cells = pd.DataFrame([{"panel": p, "nudge_from": scheme, "distribution": d, "sigma_eps": s, "v": 1.0}
                           for p in "ab" for d, s in (("scalar", 0.0), ("normal", 0.1), ("normal", 0.2))])
     fig = figures.against_spread(cells, "v", "value", panels=[("A", {"panel": "a"}), ("B", {"panel": "b"}),
                                                               ("C", {"panel": "a"})], ncols=2)
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["A", "B", "C"]
     assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == ["scalar", "0.1", "0.2"]
+    assert all(ax.lines for ax in fig.axes if ax.get_visible())     # the default scheme's points are drawn
     assert figures._spaced([0.01, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0]) == [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]
 
 
@@ -733,3 +741,11 @@ def test_stuck_text_gives_where_runs_that_never_started_ended():
     assert wording.stuck_text(runs) == ("they ended at 70.0 to 86.5% final test accuracy, the runs that started "
                                         "at 75.3 to 89.0%; 2 of the 3 ran at ε_out = 0.35, the step with the most")
     assert wording.stuck_text(runs.assign(never_started=False)) == "every run started"
+
+
+def test_setup_text_names_the_set_up_a_page_trains_at():
+    from hts_ep import Config
+    assert wording.setup_text(Config(h_bound=1.2, inputs="standardised", nudge_from="end")) == \
+        "the nudge from the free end, the hidden activation clamped to [−1.2, 1.2], standardised inputs"
+    assert wording.setup_text(Config(h_bound=None, inputs="unit", nudge_from="branch")) == \
+        "the nudge branching off the free run, an unbounded hidden activation, pixels in [0, 1]"

@@ -152,7 +152,7 @@ def test_without_target_force_branch_learns_nothing(n_out):
 
 def test_both_schemes_relax_the_same_number_of_steps(monkeypatch):
     monkeypatch.setenv("HTS_EP_KERNEL", "torch")   # one relax call per phase part (fused: one branch call)
-    ens, x, y = toy()
+    ens, x, y = toy(nudge_from="branch")
     calls = []
     relax = ens.relax
     ens.relax = lambda d, h, o, steps, y=None: calls.append((steps, y is not None)) or relax(d, h, o, steps, y)
@@ -242,7 +242,7 @@ def test_bad_ensemble_is_rejected():
     with pytest.raises(ValueError, match="unknown nudge_from 'middle'; allowed: branch, end"):
         Config(nudge_from="middle")
     with pytest.raises(ValueError, match="t_nudge=20 must be <= t_free=10"):
-        Config(t_free=10, t_nudge=20)
+        Config(t_free=10, t_nudge=20, nudge_from="branch")
     Config(t_free=10, t_nudge=20, nudge_from="end")
     with pytest.raises(ValueError, match="must share nudge_from"):
-        Ensemble([Config(), Config(nudge_from="end")], device="cpu")
+        Ensemble([Config(nudge_from="branch"), Config(nudge_from="end")], device="cpu")
