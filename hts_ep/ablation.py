@@ -146,8 +146,8 @@ def decide(table, margin=MARGIN):
                                     f"of {int(t.runs)}")
     if best.score >= t.score + margin:
         return best.variant, True, f"it scored {best.score - t.score:.2f} points above the defaults before the ablation"
-    return FORMER, False, (f"the best variant scored only {best.score - t.score:.2f} points above the package's "
-                          f"defaults (at least {margin} needed)")
+    return FORMER, False, (f"the best variant scored only {best.score - t.score:.2f} points above the defaults "
+                          f"before the ablation (at least {margin} needed)")
 
 
 def effects(records):
@@ -216,7 +216,7 @@ def stage2_yaml(finalists):
     return f"""name: ablation_paper
 description: >
   Stage 2 of the fidelity ablation (hts_ep/ablation.py holds its rule): the
-  two variants stage 1 ranked highest and the package's defaults, at the paper's
+  two variants stage 1 ranked highest and the defaults before the ablation, at the paper's
   protocol (run under the profile "paper"), on MNIST and Fashion-MNIST,
   scalar and log-normal hidden steps at eps_out 0.25. Written by
   ablation.stage2_yaml from stage 1's records (ablation.finalists).
@@ -312,16 +312,16 @@ def paired_change(before, after, level=0.95):
     from .stats import finals, t_interval
     keys = ["dataset", "distribution", "eps_out", "seed"]
     if not before or not after:
-        return pd.DataFrame(columns=["dataset", "quantity", "pairs", "diff", "ci_low", "ci_high"])
+        return pd.DataFrame([], columns=["dataset", "quantity", "pairs", "diff", "ci_low", "ci_high"])
     both = finals(after).set_index(keys).join(finals(before).set_index(keys), lsuffix="_after",
                                               rsuffix="_before", how="inner")
     rows = []
-    for ds, g in both.groupby(level="dataset", sort=False):
+    for ds, g in both.groupby(level="dataset", sort=False):    # no pair at all: no rows, the empty frame
         for q in CHANGE:
             d = (g[f"{q}_after"] - g[f"{q}_before"]).dropna().tolist()
             rows.append({"dataset": ds, "quantity": q, "pairs": len(d),
                          **dict(zip(("diff", "ci_low", "ci_high"), t_interval(d, level)))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["dataset", "quantity", "pairs", "diff", "ci_low", "ci_high"])
 
 
 def factor_effects(records, level=0.95):

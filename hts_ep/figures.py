@@ -5,13 +5,12 @@ import math
 
 import numpy as np
 
-from .config import Config
 from .stats import CONDITIONS
 from .wording import DATASET_LABELS, LABELS
 
 COLORS = {"scalar": "0.25", "normal": "tab:blue", "lognormal": "tab:orange", "gamma": "tab:green"}
 SCHEMES = {"branch": ("-", "o", None), "end": ("--", "s", "none")}     # line, marker, face
-PACKAGE_SCHEME = Config().nudge_from      # the scheme a figure of one scheme shows by default
+ONE_SCHEME = SCHEMES["branch"]          # the style of a figure whose cells have no scheme
 ORDER = ["scalar", *CONDITIONS[:3]]     # the scalar baseline first, then the paper's order
 STATE_TITLES = {"fresh": "freshly initialised", "trained": "after training"}
 LAYER_TITLES = {"layer1": "hidden layer (W1, b1)", "layer2": "output layer (W2, b2)"}
@@ -239,12 +238,13 @@ def breakdown(cells, alive, rows, cols, row_label, col_label, title):
     return fig
 
 
-def against_spread(cells, column, ylabel, schemes=(PACKAGE_SCHEME,), log=False, panels=None, err=None, ncols=None,
+def against_spread(cells, column, ylabel, schemes="present", log=False, panels=None, err=None, ncols=None,
                    sharey=False, legend=True, dodge=0.0, limits=None):
     """`column` of `cells` against the spread of the hidden time steps: the three distributions, the
     scalar baseline at spread 0, each scheme of `schemes` (cells' nudge_from; None: `cells` has no
-    scheme column; default: the package's) in its line style, error bars from column `err` (default: the seed std where
-    `column` is final_acc), a cross on the axis where every run of a point diverged (no value).
+    scheme column; default "present": the schemes `cells` holds) in its line style, error bars
+    from column `err` (default: the seed std where `column` is final_acc), a cross on the axis where
+    every run of a point diverged (no value).
 
     One panel per (title, where) of `panels` (`where`: column -> value(s) selecting its rows),
     `ncols` to a row (default: all in one row); default panels: one per data set (`cells`:
@@ -261,11 +261,13 @@ def against_spread(cells, column, ylabel, schemes=(PACKAGE_SCHEME,), log=False, 
     ncols = min(ncols or len(panels), len(panels)) or 1
     fig, axes = _grid(math.ceil(len(panels) / ncols), ncols, 4.6, 3.3, sharex=True, sharey=sharey)
     spreads = sorted(cells[cells.distribution != "scalar"].sigma_eps.unique()) if len(cells) else []
+    if isinstance(schemes, str):        # "present"
+        schemes = tuple(s for s in SCHEMES if len(cells) and s in set(cells.nudge_from)) or None
     shown = schemes or (None,)
     for ax, (title, where) in zip(axes.flat, panels):
         part = _where(cells, where)
         for i, scheme in enumerate(shown):
-            ls, mk, face = SCHEMES[scheme or PACKAGE_SCHEME]
+            ls, mk, face = SCHEMES.get(scheme, ONE_SCHEME)
             sub = part if scheme is None else part[part.nudge_from == scheme]
             suffix = f" ({scheme})" if schemes and len(schemes) > 1 else ""
             for cond in _order(sub.distribution):

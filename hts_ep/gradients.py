@@ -147,8 +147,9 @@ def unbatched(increments):
 
 
 @torch.no_grad()
-def update(net, x, y, beta=None, scheme="branch"):
-    """The rule's update on batch x [B,n_in], y [B,O] under `scheme`, at beta (default: net.beta)."""
+def update(net, x, y, scheme, beta=None):
+    """The rule's update on batch x [B,n_in], y [B,O] under `scheme` ("branch" or "end": no default, the
+    two differ), at beta (default: net.beta)."""
     return unbatched(dynamics.learn(net.dynamics(beta=beta), x.unsqueeze(0), y.unsqueeze(0), scheme)[2])
 
 

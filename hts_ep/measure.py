@@ -260,8 +260,8 @@ def scheme_grid(spec):
 def drift(configs, n_probe, train_epochs, data_root=None, device=None, root=None):
     """How much of the "end" scheme's update is free drift (stats.drift_share), per network and
     layer, on the first `n_probe` training images, freshly initialised and after `train_epochs`
-    epochs of (branching) training. Result: "shares" (state, distribution, sigma_eps, seed, layer,
-    share) and "n_train"."""
+    epochs of training (each network's own scheme; the timing page trains them branching).
+    Result: "shares" (state, distribution, sigma_eps, seed, layer, share) and "n_train"."""
     inputs = inputs_of("drift", configs, device, n_probe=n_probe, train_epochs=train_epochs)
     return memo.cached("drift", inputs, lambda: _drift(configs, n_probe, train_epochs, data_root, device), root)
 
@@ -538,31 +538,31 @@ def alignment_numbers(result, swept, beta, t_free, scheme=None):
     out = {"n_train": result["n_train"], "n_test": result["n_test"], "batches": int(rows.batch.nunique()),
            "swept": swept, "negligible": NEGLIGIBLE}
     for state in STATES:
-        for scheme in ("branch", "end"):
+        for s in ("branch", "end"):     # both schemes' numbers, whichever the networks trained with
             for layer in LAYERS:
-                where = {**base, "state": state, "scheme": scheme, "param": layer}
+                where = {**base, "state": state, "scheme": s, "param": layer}
                 for d in CONDITIONS:
                     sel = {"distribution": d} if d == "scalar" else {"distribution": d, "sigma_eps": swept}
-                    out[f"cos_{state}_{scheme}_{layer}_{d}"] = float(select(rows, {**where, **sel}).cosine.mean())
+                    out[f"cos_{state}_{s}_{layer}_{d}"] = float(select(rows, {**where, **sel}).cosine.mean())
                 g = paired(rows, "cosine", "batch", {**where, "distribution": list(HTS)},
                            {**where, "distribution": "scalar"})
-                out[f"gap_{state}_{scheme}_{layer}"] = wording.difference_text(
+                out[f"gap_{state}_{s}_{layer}"] = wording.difference_text(
                     g, "HTS closer to the gradient", "HTS further from it", "batches", negligible=NEGLIGIBLE)
-    for scheme in ("branch", "end"):
-        sweep = {**base, "state": "trained", "scheme": scheme, "param": "layer1",
+    for s in ("branch", "end"):
+        sweep = {**base, "state": "trained", "scheme": s, "param": "layer1",
                  "distribution": list(HTS), "sigma_eps": swept}
         lo, hi = min(rows.t_free), max(rows.t_free)
         g = paired(rows, "cosine", "batch", {**sweep, "t_free": hi}, {**sweep, "t_free": lo})
-        out[f"tfree_{scheme}"] = wording.change_text(g, "longer free phase", NEGLIGIBLE)
+        out[f"tfree_{s}"] = wording.change_text(g, "longer free phase", NEGLIGIBLE)
         small = min(rows.beta)
         g = paired(rows, "cosine", "batch", {**sweep, "beta": small}, {**sweep, "beta": beta})
-        out[f"beta_{scheme}"] = wording.change_text(g, "smaller nudge", NEGLIGIBLE)
+        out[f"beta_{s}"] = wording.change_text(g, "smaller nudge", NEGLIGIBLE)
         for group, at in (("scalar", {**sweep, "distribution": "scalar", "sigma_eps": 0.0}), ("hts", sweep)):
             for name, where in (("tlo", {"t_free": lo}), ("thi", {"t_free": hi}), ("betasmall", {"beta": small})):
-                out[f"{name}_{scheme}_{group}"] = float(select(rows, {**at, **where}).cosine.mean())
-        widest = select(rows, {**base, "state": "trained", "scheme": scheme, "param": "layer1",
+                out[f"{name}_{s}_{group}"] = float(select(rows, {**at, **where}).cosine.mean())
+        widest = select(rows, {**base, "state": "trained", "scheme": s, "param": "layer1",
                                "distribution": list(HTS), "sigma_eps": max(rows.sigma_eps)})
-        out[f"widest_{scheme}"] = float(widest.groupby("distribution").cosine.mean().min())
+        out[f"widest_{s}"] = float(widest.groupby("distribution").cosine.mean().min())
     out.update(t_lo=int(min(rows.t_free)), t_hi=int(max(rows.t_free)), beta_small=float(min(rows.beta)),
                widest=float(max(rows.sigma_eps)))
     cos = select(rows, {**base, "state": "trained", "scheme": scheme, "param": "layer1"}).groupby(

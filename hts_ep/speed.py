@@ -6,7 +6,7 @@ it comes from a short measurement: a few training batches and one evaluation
 batch of a small ensemble, on the device and with the threads the sweep would
 use. The result is cached in the user cache (`speed.json`), keyed by
 everything that changes it (CPU, device, threads, torch, kernel, network
-shape), so only the first dry run on a machine pays the few seconds it takes.
+shape, nudging scheme and bound), so only the first dry run on a machine pays the few seconds it takes.
 """
 import json
 import logging

@@ -230,7 +230,7 @@ def test_paired_change_pairs_the_same_runs_and_says_what_its_interval_supports()
     text = wording.change_verdict(change.reset_index())
     assert "Fashion-MNIST, 6 pairs of runs: best-epoch accuracy +1.00 points" in text
     assert "final accuracy +0.90 points [" in text and "(higher)" in text
-    # MNIST's differences are -0.1 at every seed but seed 0's (0): its interval holds zero
+    # MNIST's best epochs are equal (0 at every seed; its finals differ by 0, -0.1, -0.2): no direction
     assert "MNIST, 6 pairs of runs: best-epoch accuracy +0.00 points" in text and "(cannot tell)" in text
     assert wording.change_verdict(ablation.paired_change([], after)) == "No run of Table 1 is on both sides yet."
 
@@ -265,6 +265,7 @@ def test_a_committed_rerun_spec_is_stage2s_decision():
     assert len(runs) == ablation.paper_size()
     chosen, adopted, _ = ablation.decide(ablation.judge(runs, runs_each=ablation.paper_size() // len(finalists)))
     assert adopted and (experiments.SPEC_DIR / "table1_rerun.yaml").read_text() == ablation.rerun_yaml(chosen)
+    assert (experiments.SPEC_DIR / "table1_before.yaml").read_text() == ablation.before_yaml(chosen)
 
 
 def test_the_intro_gets_the_rerun_progress_only():

@@ -75,6 +75,27 @@ def test_relaxation_traces_the_phases_the_rule_reads(relaxed):
 
 
 @pytest.mark.data
+def test_relaxation_under_the_branching_nudge(tmp_path):
+    """The fixture's networks nudge from the free end (the default); the other scheme end to end, small."""
+    configs = nets([("scalar", 0.1), ("normal", 0.1)], seeds=(0,), nudge_from="branch")
+    result, _ = measure.relaxation(configs, 16, 1, 2, root=tmp_path, device="cpu")
+    c = configs[0]
+    assert result["steps"]["branch"] == c.t_free - c.t_nudge
+    tr = measure.traces(result)
+    nudged = tr[tr.phase == "nudged"]
+    assert nudged.step.min() == c.t_free - c.t_nudge + 1 and nudged.step.max() == c.t_free
+    assert wording.nudge_window(result["steps"]) == (
+        f"The nudged phase branches off the free run at step {c.t_free - c.t_nudge} and ends beside it at step "
+        f"{c.t_free}.")
+    ens = Ensemble(configs, device="cpu")
+    x, y = probe_batch(configs, 16)
+    with torch.no_grad():
+        (h0, _, free), (hb, _, nudged_res) = ens.phases(ens.drive(x), y)
+    ends = result["ends"][result["ends"].state == "fresh"]
+    assert np.allclose(ends.nudged, nudged_res.numpy(), rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.data
 def test_relaxation_same_weights_and_training(relaxed):
     result, _, _ = relaxed
     same = result["same"]
@@ -262,6 +283,11 @@ def test_alignment_rows_are_the_gradient_comparison(tmp_path, monkeypatch):
     assert all(isinstance(v, (int, float, str)) for v in numbers.values())
     assert not any(isinstance(v, float) and math.isnan(v) for k, v in numbers.items()
                    if "normal" not in k)          # the page's other two distributions are not here
+    for scheme in ("branch", "end"):    # the losses' numbers and the rank read the scheme asked for
+        n = measure.alignment_numbers(result, 0.2, beta, 20, scheme)
+        assert n["bce_layer1_cosine_scalar"] == pytest.approx(numbers[f"cos_trained_{scheme}_layer1_scalar"])
+        assert tables.losses_table(result, 0.2, beta, 20, scheme).loc["Scalar"].iloc[0] == \
+            pytest.approx(n["bce_layer1_cosine_scalar"])
     table = tables.alignment_table(result, 0.2, beta, 20)
     assert list(table.index) == ["Scalar", "Gamma"]
     monkeypatch.setattr(measure, "_alignment", refuse)
@@ -581,14 +607,14 @@ def test_residual_figure_clips_diverging_runs_and_chooses_its_scale():
 def test_against_spread_panels_and_ticks():
     import matplotlib
     matplotlib.use("Agg")
-    scheme = figures.PACKAGE_SCHEME
-    cells = pd.DataFrame([{"panel": p, "nudge_from": scheme, "distribution": d, "sigma_eps": s, "v": 1.0}
-                          for p in "ab" for d, s in (("scalar", 0.0), ("normal", 0.1), ("normal", 0.2))])
-    fig = figures.against_spread(cells, "v", "value", panels=[("A", {"panel": "a"}), ("B", {"panel": "b"}),
-                                                              ("C", {"panel": "a"})], ncols=2)
-    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["A", "B", "C"]
-    assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == ["scalar", "0.1", "0.2"]
-    assert all(ax.lines for ax in fig.axes if ax.get_visible())     # the default scheme's points are drawn
+    for scheme in ("branch", "end"):        # by default the scheme the cells hold is drawn, either one
+        cells = pd.DataFrame([{"panel": p, "nudge_from": scheme, "distribution": d, "sigma_eps": s, "v": 1.0}
+                              for p in "ab" for d, s in (("scalar", 0.0), ("normal", 0.1), ("normal", 0.2))])
+        fig = figures.against_spread(cells, "v", "value", panels=[("A", {"panel": "a"}), ("B", {"panel": "b"}),
+                                                                  ("C", {"panel": "a"})], ncols=2)
+        assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["A", "B", "C"]
+        assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == ["scalar", "0.1", "0.2"]
+        assert all(ax.lines for ax in fig.axes if ax.get_visible()), scheme
     assert figures._spaced([0.01, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0]) == [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]
 
 

@@ -418,7 +418,7 @@ def test_sweep_that_waits_too_long_fails_in_one_line(tmp_path):
         {"seeds": [0], "epochs": 1, "train_subset": 256, "test_subset": 500})[0]
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time, json; from hts_ep import Config, experiments; "
-         f"held = experiments.Store('two', {str(results)!r}).lock([Config(**json.loads(sys.argv[1]))]); "
+         f"held = experiments.Store('two', {str(results)!r}).lock([Config.from_dict(json.loads(sys.argv[1]))]); "
          "print('held', flush=True); time.sleep(300)", json.dumps(config.to_dict())],
         stdout=subprocess.PIPE, text=True)
     try:
