@@ -625,3 +625,21 @@ def start_accuracy(runs, threshold):
     axes[0, 0].set_ylabel("runs")
     axes[0, 0].legend(fontsize=6.5, loc="upper left")
     return fig
+
+
+def change(table):
+    """`ablation.paired_change`: after minus before, paired by run, one panel per quantity, one row per
+    data set, the mean difference with its 95% interval over the pairs; zero dashed."""
+    from .ablation import CHANGE
+    datasets = [d for d in DATASET_LABELS if d in set(table.dataset)]
+    fig, axes = _panels(len(CHANGE), 3.0, 0.9 + 0.45 * max(1, len(datasets)), sharey=True)
+    for ax, (q, what) in zip(axes[0], CHANGE.items()):
+        t = table[table.quantity == q].set_index("dataset").reindex(datasets)
+        y = np.arange(len(t))
+        ax.errorbar(t["diff"], y, xerr=[(t["diff"] - t.ci_low).fillna(0), (t.ci_high - t["diff"]).fillna(0)],
+                    fmt="o", capsize=3, color="0.2")
+        ax.axvline(0, color="0.5", lw=1, ls="--")
+        ax.set_xlabel(f"{what}, after − before (points)", fontsize=8)
+        ax.set_yticks(y, [DATASET_LABELS[d] for d in t.index])
+        ax.set_ylim(-0.6, len(t) - 0.4)
+    return fig

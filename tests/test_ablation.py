@@ -233,6 +233,15 @@ def test_paired_change_pairs_the_same_runs_and_says_what_its_interval_supports()
     # MNIST's best epochs are equal (0 at every seed; its finals differ by 0, -0.1, -0.2): no direction
     assert "MNIST, 6 pairs of runs: best-epoch accuracy +0.00 points" in text and "(cannot tell)" in text
     assert wording.change_verdict(ablation.paired_change([], after)) == "No run of Table 1 is on both sides yet."
+    import matplotlib
+    matplotlib.use("Agg")
+    from hts_ep import figures
+    fig = figures.change(change.reset_index())
+    assert len(fig.axes) == len(ablation.CHANGE)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["MNIST", "Fashion-MNIST"]
+    x = fig.axes[1].lines[0].get_xdata()                      # final accuracy: MNIST, then Fashion-MNIST
+    assert list(x) == pytest.approx([-0.1, 0.9])
+    assert figures.change(ablation.paired_change([], after)).axes      # nothing to draw: still a figure
 
 
 def test_rerun_spec_is_table1_at_the_choice_with_the_overrides_keys(tmp_path, monkeypatch):
