@@ -245,8 +245,9 @@ description: >
   Table 1 again at the set-up the fidelity ablation chose ({name(chosen)}; the
   rule is hts_ep/ablation.py): the grid of {spec} with the fields below fixed where the
   chosen set-up differs from the defaults before the ablation. Written by
-  ablation.rerun_yaml from stage 2's decision. Once its paper-profile archive was whole
-  these became the package's defaults, so {spec} at the defaults reads the same records.
+  ablation.rerun_yaml from stage 2's decision. The package's defaults become this
+  set-up when its paper-profile archive is whole; {spec} at the defaults then reads
+  the same records.
 grid:
 {axes}
 fixed: {{{fixed}}}
