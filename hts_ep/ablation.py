@@ -314,8 +314,8 @@ def paired_change(before, after, level=0.95):
     keys = ["dataset", "distribution", "eps_out", "seed"]
     if not before or not after:
         return pd.DataFrame([], columns=["dataset", "quantity", "pairs", "diff", "ci_low", "ci_high"])
-    both = finals(after).set_index(keys).join(finals(before).set_index(keys), lsuffix="_after",
-                                              rsuffix="_before", how="inner")
+    both = finals(after).set_index(keys).join(finals(before).set_index(keys), how="inner",
+                                              suffixes=("_after", "_before"))
     rows = []
     for ds, g in both.groupby(level="dataset", sort=False):    # no pair at all: no rows, the empty frame
         for q in CHANGE:

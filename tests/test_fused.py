@@ -215,12 +215,12 @@ def test_fma_peak_takes_at_most_torchs_threads():
 
 
 @needs_kernel
+@pytest.mark.parametrize("h_bound", [None, 1.2])
 @pytest.mark.parametrize("scheme", ["branch", "end"])
-def test_train_step_through_kernel_equals_pytorch_path(scheme, monkeypatch):
+def test_train_step_through_kernel_equals_pytorch_path(scheme, h_bound, monkeypatch):
     """The fused train_step (under "branch", dh formed in the kernel) against the PyTorch path, same
-    batches; the default bound on the activation included."""
-    fast, ref = ensemble(160, nudge_from=scheme), ensemble(160, nudge_from=scheme)
-    assert fast.h_bound is not None
+    batches, with the activation unbounded and bounded."""
+    fast, ref = (ensemble(160, nudge_from=scheme, h_bound=h_bound) for _ in range(2))
     calls = []
     name = "branch" if scheme == "branch" else "relax"
     kernel = getattr(fused, name)
