@@ -60,23 +60,30 @@ def test_relaxation_traces_the_phases_the_rule_reads(relaxed):
             if c.nudge_from == "end" else f"branches off the free run at step {start}") in window
     assert wording.nudge_window({**result["steps"], "branch": c.t_free - c.t_nudge}).endswith(
         f"at step {c.t_free - c.t_nudge} and ends beside it at step {c.t_free}.")
-    # the fresh end residuals are those of the package's own phases on the same images
-    ens = Ensemble(RELAX, device="cpu")
-    x, y = probe_batch(RELAX, 32)
+    ends = fresh_ends_are_the_packages(result, RELAX, 32)
+    last = tr[(tr.state == "fresh") & (tr.phase == "free") & (tr.step == c.t_free)]
+    assert np.allclose(last.residual, ends.free, rtol=1e-3)          # stored to 4 significant digits
+    assert env["device"] == "cpu" and env["finished"]
+
+
+def fresh_ends_are_the_packages(result, configs, n):
+    """The fresh networks' end residuals (and how far the nudge moved h) are those of the package's own
+    phases on the same n images; returns those rows."""
+    ens = Ensemble(configs, device="cpu")
+    x, y = probe_batch(configs, n)
     with torch.no_grad():
         (h0, _, free), (hb, _, nudged) = ens.phases(ens.drive(x), y)
     ends = result["ends"][result["ends"].state == "fresh"]
     assert np.allclose(ends.free, free.numpy(), rtol=1e-4, atol=1e-9)
     assert np.allclose(ends.nudged, nudged.numpy(), rtol=1e-4, atol=1e-9)
     assert np.allclose(ends.nudge_moved, (hb - h0).abs().amax(dim=(1, 2)).numpy(), rtol=1e-4)
-    last = tr[(tr.state == "fresh") & (tr.phase == "free") & (tr.step == c.t_free)]
-    assert np.allclose(last.residual, ends.free, rtol=1e-3)          # stored to 4 significant digits
-    assert env["device"] == "cpu" and env["finished"]
+    return ends
 
 
 @pytest.mark.data
 def test_relaxation_under_the_branching_nudge(tmp_path):
-    """The fixture's networks nudge from the free end (the default); the other scheme end to end, small."""
+    """The fixture's networks use the default scheme; the branching nudge end to end, small, whatever the
+    default is."""
     configs = nets([("scalar", 0.1), ("normal", 0.1)], seeds=(0,), nudge_from="branch")
     result, _ = measure.relaxation(configs, 16, 1, 2, root=tmp_path, device="cpu")
     c = configs[0]
@@ -87,12 +94,7 @@ def test_relaxation_under_the_branching_nudge(tmp_path):
     assert wording.nudge_window(result["steps"]) == (
         f"The nudged phase branches off the free run at step {c.t_free - c.t_nudge} and ends beside it at step "
         f"{c.t_free}.")
-    ens = Ensemble(configs, device="cpu")
-    x, y = probe_batch(configs, 16)
-    with torch.no_grad():
-        (h0, _, free), (hb, _, nudged_res) = ens.phases(ens.drive(x), y)
-    ends = result["ends"][result["ends"].state == "fresh"]
-    assert np.allclose(ends.nudged, nudged_res.numpy(), rtol=1e-4, atol=1e-9)
+    fresh_ends_are_the_packages(result, configs, 16)
 
 
 @pytest.mark.data
