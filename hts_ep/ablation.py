@@ -132,15 +132,15 @@ def decide(table, margin=MARGIN):
     failed runs, or if it scores at least `margin` points higher. Where no variant is free of
     failed runs, or the former defaults win, they stay (adopted False)."""
     clean = table[table.failed == 0]
-    today = table[table.variant == FORMER]
+    former = table[table.variant == FORMER]
     if not len(clean):
         return FORMER, False, "every variant had runs that failed"
     best = clean.iloc[0]
     if best.variant == FORMER:
         return FORMER, False, "the defaults before the ablation scored highest"
-    if not len(today):
+    if not len(former):
         return best.variant, True, "the defaults before the ablation were not run"
-    t = today.iloc[0]
+    t = former.iloc[0]
     if t.failed > 0:
         return best.variant, True, (f"the defaults before the ablation had {plural(int(t.failed), 'failed run')} "
                                     f"of {int(t.runs)}")
@@ -229,13 +229,16 @@ fixed: {{}}
 """
 
 
+def _axes(spec):
+    """`spec`'s grid as the specs write it, one axis a line."""
+    from .experiments import load_spec
+    return "\n".join(f"  {k}: [{', '.join(_yaml(x) for x in v)}]" for k, v in load_spec(spec).grid.items())
+
+
 def rerun_yaml(chosen, spec="table1"):
     """The spec of Table 1 again at stage 2's choice (experiments/table1_rerun.yaml): `spec`'s grid with the
     chosen variant's fields fixed, so that its records are points of a spec like every archived one."""
-    from .experiments import load_spec
-
-    grid = load_spec(spec).grid
-    axes = "\n".join(f"  {k}: [{', '.join(_yaml(x) for x in v)}]" for k, v in grid.items())
+    axes = _axes(spec)
     # where the variant differs from the set-up before the ablation or from today's defaults: either way
     # the spec's runs are the variant's, whether or not the defaults have moved to it
     fixed = ", ".join(f"{k}: {_yaml(x)}" for k, x in zip(FACTORS, chosen)
@@ -258,10 +261,7 @@ def before_yaml(chosen, spec="table1"):
     """The spec of Table 1 as first archived (experiments/table1_before.yaml): `spec`'s grid with the
     fields fixed where the set-up before the ablation differs from the chosen one, so that the archive
     made before keeps a spec of its own (and its keys) once the chosen set-up is the default."""
-    from .experiments import load_spec
-
-    grid = load_spec(spec).grid
-    axes = "\n".join(f"  {k}: [{', '.join(_yaml(x) for x in v)}]" for k, v in grid.items())
+    axes = _axes(spec)
     fixed = ", ".join(f"{k}: {_yaml(old)}" for k, old, x in zip(FACTORS, FORMER, chosen)
                       if x != old or k in overrides(FORMER))
     return f"""name: {spec}_before
@@ -304,6 +304,7 @@ def before_after(before, after):
 
 
 CHANGE = {"best_acc": "best-epoch accuracy", "final_acc": "final accuracy", "late_std": "late std"}
+CHANGE_COLUMNS = ["dataset", "quantity", "pairs", "diff", "ci_low", "ci_high"]
 
 
 def paired_change(before, after, level=0.95):
@@ -313,7 +314,7 @@ def paired_change(before, after, level=0.95):
     from .stats import finals, t_interval
     keys = ["dataset", "distribution", "eps_out", "seed"]
     if not before or not after:
-        return pd.DataFrame([], columns=["dataset", "quantity", "pairs", "diff", "ci_low", "ci_high"])
+        return pd.DataFrame([], columns=CHANGE_COLUMNS)
     both = finals(after).set_index(keys).join(finals(before).set_index(keys), how="inner",
                                               suffixes=("_after", "_before"))
     rows = []
@@ -322,7 +323,7 @@ def paired_change(before, after, level=0.95):
             d = (g[f"{q}_after"] - g[f"{q}_before"]).dropna().tolist()
             rows.append({"dataset": ds, "quantity": q, "pairs": len(d),
                          **dict(zip(("diff", "ci_low", "ci_high"), t_interval(d, level)))})
-    return pd.DataFrame(rows, columns=["dataset", "quantity", "pairs", "diff", "ci_low", "ci_high"])
+    return pd.DataFrame(rows, columns=CHANGE_COLUMNS)
 
 
 def factor_effects(records, level=0.95):
@@ -373,10 +374,10 @@ def stage2_text(table, done, total, runs_each, margin=MARGIN):
     if done >= total:
         return decision_text(*decide(table, margin))
     text = f"Stage 2 is under way: {done} of {total} runs are archived, and the rule decides when all are."
-    today = table[table.variant == FORMER]
-    if len(today) and today.runs.iloc[0] >= runs_each and today.failed.iloc[0] > 0:
-        text += (f" The defaults before the ablation already had {plural(int(today.failed.iloc[0]), 'failed run')} of "
-                 f"{int(today.runs.iloc[0])}: by the rule they stay only if every other variant has a failed run too.")
+    former = table[table.variant == FORMER]
+    if len(former) and former.runs.iloc[0] >= runs_each and former.failed.iloc[0] > 0:
+        text += (f" The defaults before the ablation already had {plural(int(former.failed.iloc[0]), 'failed run')} of "
+                 f"{int(former.runs.iloc[0])}: by the rule they stay only if every other variant has a failed run too.")
     return text
 
 
