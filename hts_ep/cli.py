@@ -79,7 +79,8 @@ def bound(text):
 def add_set_option(p):
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="replace a Config field in every model of the grid (repeatable; values as YAML, "
-                        "e.g. --set h_bound=1.2 --set inputs=standardised); such models are stored apart")
+                        "e.g. --set h_bound=none --set inputs=unit --set nudge_from=branch, the set-up before the "
+                        "fidelity ablation); such models are stored apart")
 
 
 def add_run_options(p):
@@ -206,9 +207,9 @@ def parse_sets(sets):
     for item in sets or []:
         field, eq, text = item.partition("=")
         if not eq or not field.strip():
-            raise UserError(f"--set {item!r}: not FIELD=VALUE; e.g. --set h_bound=1.2 --set inputs=standardised")
+            raise UserError(f"--set {item!r}: not FIELD=VALUE; e.g. --set h_bound=2.0 --set inputs=unit")
         if not text.strip():
-            raise UserError(f"--set {item!r}: no value; e.g. --set h_bound=1.2 (--set h_bound=none: unbounded)")
+            raise UserError(f"--set {item!r}: no value; e.g. --set h_bound=2.0 (--set h_bound=none: unbounded)")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:

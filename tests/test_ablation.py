@@ -6,7 +6,7 @@ from hts_ep import Config, ablation, stats
 BOUNDED = (1.2, "unit", "branch", 1.0)
 SLOW = (None, "unit", "branch", 0.35)
 STANDARD = (None, "standardised", "end", 1.0)
-CHOSEN = (1.2, "standardised", "end", 1.0)      # stage 2's choice
+CHOSEN = (1.2, "standardised", "end", 1.0)      # stage 2's choice, the defaults since
 
 
 def record(v, curve, seed=0, distribution="scalar", dataset="fashion-mnist", eps_out=0.35, start=70.0):
@@ -138,8 +138,13 @@ def test_stage2_spec_is_stage1s_choice_and_keeps_todays_keys(tmp_path, monkeypat
 
 
 def test_overrides_and_the_rerun_status():
-    assert ablation.overrides(ablation.FORMER) == {}
-    assert ablation.overrides(STANDARD) == {"inputs": "standardised", "nudge_from": "end"}
+    # overrides: against the package's defaults (the chosen set-up since the switch); changed: against
+    # the defaults before the ablation, whatever the defaults are now
+    assert ablation.overrides(CHOSEN) == {}
+    assert ablation.overrides(ablation.FORMER) == {"h_bound": None, "inputs": "unit", "nudge_from": "branch"}
+    assert ablation.overrides(STANDARD) == {"h_bound": None}
+    assert ablation.changed(STANDARD) == {"inputs": "standardised", "nudge_from": "end"}
+    assert ablation.changed(CHOSEN) == {"h_bound": 1.2, "inputs": "standardised", "nudge_from": "end"}
     assert ablation.rerun_text(STANDARD, False, 0, 200, False).startswith("The defaults did not change")
     text = ablation.rerun_text(STANDARD, True, 37, 200, False)
     assert text.startswith("37 of 200 runs") and "switch" in text
@@ -148,11 +153,11 @@ def test_overrides_and_the_rerun_status():
     assert "--set" not in text and "hts-ep" not in text      # prose: the commands are shown as code
     commands = ablation.rerun_commands(STANDARD, True, False)
     assert "\nhts-ep sweep table1_rerun --profile paper\n" in commands
-    assert "hts-ep sweep SPEC --set inputs=standardised --set nudge_from=end\n" in commands
-    assert "hts-ep table SPEC --set inputs=standardised --set nudge_from=end\n" in commands
+    assert "hts-ep sweep SPEC --set h_bound=none\n" in commands
+    assert "hts-ep table SPEC --set h_bound=none\n" in commands
     assert ablation.rerun_commands(STANDARD, True, True) == ablation.rerun_commands(STANDARD, False, False) == ""
-    assert ablation.set_options(BOUNDED) == "--set h_bound=1.2"
-    assert ablation.set_options((2.0, "unit", "branch", 1.0)) == "--set h_bound=2.0"
+    assert ablation.set_options(BOUNDED) == "--set inputs=unit --set nudge_from=branch"
+    assert ablation.set_options((2.0, "standardised", "end", 1.0)) == "--set h_bound=2.0"
     assert ablation.rerun_text(STANDARD, True, 37, 200, False, decided=False).endswith("until stage 2 has decided.")
 
 
@@ -253,6 +258,11 @@ def test_rerun_spec_is_table1_at_the_choice_with_the_overrides_keys(tmp_path, mo
     (tmp_path / "table1_rerun.yaml").write_text(ablation.rerun_yaml(BOUNDED))
     assert [experiments.key(c) for c in experiments.grid_configs(experiments.load_spec("table1_rerun"), "paper")] == \
         [experiments.key(c) for c in bounded]
+    # the chosen set-up is the defaults now: its spec still fixes every field it changed, so its keys are
+    # Table 1's at the defaults
+    (tmp_path / "table1_rerun.yaml").write_text(ablation.rerun_yaml(CHOSEN))
+    assert [experiments.key(c) for c in experiments.grid_configs(experiments.load_spec("table1_rerun"), "paper")] == \
+        [experiments.key(c) for c in experiments.grid_configs(experiments.load_spec("table1"), "paper")]
 
 
 def test_a_committed_rerun_spec_is_stage2s_decision():
