@@ -156,12 +156,15 @@ def curves_text(runs):
     return sentence(parts) if parts else "No runs in this build."
 
 
-def spread_with_without(with_them, without):
-    """The mean seed spread of each data set's cells with and without the runs that never started
-    (data set -> points, from stats.spreads), where some did not start."""
+def spread_with_without(with_them, without, stuck, total):
+    """A sentence on the runs that never started (`stuck` of `total`) and what they do to the mean seed
+    spread of each data set's cells (data set -> points, from stats.spreads, with and without them)."""
+    if not stuck:
+        return f"None of the {total} runs here failed to start, so none widens a seed spread."
     parts = [f"on {DATASET_LABELS[ds]} {v:.2f} points with them and {without.get(ds, float('nan')):.2f} without"
              for ds, v in with_them.items() if abs(v - without.get(ds, v)) > 1e-12]
-    return "; ".join(parts) if parts else "no data set here has such runs"
+    return (f"{stuck} of the {total} runs here never started; the mean seed spread of a data set's cells at "
+            f"the best epoch is {'; '.join(parts)}.")
 
 
 def stuck_text(runs):
@@ -176,7 +179,7 @@ def stuck_text(runs):
     def span(f):
         return f"{f.final_acc.min():.1f} to {f.final_acc.max():.1f}%"
     return (f"they ended at {span(stuck)} final test accuracy, the runs that started at {span(started)}; "
-            f"{by_step.max()} of the {len(stuck)} ran at ε_out = {step:g}, the step with the most")
+            f"{by_step.max()} of the {len(stuck)} ran at ε_out = {step:g}, more than at any other step")
 
 
 def bound_effect(row):

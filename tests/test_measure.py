@@ -767,8 +767,17 @@ def test_stuck_text_gives_where_runs_that_never_started_ended():
     runs = pd.DataFrame({"eps_out": [0.25, 0.35, 0.35, 0.25, 0.35], "final_acc": [70.0, 86.5, 80.0, 89.0, 75.3],
                          "never_started": [True, True, True, False, False], "diverged": [False] * 5})
     assert wording.stuck_text(runs) == ("they ended at 70.0 to 86.5% final test accuracy, the runs that started "
-                                        "at 75.3 to 89.0%; 2 of the 3 ran at ε_out = 0.35, the step with the most")
+                                        "at 75.3 to 89.0%; 2 of the 3 ran at ε_out = 0.35, more than at any other step")
     assert wording.stuck_text(runs.assign(never_started=False)) == "every run started"
+
+
+def test_spread_with_without_counts_the_runs_that_never_started():
+    with_them, without = pd.Series({"fashion-mnist": 0.78, "mnist": 0.05}), pd.Series({"fashion-mnist": 0.13, "mnist": 0.05})
+    assert wording.spread_with_without(with_them, without, 10, 200) == (
+        "10 of the 200 runs here never started; the mean seed spread of a data set's cells at the best epoch is "
+        "on Fashion-MNIST 0.78 points with them and 0.13 without.")
+    assert wording.spread_with_without(without, without, 0, 200) == (
+        "None of the 200 runs here failed to start, so none widens a seed spread.")
 
 
 def test_setup_text_names_the_set_up_a_page_trains_at():
