@@ -772,7 +772,8 @@ def test_stuck_text_gives_where_runs_that_never_started_ended():
 
 
 def test_spread_with_without_counts_the_runs_that_never_started():
-    with_them, without = pd.Series({"fashion-mnist": 0.78, "mnist": 0.05}), pd.Series({"fashion-mnist": 0.13, "mnist": 0.05})
+    with_them = pd.Series({"fashion-mnist": 0.78, "mnist": 0.05})
+    without = pd.Series({"fashion-mnist": 0.13, "mnist": 0.05})
     assert wording.spread_with_without(with_them, without, 10, 200) == (
         "10 of the 200 runs here never started; the mean seed spread of a data set's cells at the best epoch is "
         "on Fashion-MNIST 0.78 points with them and 0.13 without.")
