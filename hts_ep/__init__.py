@@ -1,5 +1,5 @@
 """hts-ep: heterogeneous time steps in equilibrium propagation (Kubo, Modi, Patel 2026)."""
-__version__ = "0.2.0"   # the one place; pyproject.toml reads it, CHANGELOG.md says what changed
+__version__ = "0.3.0"   # the one place; pyproject.toml reads it, CHANGELOG.md says what changed
 
 from . import fused  # noqa: E402
 from .config import DATASETS, PROVENANCE, Config  # noqa: E402
