@@ -163,6 +163,8 @@ def spread_with_without(with_them, without, stuck, total):
         return f"None of the {total} runs here failed to start, so none widens a seed spread."
     parts = [f"on {DATASET_LABELS[ds]} {v:.2f} points with them and {without.get(ds, float('nan')):.2f} without"
              for ds, v in with_them.items() if abs(v - without.get(ds, v)) > 1e-12]
+    if not parts:
+        return f"{stuck} of the {total} runs here never started; they leave every mean seed spread as it is."
     return (f"{stuck} of the {total} runs here never started; the mean seed spread of a data set's cells at "
             f"the best epoch is {'; '.join(parts)}.")
 
@@ -174,12 +176,15 @@ def stuck_text(runs):
     if not len(stuck):
         return "every run started"
     by_step = stuck.groupby("eps_out").size()
-    step = by_step.idxmax()
+    top = by_step[by_step == by_step.max()].index   # a tie names every step that shares the most
 
     def span(f):
         return f"{f.final_acc.min():.1f} to {f.final_acc.max():.1f}%"
-    return (f"they ended at {span(stuck)} final test accuracy, the runs that started at {span(started)}; "
-            f"{by_step.max()} of the {len(stuck)} ran at ε_out = {step:g}, more than at any other step")
+    where = (f"{by_step.max()} of the {len(stuck)} ran at ε_out = {top[0]:g}, more than at any other step"
+             if len(top) == 1 else
+             f"{by_step.max()} of the {len(stuck)} ran at each of ε_out = {join([f'{s:g}' for s in top])}, "
+             "more than at any other step")
+    return f"they ended at {span(stuck)} final test accuracy, the runs that started at {span(started)}; {where}"
 
 
 def bound_effect(row):

@@ -769,6 +769,11 @@ def test_stuck_text_gives_where_runs_that_never_started_ended():
     assert wording.stuck_text(runs) == ("they ended at 70.0 to 86.5% final test accuracy, the runs that started "
                                         "at 75.3 to 89.0%; 2 of the 3 ran at ε_out = 0.35, more than at any other step")
     assert wording.stuck_text(runs.assign(never_started=False)) == "every run started"
+    tie = runs.assign(eps_out=[0.25, 0.35, 0.25, 0.25, 0.35], never_started=[True, True, True, True, False])
+    assert wording.stuck_text(tie).endswith("3 of the 4 ran at ε_out = 0.25, more than at any other step")
+    tie = tie.assign(never_started=[True, True, False, False, False])
+    assert wording.stuck_text(tie).endswith("1 of the 2 ran at each of ε_out = 0.25 and 0.35, more than at any "
+                                            "other step")
 
 
 def test_spread_with_without_counts_the_runs_that_never_started():
@@ -779,6 +784,8 @@ def test_spread_with_without_counts_the_runs_that_never_started():
         "on Fashion-MNIST 0.78 points with them and 0.13 without.")
     assert wording.spread_with_without(without, without, 0, 200) == (
         "None of the 200 runs here failed to start, so none widens a seed spread.")
+    assert wording.spread_with_without(without, without, 2, 200) == (
+        "2 of the 200 runs here never started; they leave every mean seed spread as it is.")
 
 
 def test_setup_text_names_the_set_up_a_page_trains_at():
